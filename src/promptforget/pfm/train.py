@@ -1,0 +1,94 @@
+"""PFM training loop: plain PyTorch, under HF Accelerate so `accelerate launch` spreads it over devices."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from promptforget.pfm.objective import pfm_loss
+
+
+class TensorDictDataset(Dataset):
+    """Pre-encoded inputs (dict of tensors with a leading N axis) plus labels."""
+
+    def __init__(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
+        n = len(labels)
+        for k, v in inputs.items():
+            if len(v) != n:
+                raise ValueError(f"input {k!r} has {len(v)} rows but there are {n} labels")
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.inputs.items()}, self.labels[i]
+
+
+def trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut text batches to their longest real sequence: inputs are stored padded to max_length."""
+    if "attention_mask" not in inputs:
+        return inputs
+    n = int(inputs["attention_mask"].sum(dim=1).max())
+    return {k: v[:, :n] for k, v in inputs.items()}
+
+
+def fit(
+    model,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    *,
+    accelerator=None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Train ``model`` (a PFMModel with all its prompts) with the PFM objective. Returns per-epoch logs."""
+    from accelerate import Accelerator
+
+    cfg = model.config
+    if model.forgotten_classes:
+        raise ValueError("fit: the model has forgotten classes; train a fresh model instead")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if len(labels) == 0:
+        raise ValueError("fit: empty training set")
+    if labels.min() < 0 or labels.max() >= model.num_classes:
+        raise ValueError(f"fit: labels must be in [0, {model.num_classes - 1}]")
+
+    torch.manual_seed(cfg.seed)
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    loader = DataLoader(
+        TensorDictDataset(inputs, labels),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    # Prompt-set sampling has its own stream so it is reproducible whatever else draws random numbers.
+    gen = torch.Generator().manual_seed(cfg.seed + 1 + acc.process_index)
+
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        totals = {"loss": 0.0, "ce": 0.0, "kl": 0.0}
+        steps = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and acc.is_local_main_process), leave=False)
+        for batch_inputs, batch_labels in bar:
+            loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight)
+            optimizer.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            optimizer.step()
+            totals["loss"] += loss.item()
+            totals["ce"] += parts["ce"].item()
+            totals["kl"] += parts["kl"].item()
+            steps += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        log = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in totals.items()}}
+        history.append(log)
+        if on_epoch_end is not None and acc.is_main_process:
+            on_epoch_end(epoch + 1, log)
+    acc.unwrap_model(model).eval()
+    return history

@@ -1,0 +1,139 @@
+import pytest
+import torch
+
+from promptforget.pfm.config import PFMConfig
+from promptforget.pfm.model import PFMModel, UnknownClassError
+from promptforget.pfm.objective import pfm_loss
+
+CLASSES = ["alpha", "beta", "St. Louis", "delta"]
+
+
+def make(backbone_dir, adapt="lora", tokens=1, classes=CLASSES, image_size=None):
+    return PFMModel(PFMConfig(backbone=backbone_dir, class_names=list(classes), adapt=adapt, prompt_tokens=tokens,
+                              image_size=image_size, max_length=16))
+
+
+def pixels(n=3, size=16, seed=0):
+    return {"pixel_values": torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))}
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit_dir", "tiny_dinov2_dir"])
+def test_image_families_forward_and_lora_targets(fixture, request):
+    m = make(request.getfixturevalue(fixture)).eval()
+    size = 16 if fixture == "tiny_vit_dir" else 28
+    logits = m(pixels(size=size))
+    assert logits.shape == (3, len(CLASSES))
+    lora = [n for n, p in m.named_parameters() if p.requires_grad and "lora_" in n]
+    assert lora and all(("q_proj" in n) or ("v_proj" in n) for n in lora)
+    # the frozen backbone does not train
+    assert not any(p.requires_grad for n, p in m.named_parameters() if n.startswith("backbone.") and "lora_" not in n)
+
+
+def test_text_family_uses_query_value(tiny_bert_dir):
+    m = make(tiny_bert_dir).eval()
+    x = m.preprocess(["a short text", "another, longer text about things"])
+    assert m(x).shape == (2, 4)
+    lora = [n for n, p in m.named_parameters() if p.requires_grad and "lora_" in n]
+    assert lora and all(("query" in n) or ("value" in n) for n in lora)
+
+
+def test_adapt_modes_change_what_trains(tiny_vit_dir):
+    frozen = make(tiny_vit_dir, adapt="frozen")
+    full = make(tiny_vit_dir, adapt="full")
+    prompt_head = len(CLASSES) * 32 + 32 * len(CLASSES) + len(CLASSES)
+    assert frozen.num_parameters() == prompt_head
+    assert full.num_parameters() > make(tiny_vit_dir).num_parameters() > prompt_head
+
+
+def test_prompt_order_does_not_matter_and_masked_slots_are_absent(tiny_vit_dir):
+    """No position embedding on prompts; a masked slot must act exactly as a missing one."""
+    m = make(tiny_vit_dir).eval()
+    x = pixels()
+    with torch.no_grad():
+        a = m(x, torch.tensor([[0, 2]] * 3), torch.ones(3, 2, dtype=torch.bool))
+        b = m(x, torch.tensor([[2, 0]] * 3), torch.ones(3, 2, dtype=torch.bool))
+        padded = m(x, torch.tensor([[0, 2, 3]] * 3), torch.tensor([[True, True, False]] * 3))
+        other = m(x, torch.tensor([[0, 3]] * 3), torch.ones(3, 2, dtype=torch.bool))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a, padded, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a, other, atol=1e-4)
+
+
+def test_cls_is_read_after_the_prompts(tiny_vit_dir):
+    """With T tokens per class the head must read position S*T (the CLS), not position 0 (a prompt)."""
+    m = make(tiny_vit_dir, tokens=2).eval()
+    x = pixels(n=2)
+    captured = {}
+    m.head.register_forward_hook(lambda mod, inp, out: captured.setdefault("h", inp[0]))
+    hidden = {}
+    m.encoder.final_norm.register_forward_hook(lambda mod, inp, out: hidden.setdefault("h", out))
+    with torch.no_grad():
+        m(x, torch.tensor([[1, 3]] * 2), torch.ones(2, 2, dtype=torch.bool))
+    torch.testing.assert_close(captured["h"], hidden["h"][:, 4])
+
+
+def test_default_forward_uses_every_active_prompt(tiny_vit_dir):
+    m = make(tiny_vit_dir).eval()
+    x = pixels()
+    with torch.no_grad():
+        full = m(x)
+        explicit = m(x, torch.arange(4).expand(3, -1), torch.ones(3, 4, dtype=torch.bool))
+    torch.testing.assert_close(full, explicit)
+
+
+def test_forget_removes_prompt_and_changes_predictions(tiny_vit_dir):
+    m = make(tiny_vit_dir).eval()
+    x = pixels()
+    with torch.no_grad():
+        before = m(x)
+    assert m.forget(["St. Louis"]) == ["St. Louis"]
+    assert m.active_classes == ["alpha", "beta", "delta"] and m.forgotten_classes == ["St. Louis"]
+    assert len(m.prompts) == 3 and not any("Louis" in k for k in m.prompts.keys())
+    with pytest.raises(UnknownClassError, match="forgotten"):
+        m.prompt_of("St. Louis")
+    with torch.no_grad():
+        after = m(x)
+        masked = m(x, mask_forgotten=True)
+    assert not torch.allclose(before, after)
+    assert torch.isinf(masked[:, 2]).all() and torch.isfinite(masked[:, [0, 1, 3]]).all()
+    # a prompt set that names a forgotten class is refused
+    with pytest.raises(UnknownClassError):
+        m(x, torch.tensor([[2]] * 3), torch.ones(3, 1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("bad, match", [(["nope"], "unknown class"), (["alpha", "nope"], "unknown class"),
+                                        (["alpha", "alpha"], "duplicate"), ([], "no classes"),
+                                        (CLASSES, "at least one class")])
+def test_forget_bad_names_change_nothing(tiny_vit_dir, bad, match):
+    m = make(tiny_vit_dir)
+    keys = list(m.prompts.keys())
+    with pytest.raises(ValueError, match=match):
+        m.forget(bad)
+    assert list(m.prompts.keys()) == keys
+
+
+def test_forget_twice_is_an_error(tiny_vit_dir):
+    m = make(tiny_vit_dir)
+    m.forget("beta")
+    with pytest.raises(UnknownClassError, match="already forgotten"):
+        m.forget("beta")
+
+
+def test_loss_trains_prompts_lora_and_head(tiny_vit_dir):
+    m = make(tiny_vit_dir).train()
+    loss, parts = pfm_loss(m, pixels(n=8, seed=3), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]),
+                           torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and parts["ce"] > 0 and parts["kl"] >= 0
+    assert m.head.weight.grad is not None and m.head.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in m.named_parameters() if "lora_B" in n)
+    assert sum(p.grad is not None and p.grad.abs().sum() > 0 for p in m.prompts.values()) >= 2
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="adapt"):
+        PFMConfig(adapt="sometimes")
+    with pytest.raises(ValueError, match="unique"):
+        PFMConfig(class_names=["a", "a"])
+    with pytest.raises(ValueError, match="unknown PFMConfig keys"):
+        PFMConfig.from_dict({"colour": "red"})

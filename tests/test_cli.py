@@ -1,0 +1,66 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from promptforget.cli import main
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["forget"], ["evaluate"], ["demo"]])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(cmd + ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: promptforget" in out
+
+
+def test_installed_entry_point_help():
+    r = subprocess.run([sys.executable, "-m", "promptforget.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "forget" in r.stdout
+
+
+@pytest.fixture
+def csv_data(tmp_path):
+    path = tmp_path / "reviews.csv"
+    rows = [("the food was great and tasty", "food"), ("pasta and pizza for dinner", "food"),
+            ("the match ended in a draw", "sport"), ("a goal in the last minute", "sport"),
+            ("the new phone has a fast chip", "tech"), ("software update fixes bugs", "tech")] * 3
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    return path
+
+
+def test_train_forget_evaluate_end_to_end(csv_data, tiny_bert_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", f"csv:{csv_data}", "--backbone", tiny_bert_dir, "--out", str(run),
+                 "--epochs", "1", "--batch-size", "4", "--max-length", "16", "--test-size", "0.34"]) == 0
+    assert {"pfm_config.json", "model.safetensors", "data.json", "train_log.json"} <= {p.name for p in run.iterdir()}
+    # refusing to clobber an existing run
+    assert main(["train", "--dataset", f"csv:{csv_data}", "--backbone", tiny_bert_dir, "--out", str(run)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+    assert main(["evaluate", str(run), "--max-combinations", "5"]) == 0
+    report = json.loads((run / "evaluation.json").read_text())
+    assert report["state"]["forgotten_classes"] == [] and set(report["protocol"]["by_k"]) == {"1", "2"}  # k in {1, C//2, C-1}, C=3
+    assert "best_single" in report["probes"]
+
+    before = (run / "model.safetensors").read_bytes()
+    assert main(["forget", str(run), "--classes", "nonexistent"]) == 2
+    assert "unknown class 'nonexistent'" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == before
+
+    assert main(["forget", str(run), "--classes", "sport"]) == 0
+    assert main(["evaluate", str(run), "--no-protocol"]) == 0
+    report = json.loads((run / "evaluation.json").read_text())
+    assert report["state"]["forgotten_classes"] == ["sport"]
+    assert report["state"]["head_masked"]["forgotten_acc"] == 0.0
+
+
+def test_bad_dataset_name(capsys, tmp_path):
+    assert main(["train", "--dataset", "imagenet-99", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown dataset" in capsys.readouterr().err
