@@ -137,3 +137,36 @@ def test_config_validation():
         PFMConfig(class_names=["a", "a"])
     with pytest.raises(ValueError, match="unknown PFMConfig keys"):
         PFMConfig.from_dict({"colour": "red"})
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit_dir", "tiny_bert_dir"])
+def test_prefix_style_prompts_are_keys_only(fixture, request):
+    m = PFMModel(PFMConfig(backbone=request.getfixturevalue(fixture), class_names=CLASSES, prompt_style="prefix",
+                           max_length=16)).eval()
+    x = pixels() if fixture == "tiny_vit_dir" else m.preprocess(["one text", "two texts here", "three"])
+    ones = lambda s: torch.ones(3, s, dtype=torch.bool)  # noqa: E731
+    with torch.no_grad():
+        a = m(x, torch.tensor([[0, 2]] * 3), ones(2))
+        b = m(x, torch.tensor([[2, 0]] * 3), ones(2))
+        padded = m(x, torch.tensor([[0, 2, 3]] * 3), torch.tensor([[True, True, False]] * 3))
+        other = m(x, torch.tensor([[0, 3]] * 3), ones(2))
+        none = m(x, torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, dtype=torch.bool))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a, padded, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a, other, atol=1e-4) and not torch.allclose(a, none, atol=1e-4)
+    # the prompts' key/value projections train through LoRA and the prompt vectors themselves
+    m.train()
+    loss, _ = pfm_loss(m, x, torch.tensor([0, 1, 2]), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert sum(p.grad is not None and p.grad.abs().sum() > 0 for p in m.prompts.values()) >= 2
+
+
+def test_prefix_style_matches_plain_backbone_without_prompts(tiny_vit_dir):
+    """With no prompts, both styles are the plain backbone: same CLS, same logits."""
+    tok = make(tiny_vit_dir).eval()
+    pre = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, prompt_style="prefix")).eval()
+    pre.load_state_dict(tok.state_dict())
+    x = pixels()
+    empty = (torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, dtype=torch.bool))
+    with torch.no_grad():
+        torch.testing.assert_close(tok(x, *empty), pre(x, *empty), atol=1e-5, rtol=1e-5)

@@ -97,10 +97,8 @@ class EncoderParts:
 
     def encode(self, tokens: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """Run the blocks over ``tokens`` attending only to keys where ``key_mask`` is True."""
-        from transformers.masking_utils import create_bidirectional_mask
-
-        # Let transformers build the mask in the format its attention implementation wants.
-        mask = create_bidirectional_mask(config=self.model.config, inputs_embeds=tokens, attention_mask=key_mask)
+        # Boolean key mask broadcast over heads and queries, the form SDPA takes (None = attend to all).
+        mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
         h = tokens
         for block in self.blocks:
             h = block(h, mask)
@@ -139,7 +137,7 @@ def load_encoder(name_or_path: str) -> EncoderParts:
     path = resolve_backbone(name_or_path)
     try:
         # SDPA takes arbitrary boolean key masks (variable prompt subsets) and is the fast path on CPU.
-        model = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+        model = AutoModel.from_pretrained(path, attn_implementation="sdpa")  # encode() builds SDPA masks
     except OSError as exc:
         raise FileNotFoundError(
             f"cannot load backbone {name_or_path!r}: {exc.__class__.__name__}. Offline, pass a local directory "

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("--classes", nargs="+", required=True, help="class names to forget")
     p.add_argument("--reason", default="", help="why (recorded in the deletion ledger)")
-    p.add_argument("--request-id", default=None, help="idempotency key of the deletion request")
+    p.add_argument("--request-id", default=None, help="idempotency key: repeating it changes nothing (default: a new uuid)")
+    p.add_argument("--json", action="store_true", help="also print the result (ledger hashes, timings) as JSON")
     p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser(
@@ -95,21 +96,20 @@ def _stratified_cap(ds, n: int | None, seed: int):
 
 def load_split(run_dir: Path):
     """The (train, test) split a run was trained with, rebuilt from its data.json."""
-    from promptforget.data import load_dataset
+    from promptforget.data import load_splits
 
     path = run_dir / DATA_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: missing {DATA_NAME} (was it created by `promptforget train`?)")
     info = json.loads(path.read_text())
-    ds = load_dataset(info["dataset"])
-    train, test = ds.train_test_split(test_size=info["test_size"], seed=info["seed"])
+    train, test = load_splits(info["dataset"], info["test_size"], info["seed"])
     return _stratified_cap(train, info.get("max_train"), info["seed"]), test
 
 
 def train_run(args) -> Path:
     import torch
 
-    from promptforget.data import load_dataset
+    from promptforget.data import load_splits
     from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
@@ -118,10 +118,9 @@ def train_run(args) -> Path:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
-    ds = load_dataset(args.dataset)
-    train, _ = ds.train_test_split(test_size=args.test_size, seed=args.seed)
+    train, _ = load_splits(args.dataset, args.test_size, args.seed)
     train = _stratified_cap(train, args.max_train, args.seed)
-    is_text = hasattr(ds, "texts")
+    is_text = hasattr(train, "texts")
     cfg = PFMConfig(
         backbone=args.backbone or ("minilm" if is_text else "dinov2-s14"),
         adapt=args.adapt,
@@ -135,7 +134,7 @@ def train_run(args) -> Path:
         seed=args.seed,
         max_length=args.max_length,
         image_size=args.image_size,
-        class_names=list(ds.class_names),
+        class_names=list(train.class_names),
     )
     model = PFMModel(cfg)
     print(f"[train] {args.dataset}: {len(train)} examples, {len(cfg.class_names)} classes; backbone {cfg.backbone} "
@@ -158,12 +157,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_forget(args) -> int:
-    from promptforget.pfm.model import forget_run
+    # The same durable path as the service's POST /forget: artefact + hash-chained ledger, crash-safe.
+    from promptforget.service.durable import forget
 
-    t0 = time.perf_counter()
-    model = forget_run(args.run_dir, args.classes)
-    print(f"[forget] forgot {args.classes} in {1000 * (time.perf_counter() - t0):.1f} ms; "
-          f"remaining classes: {model.active_classes}")
+    r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli")
+    what = "already forgotten by this request id (no change)" if r.replayed else "forgot"
+    print(f"[forget] {what} {r.classes} in {r.timings_ms.get('total', 0.0):.1f} ms (ledger seq {r.ledger_seq}, "
+          f"request id {r.request_id}); remaining classes: {r.active_classes}")
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
     return 0
 
 
@@ -240,7 +242,7 @@ DEMOS = {
 
 def cmd_demo(args) -> int:
     from promptforget.pfm.config import PFMConfig
-    from promptforget.pfm.model import forget_run
+    from promptforget.service.durable import forget as durable_forget
     from promptforget.utils.io import atomic_write_json
 
     spec = dict(DEMOS[args.task])
@@ -257,7 +259,7 @@ def cmd_demo(args) -> int:
     before = evaluate_run(out, ks=[1], progress=False)
     cls = args.forget or before["state"]["active_classes"][0]
     t1 = time.perf_counter()
-    forget_run(out, [cls])
+    durable_forget(out, [cls], reason="demo", source="demo")  # the same path as the CLI and the service
     forget_ms = 1000 * (time.perf_counter() - t1)
     after = evaluate_run(out, protocol=False, progress=False)
     total = time.perf_counter() - t0

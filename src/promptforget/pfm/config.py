@@ -7,6 +7,7 @@ from typing import Any
 
 ADAPT_MODES = ("lora", "frozen", "full")
 PROMPT_INITS = ("normal", "zeros", "cls")
+PROMPT_STYLES = ("token", "prefix")
 
 
 @dataclass
@@ -20,6 +21,9 @@ class PFMConfig:
     # Class prompts: `prompt_tokens` learnable tokens per class, prepended before CLS, no position embedding.
     prompt_tokens: int = 1
     prompt_init: str = "normal"  # N(0,1) as in the paper
+    # token: prompts are input tokens (the paper). prefix: prompts are only extra keys/values in each
+    # attention layer, so C prompts add no MLP work (see pfm/prefix.py).
+    prompt_style: str = "token"
     # Objective: view A (own + random wrong prompts, CE) + view B (only wrong prompts, KL to uniform).
     kl_weight: float = 1.0
     # Optimisation.
@@ -38,6 +42,8 @@ class PFMConfig:
     def validate(self) -> None:
         if self.adapt not in ADAPT_MODES:
             raise ValueError(f"adapt must be one of {ADAPT_MODES}, got {self.adapt!r}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
         if self.prompt_init not in PROMPT_INITS:
             raise ValueError(f"prompt_init must be one of {PROMPT_INITS}, got {self.prompt_init!r}")
         for name in ("lora_r", "prompt_tokens", "batch_size", "max_length"):

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from promptforget.backbones.encoder import EncoderParts, load_encoder, resolve_backbone, state_dict_sha256
+from promptforget.pfm import prefix
 from promptforget.pfm.config import PFMConfig
-from promptforget.utils.io import atomic_write_bytes, atomic_write_json, remove_stale_temps
+from promptforget.utils.io import atomic_write_bytes, atomic_write_json
 
 CONFIG_NAME = "pfm_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -53,6 +54,8 @@ class PFMModel(nn.Module):
         # Hash of the pretrained weights, before any adapter: a run dir stores it, loading checks it.
         self.backbone_sha256 = state_dict_sha256(self.encoder.model)
         self._setup_adaptation()
+        if config.prompt_style == "prefix":
+            prefix.install(self.encoder.model)
         d, t = self.encoder.hidden_size, config.prompt_tokens
         g = torch.Generator().manual_seed(config.seed)
         self.prompts = nn.ParameterDict({_key(c): nn.Parameter(self._init_prompt(t, d, g)) for c in config.class_names})
@@ -166,6 +169,7 @@ class PFMModel(nn.Module):
         prompt_ids = prompt_ids.to(device)
         s, t = prompt_ids.shape[1], self.config.prompt_tokens
 
+        cls_pos = 0
         if s > 0:
             # Map class index -> row of the bank of prompts that still exist (-1 = forgotten).
             row = torch.full((self.num_classes,), -1, dtype=torch.long, device=device)
@@ -173,17 +177,25 @@ class PFMModel(nn.Module):
             rows = row[prompt_ids]
             if bool(((rows < 0) & prompt_mask).any()):
                 raise UnknownClassError("a prompt set refers to a forgotten class")
-            bank = torch.stack([prompts[_key(self.config.class_names[i])] for i in active])  # [A, T, D]
-            p = bank[rows.clamp(min=0)].reshape(b, s * t, -1).to(tokens.dtype)
+            bank = torch.stack([prompts[_key(self.config.class_names[i])] for i in active]).to(tokens.dtype)  # [A,T,D]
+            if self.config.prompt_style == "prefix":
+                with prefix.prefix_context(self.encoder, bank, rows, prompt_mask, key_mask):
+                    hidden = self.encoder.encode(tokens, key_mask)
+                return self._logits(hidden[:, 0], active, mask_forgotten)
+            p = bank[rows.clamp(min=0)].reshape(b, s * t, -1)
             pm = prompt_mask.repeat_interleave(t, dim=1)
             tokens = torch.cat([p, tokens], dim=1)
             key_mask = torch.cat([pm, key_mask], dim=1)
+            cls_pos = s * t  # CLS sits right after the prompts
         hidden = self.encoder.encode(tokens, key_mask)
-        logits = self.head(hidden[:, s * t])  # CLS sits right after the prompts
+        return self._logits(hidden[:, cls_pos], active, mask_forgotten)
+
+    def _logits(self, cls: torch.Tensor, active: list[int], mask_forgotten: bool) -> torch.Tensor:
+        logits = self.head(cls)
         if mask_forgotten:
             forgotten = [i for i in range(self.num_classes) if i not in set(active)]
             if forgotten:
-                logits = logits.index_fill(1, torch.tensor(forgotten, device=device), float("-inf"))
+                logits = logits.index_fill(1, torch.tensor(forgotten, device=logits.device), float("-inf"))
         return logits
 
     # ----------------------------------------------------------------- inputs
@@ -337,15 +349,27 @@ class PFMModel(nn.Module):
         return model
 
 
-def forget_run(run_dir: str | os.PathLike, classes: Sequence[str], model: PFMModel | None = None) -> PFMModel:
-    """Forget ``classes`` in a saved run: delete their prompts and atomically rewrite the weights file.
+def forget_run(
+    run_dir: str | os.PathLike,
+    classes: Sequence[str],
+    model: PFMModel | None = None,
+    reason: str = "",
+    request_id: str | None = None,
+) -> PFMModel:
+    """Forget ``classes`` in a saved run: delete their prompts from the weights file and record it in the
+    run's deletion ledger, durably (``promptforget.service.durable.forget``, the path the service uses).
 
     On a bad class name nothing on disk changes. After it returns, the old weights file has been
     replaced (renamed over), so the deleted prompts' bytes are in no file of the run directory.
+    Returns ``model`` with the prompts dropped in memory too, or the run loaded afresh.
     """
-    run_dir = Path(run_dir)
-    remove_stale_temps(run_dir)  # leftovers of an interrupted earlier write may still hold old bytes
-    model = model if model is not None else PFMModel.from_pretrained(run_dir)
-    model.forget(classes)
-    model.save_pretrained(run_dir)
-    return model
+    from promptforget.service.durable import forget
+
+    def drop_from_memory(active: list[str]) -> None:
+        if model is not None:
+            stale = [c for c in model.active_classes if c not in active]
+            if stale:
+                model.forget(stale)
+
+    forget(run_dir, classes, reason=reason, request_id=request_id, source="python", on_artefact=drop_from_memory)
+    return model if model is not None else PFMModel.from_pretrained(run_dir)

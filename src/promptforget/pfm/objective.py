@@ -18,20 +18,27 @@ import torch.nn.functional as F
 
 
 def sample_prompt_sets(
-    labels: torch.Tensor, num_classes: int, own: bool, generator: torch.Generator | None = None
+    labels: torch.Tensor,
+    num_classes: int,
+    own: bool,
+    generator: torch.Generator | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompt class indices [B, S] and slot mask [B, S] for one view.
 
     own=True: slot 0 is the sample's own class, followed by k wrong classes.
     own=False: k wrong classes; the own class is never included.
     S is the largest set size in the batch; smaller sets are padded (mask False).
+    shard=(offset, global_batch): draw the random numbers for the whole global batch and keep rows
+    offset..offset+B, so data-parallel processes sample exactly what one process would.
     """
     b = labels.shape[0]
-    scores = torch.rand(b, num_classes, generator=generator)
+    lo, total = shard if shard is not None else (0, b)
+    scores = torch.rand(total, num_classes, generator=generator)[lo : lo + b]
+    k = torch.randint(0, num_classes, (total,), generator=generator)[lo : lo + b]  # wrong prompts: 0..C-1
     # Own class sorts first (own=True) or last (own=False); wrong classes in random order between.
     scores[torch.arange(b), labels.cpu()] = -1.0 if own else 2.0
     order = scores.argsort(dim=1)
-    k = torch.randint(0, num_classes, (b,), generator=generator)  # wrong prompts: 0..C-1
     n = k + 1 if own else k
     s = int(n.max()) if b else 0
     mask = torch.arange(s).unsqueeze(0) < n.unsqueeze(1)
@@ -44,11 +51,13 @@ def kl_uniform_to_softmax(logits: torch.Tensor) -> torch.Tensor:
     return (-math.log(c) - F.log_softmax(logits, dim=-1).mean(dim=-1)).mean()
 
 
-def pfm_loss(model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0):
+def pfm_loss(
+    model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0, shard=None
+):
     """CE on view A + kl_weight * KL(U || p) on view B, computed with one forward of 2B samples."""
     c = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
-    ids_a, mask_a = sample_prompt_sets(labels, c, own=True, generator=generator)
-    ids_b, mask_b = sample_prompt_sets(labels, c, own=False, generator=generator)
+    ids_a, mask_a = sample_prompt_sets(labels, c, own=True, generator=generator, shard=shard)
+    ids_b, mask_b = sample_prompt_sets(labels, c, own=False, generator=generator, shard=shard)
     s = max(ids_a.shape[1], ids_b.shape[1])
     ids = torch.cat([F.pad(ids_a, (0, s - ids_a.shape[1])), F.pad(ids_b, (0, s - ids_b.shape[1]))])
     mask = torch.cat([F.pad(mask_a, (0, s - mask_a.shape[1])), F.pad(mask_b, (0, s - mask_b.shape[1]))])

@@ -46,7 +46,7 @@ def fit(
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` (a PFMModel with all its prompts) with the PFM objective. Returns per-epoch logs."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
 
     cfg = model.config
     if model.forgotten_classes:
@@ -58,7 +58,13 @@ def fit(
         raise ValueError(f"fit: labels must be in [0, {model.num_classes - 1}]")
 
     torch.manual_seed(cfg.seed)
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    # split_batches: cfg.batch_size is the global batch, cut across processes, so a run on N devices
+    # takes the same steps as a run on one.
+    acc = accelerator or Accelerator(
+        cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(split_batches=True)
+    )
+    if cfg.batch_size % acc.num_processes:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {acc.num_processes} processes")
     loader = DataLoader(
         TensorDictDataset(inputs, labels),
         batch_size=cfg.batch_size,
@@ -67,8 +73,9 @@ def fit(
     )
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
-    # Prompt-set sampling has its own stream so it is reproducible whatever else draws random numbers.
-    gen = torch.Generator().manual_seed(cfg.seed + 1 + acc.process_index)
+    # Prompt-set sampling has its own stream, identical on every process; each keeps its shard of the
+    # global batch (see sample_prompt_sets), so N processes sample what one process would.
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
 
     history = []
     for epoch in range(cfg.epochs):
@@ -77,7 +84,9 @@ def fit(
         steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and acc.is_local_main_process), leave=False)
         for batch_inputs, batch_labels in bar:
-            loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight)
+            local = len(batch_labels)
+            shard = (acc.process_index * local, local * acc.num_processes)
+            loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()

@@ -1,0 +1,55 @@
+"""Inference cost of class prompts: throughput of the plain backbone vs a PFM with C class prompts,
+token style (prompts are input tokens, the paper) and prefix style (prompts are only extra keys/values).
+
+Backbone: a random-weight ViT with DINOv2-S/14 dimensions (12 layers, 384 wide, 6 heads) at 224 px
+(256 patches + CLS), batch 8. Synthetic class counts C = 10, 100, 1000.
+
+    python benchmarks/prompt_overhead.py [--classes 10 100 1000] [--image-size 224] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from _common import timeit, vit_dir, write_result
+from promptforget.pfm import PFMConfig, PFMModel
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        backbone = vit_dir(Path(tmp), image_size=args.image_size, patch=14, hidden=384, layers=12, heads=6)
+        x = {"pixel_values": torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)}
+        base = None
+        for c in args.classes:
+            for style in ("token", "prefix"):
+                m = PFMModel(PFMConfig(backbone=backbone, class_names=[f"c{i}" for i in range(c)], prompt_style=style))
+                m = m.to(device).eval()
+                if base is None:  # the plain backbone: the same model with no prompt at all
+                    empty = (torch.zeros(args.batch, 0, dtype=torch.long), torch.zeros(args.batch, 0, dtype=torch.bool))
+                    base = timeit(lambda: m(x, *empty), repeats=args.repeats)
+                    print(f"plain backbone: {args.batch / base['median_s']:.1f} img/s", flush=True)
+                t = timeit(lambda: m(x), repeats=args.repeats)
+                row = {"classes": c, "style": style, **t, "images_per_s": args.batch / t["median_s"],
+                       "overhead_vs_plain": t["median_s"] / base["median_s"]}
+                rows.append(row)
+                print(f"C={c:>5} {style:>6}: {row['images_per_s']:.1f} img/s, {row['overhead_vs_plain']:.2f}x the plain backbone", flush=True)
+                del m
+    result = {"benchmark": "prompt_overhead", "device": device, "settings": vars(args),
+              "plain_backbone": base | {"images_per_s": args.batch / base["median_s"]}, "rows": rows}
+    print(f"-> {write_result('prompt_overhead', result)}")
+
+
+if __name__ == "__main__":
+    main()

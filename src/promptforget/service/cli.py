@@ -1,0 +1,105 @@
+"""``promptforget serve RUN_DIR`` and ``promptforget ledger verify|show RUN_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a PFM run over HTTP: predict, forget on request (admin token), deletion ledger",
+        description="Run the forget service (FastAPI + uvicorn; OpenAPI page at /docs). The admin token comes "
+        "from PROMPTFORGET_ADMIN_TOKEN or --admin-token-file; predictions are open unless "
+        "PROMPTFORGET_PREDICT_TOKEN or --predict-token-file is set. Forgotten classes are masked in the head.",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0 = any free port; the URL is printed)")
+    p.add_argument("--admin-token-file", default=None, help="file holding the admin token (else $PROMPTFORGET_ADMIN_TOKEN)")
+    p.add_argument("--predict-token-file", default=None, help="file holding the predict token (else $PROMPTFORGET_PREDICT_TOKEN; unset = open)")
+    p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, help="request body cap (default 2 MiB)")
+    p.add_argument("--max-items", type=int, default=64, help="texts or images per request (default 64)")
+    p.add_argument("--max-text-chars", type=int, default=10_000, help="characters per text (default 10000)")
+    p.add_argument("--no-mask-forgotten", action="store_true",
+                   help="do not mask forgotten classes in the head (their prompts are still gone)")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between checks for forgets made by another process (0 = off)")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ledger", help="check or show a run's deletion ledger",
+                       description="The deletion ledger (RUN_DIR/forget_ledger.jsonl): append-only, hash-chained.")
+    lsub = p.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    v = lsub.add_parser("verify", help="recover a crashed forget, then check the chain and the artefact (exit 1 on a problem)")
+    v.add_argument("run_dir")
+    v.add_argument("--no-recover", action="store_true", help="read-only: report a crashed forget instead of resolving it")
+    v.add_argument("--json", action="store_true", help="print the full report as JSON")
+    v.set_defaults(func=cmd_ledger_verify)
+    s = lsub.add_parser("show", help="print the ledger's entries as JSON lines")
+    s.add_argument("run_dir")
+    s.set_defaults(func=cmd_ledger_show)
+
+
+def cmd_serve(args) -> int:
+    import logging
+    import socket
+
+    import uvicorn
+
+    from promptforget.service.app import ServiceSettings, create_app, read_token
+
+    settings = ServiceSettings(
+        admin_token=read_token("PROMPTFORGET_ADMIN_TOKEN", args.admin_token_file) or "",
+        predict_token=read_token("PROMPTFORGET_PREDICT_TOKEN", args.predict_token_file),
+        max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_text_chars=args.max_text_chars,
+        mask_forgotten=not args.no_mask_forgotten, poll_interval_s=args.poll_interval,
+    )
+    settings.validate()  # before loading the model: a missing token is a one-line error
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(args.run_dir, settings)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    host, port = sock.getsockname()[:2]
+    print(f"[serve] {args.run_dir} on http://{host}:{port} (OpenAPI: /docs); predict "
+          f"{'needs a token' if settings.predict_token else 'is open'}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug"))
+    server.run(sockets=[sock])
+    return 0
+
+
+def cmd_ledger_verify(args) -> int:
+    from promptforget.service.durable import recover
+    from promptforget.service.ledger import verify
+
+    recovery = None if args.no_recover else recover(args.run_dir)
+    report = verify(args.run_dir)
+    if recovery is not None:
+        report["recovery"] = recovery
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        if recovery and recovery["resolved"]:
+            r = recovery["resolved"]
+            print(f"[ledger] recovered a crashed forget: seq {r['pending_seq']} -> {r['action']} (request {r['request_id']})")
+        state = "OK" if report["ok"] else "FAILED"
+        print(f"[ledger] {state}: {report['entries']} entries, {report['commits']} forgets; forgotten "
+              f"{report['forgotten_classes'] or '-'}; artefact sha256 {report['artefact_sha256'][:16]}...")
+        for p in report["problems"]:
+            print(f"[ledger] problem: {p}", file=sys.stderr)
+    return 0 if report["ok"] else 1
+
+
+def cmd_ledger_show(args) -> int:
+    from promptforget.service.ledger import Ledger, canonical
+
+    for e in Ledger(args.run_dir).read():
+        print(canonical(e).decode())
+    return 0

@@ -1,0 +1,333 @@
+"""The one forget path: used by ``promptforget forget``, ``forget_run`` and the service's ``POST /forget``.
+
+Two files change in a forget: the artefact (``model.safetensors``, the single source of truth for
+which prompts exist) and the ledger (``forget_ledger.jsonl``). A crash can stop the process between
+any two steps, so the two are kept consistent with an intent/commit protocol:
+
+1. lock the run (a thread lock + ``flock`` on the run directory: one forget at a time, across processes);
+2. recover (below), then answer a repeated request id from the ledger without changing anything;
+3. validate the classes against the artefact (unknown / already forgotten / none left: nothing written);
+4. build the new artefact bytes in memory (the old file minus the prompt tensors; every other byte
+   kept) and hash them;
+5. append ``pending`` (classes, reason, request id, removed-prompt hashes, artefact hash before and the
+   exact hash after) and fsync it                                       -- crash point ``after_pending``
+6. replace the artefact atomically: temp file, fsync, rename, fsync dir -- ``mid_artefact`` (a torn
+   temp file), ``after_artefact``
+7. call ``on_artefact`` (the service swaps its in-memory prompt bank and waits out in-flight
+   predictions that still hold the old one)                              -- ``before_commit``
+8. append ``commit`` and fsync it                                      -- ``mid_commit`` (a torn line),
+   ``after_commit``; only now is the forget acknowledged.
+
+Recovery (at service start, ``ledger verify``, and before every forget), under the lock: cut a torn
+last ledger line (never acknowledged), delete leftover temp files (they may hold the old prompt's
+bytes), and resolve a dangling ``pending`` by hashing the artefact: equal to the expected after-hash
+-> append ``commit`` (roll forward, ``recovered: true``); equal to the before-hash -> append ``abort``
+(nothing happened; the request id may be retried); anything else -> :class:`LedgerError`, no forget
+proceeds until a person looks. So after any crash the pair is either before or after, never half.
+
+Crash injection for tests: ``PROMPTFORGET_CRASH_AT=<point>`` makes the process ``os._exit(86)`` there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from promptforget.service.artefact import PROMPT_PREFIX, Safetensors, prompt_key
+from promptforget.service.ledger import Ledger, LedgerError, committed, dangling_pending, utc_now
+from promptforget.utils.io import atomic_write_bytes, remove_stale_temps
+
+WEIGHTS_NAME = "model.safetensors"  # = promptforget.pfm.model.WEIGHTS_NAME (kept torch-free here)
+CONFIG_NAME = "pfm_config.json"
+CRASH_ENV = "PROMPTFORGET_CRASH_AT"
+CRASH_POINTS = ("after_pending", "mid_artefact", "after_artefact", "before_commit", "mid_commit", "after_commit")
+CRASH_EXIT_CODE = 86
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+MAX_REASON_CHARS = 2000
+
+
+# ---------------------------------------------------------------------- errors (all ValueError: bad input)
+class ForgetError(ValueError):
+    status = 400  # HTTP status the service answers with
+
+
+class UnknownClassNameError(ForgetError):
+    status = 404
+
+
+class AlreadyForgottenError(ForgetError):
+    status = 409
+
+
+class RequestIdConflictError(ForgetError):
+    status = 409
+
+
+# ---------------------------------------------------------------------- crash injection
+def _crash(point: str) -> None:
+    if os.environ.get(CRASH_ENV) == point:
+        os._exit(CRASH_EXIT_CODE)
+
+
+def _crash_mid_write(fd: int, line: bytes) -> None:
+    if os.environ.get(CRASH_ENV) == "mid_commit":
+        os.write(fd, line[: len(line) // 2])
+        os.fsync(fd)
+        os._exit(CRASH_EXIT_CODE)
+
+
+def _crash_mid_artefact(run_dir: Path, data: bytes) -> None:
+    if os.environ.get(CRASH_ENV) == "mid_artefact":
+        # What atomic_write_bytes leaves when killed while writing: a partial temp file, no rename.
+        fd, _ = tempfile.mkstemp(prefix=f".{WEIGHTS_NAME}.", suffix=".tmp", dir=run_dir)
+        os.write(fd, data[: len(data) // 2])
+        os.fsync(fd)
+        os._exit(CRASH_EXIT_CODE)
+
+
+# ---------------------------------------------------------------------- locking
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike, timeout: float = 60.0):
+    """Exclusive lock on a run: a per-process thread lock plus ``flock`` on the directory itself
+    (no lock file, so a refused forget leaves the directory byte-identical)."""
+    key = os.path.realpath(run_dir)
+    with _thread_locks_guard:
+        tl = _thread_locks.setdefault(key, threading.Lock())
+    if not tl.acquire(timeout=timeout):
+        raise TimeoutError(f"{run_dir}: another forget holds the lock for over {timeout:.0f}s")
+    try:
+        fd = os.open(key, os.O_RDONLY)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{run_dir}: another process holds the forget lock") from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+    finally:
+        tl.release()
+
+
+# ---------------------------------------------------------------------- state of a run
+def _class_names(run_dir: Path) -> list[str]:
+    path = run_dir / CONFIG_NAME
+    if not path.is_file() or not (run_dir / WEIGHTS_NAME).is_file():
+        missing = CONFIG_NAME if not path.is_file() else WEIGHTS_NAME
+        raise FileNotFoundError(f"{run_dir} is not a PFM run directory: missing {missing}")
+    return list(json.loads(path.read_text())["config"]["class_names"])
+
+
+def artefact_state(run_dir: str | os.PathLike) -> dict:
+    """Which classes the artefact still holds, and its hash."""
+    run_dir = Path(run_dir)
+    names = _class_names(run_dir)
+    raw = (run_dir / WEIGHTS_NAME).read_bytes()
+    st = Safetensors.parse(raw, str(run_dir / WEIGHTS_NAME))
+    present = set(st.names())
+    return {
+        "class_names": names,
+        "active_classes": [c for c in names if prompt_key(c) in present],
+        "forgotten_classes": [c for c in names if prompt_key(c) not in present],
+        "artefact_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+# ---------------------------------------------------------------------- recovery
+def recover(run_dir: str | os.PathLike) -> dict:
+    """Bring artefact and ledger to a consistent state after a crash (see the module docstring)."""
+    with run_lock(run_dir):
+        return _recover_locked(Path(run_dir))
+
+
+def _recover_locked(run_dir: Path) -> dict:
+    ledger = Ledger(run_dir)
+    report = {"torn_tail_bytes": ledger.repair_torn_tail() if ledger.exists() else 0,
+              "stale_temps": remove_stale_temps(run_dir), "resolved": None}
+    entries = ledger.read()
+    p = dangling_pending(entries)
+    if p is None:
+        return report
+    sha = hashlib.sha256((run_dir / WEIGHTS_NAME).read_bytes()).hexdigest()
+    if sha == p["artefact_after_sha256"]:
+        ledger.append(_commit_event(p, recovered=True), entries)
+        report["resolved"] = {"pending_seq": p["seq"], "action": "commit", "request_id": p["request_id"]}
+    elif sha == p["artefact_before_sha256"]:
+        ledger.append({"event": "abort", "pending_seq": p["seq"], "request_id": p["request_id"],
+                       "note": "crashed before the artefact was replaced; nothing was forgotten"}, entries)
+        report["resolved"] = {"pending_seq": p["seq"], "action": "abort", "request_id": p["request_id"]}
+    else:
+        raise LedgerError(
+            f"{run_dir}: pending forget seq {p['seq']} ({p['classes']}) is unresolved and the artefact "
+            f"(sha256 {sha[:12]}...) is neither its before nor its after state; refusing to continue"
+        )
+    return report
+
+
+def _commit_event(p: dict, recovered: bool = False) -> dict:
+    keep = ("request_id", "classes", "reason", "source", "removed_prompt_sha256",
+            "artefact_before_sha256", "artefact_after_sha256")
+    return {"event": "commit", "pending_seq": p["seq"], **{k: p[k] for k in keep}, "recovered": recovered}
+
+
+# ---------------------------------------------------------------------- the forget
+@dataclass
+class ForgetResult:
+    request_id: str
+    classes: list[str]
+    reason: str
+    replayed: bool  # True: the request id was already committed; nothing changed
+    ledger_seq: int  # seq of the commit entry
+    committed_at: str
+    artefact_before_sha256: str
+    artefact_after_sha256: str
+    removed_prompt_sha256: dict[str, str]
+    active_classes: list[str]
+    forgotten_classes: list[str]
+    recovery: dict | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate_request(classes, reason: str, request_id: str | None) -> tuple[list[str], str, str]:
+    if isinstance(classes, str):
+        classes = [classes]
+    classes = list(classes) if isinstance(classes, Iterable) else classes
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise ForgetError("forget: give one or more class names (non-empty strings)")
+    if len(set(classes)) != len(classes):
+        raise ForgetError(f"forget: duplicate class names in {classes}")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise ForgetError(f"forget: reason must be a string of at most {MAX_REASON_CHARS} characters")
+    if request_id is None:
+        request_id = f"req-{uuid.uuid4()}"
+    if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
+        raise ForgetError("forget: request_id must be 1-128 characters of letters, digits and ._:@/+=- "
+                          "(starting with a letter or digit)")
+    return classes, reason, request_id
+
+
+def forget(
+    run_dir: str | os.PathLike,
+    classes: str | Iterable[str],
+    reason: str = "",
+    request_id: str | None = None,
+    source: str = "cli",
+    on_artefact: Callable[[list[str]], None] | None = None,
+) -> ForgetResult:
+    """Forget ``classes`` durably (see the module docstring). Returns once artefact and ledger are on disk.
+
+    ``on_artefact(active_classes)`` runs after the artefact is replaced and before the commit: a live
+    model uses it to drop the prompts from memory. A repeated ``request_id`` with the same classes
+    returns the recorded result (``replayed=True``); with other classes it is an error.
+    """
+    t0 = time.perf_counter()
+    classes, reason, request_id = validate_request(classes, reason, request_id)
+    run_dir = Path(run_dir)
+    names = _class_names(run_dir)
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(1000 * (now - since), 3)
+        return now
+
+    with run_lock(run_dir):
+        t = lap("lock", t0)
+        recovery = _recover_locked(run_dir)
+        ledger = Ledger(run_dir)
+        entries = ledger.read()
+        for e in committed(entries):
+            if e["request_id"] == request_id:
+                if sorted(e["classes"]) != sorted(classes):
+                    raise RequestIdConflictError(
+                        f"request_id {request_id!r} was already used for classes {e['classes']} (seq {e['seq']})")
+                state = artefact_state(run_dir)
+                if on_artefact is not None:
+                    on_artefact(state["active_classes"])
+                return _result(e, replayed=True, state=state, recovery=recovery, timings=timings)
+        t = lap("recover", t)
+
+        weights = run_dir / WEIGHTS_NAME
+        raw = weights.read_bytes()
+        st = Safetensors.parse(raw, str(weights))
+        present = {n for n in st.names() if n.startswith(PROMPT_PREFIX)}
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise UnknownClassNameError(f"unknown class {unknown[0]!r}; classes are {names}")
+        gone = [c for c in classes if prompt_key(c) not in present]
+        if gone:
+            raise AlreadyForgottenError(f"class {gone[0]!r} is already forgotten")
+        active = [c for c in names if prompt_key(c) in present]
+        if len(active) - len(classes) < 1:
+            raise ForgetError("forget: at least one class must remain (forgetting every class leaves no model)")
+        drop = {prompt_key(c) for c in classes}
+        new = st.without(drop)
+        pending = {
+            "event": "pending", "request_id": request_id, "classes": classes, "reason": reason, "source": source,
+            "removed_prompt_sha256": {c: st.tensor_sha256(prompt_key(c)) for c in classes},
+            "artefact_before_sha256": hashlib.sha256(raw).hexdigest(),
+            "artefact_after_sha256": hashlib.sha256(new).hexdigest(),
+        }
+        del raw, st  # the old prompt bytes need not live longer than necessary
+        t = lap("prepare", t)
+
+        p = ledger.append(pending, entries)
+        entries.append(p)
+        _crash("after_pending")
+        t = lap("ledger_pending", t)
+
+        _crash_mid_artefact(run_dir, new)
+        atomic_write_bytes(weights, new)
+        _crash("after_artefact")
+        t = lap("artefact_write", t)
+
+        remaining = [c for c in active if c not in classes]
+        if on_artefact is not None:
+            on_artefact(remaining)
+        _crash("before_commit")
+        t = lap("swap", t)
+
+        c = ledger.append(_commit_event(p), entries, before_write=_crash_mid_write)
+        _crash("after_commit")
+        lap("ledger_commit", t)
+    timings["total"] = round(1000 * (time.perf_counter() - t0), 3)
+    state = {"active_classes": remaining, "forgotten_classes": [n for n in names if n not in remaining]}
+    return _result(c, replayed=False, state=state, recovery=recovery, timings=timings)
+
+
+def _result(e: dict, replayed: bool, state: dict, recovery: dict | None, timings: dict) -> ForgetResult:
+    return ForgetResult(
+        request_id=e["request_id"], classes=list(e["classes"]), reason=e.get("reason", ""), replayed=replayed,
+        ledger_seq=e["seq"], committed_at=e["time"], artefact_before_sha256=e["artefact_before_sha256"],
+        artefact_after_sha256=e["artefact_after_sha256"], removed_prompt_sha256=dict(e["removed_prompt_sha256"]),
+        active_classes=list(state["active_classes"]), forgotten_classes=list(state["forgotten_classes"]),
+        recovery=recovery if (recovery and (recovery["resolved"] or recovery["torn_tail_bytes"] or recovery["stale_temps"])) else None,
+        timings_ms=timings,
+    )
+
+
+__all__ = ["forget", "recover", "artefact_state", "run_lock", "ForgetResult", "ForgetError", "UnknownClassNameError",
+           "AlreadyForgottenError", "RequestIdConflictError", "LedgerError", "CRASH_ENV", "CRASH_POINTS", "utc_now"]

@@ -1,0 +1,78 @@
+"""Fixtures for the service tests: a tiny text PFM run and a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+CLASSES = ["alpha", "beta", "gamma", "delta"]
+ADMIN = "admin-token-0123456789abcdef"
+
+
+def make_run(backbone: str, path, classes=CLASSES, bias=None):
+    """Save a tiny PFM run. ``bias`` sets the head bias, so which class wins is known in advance."""
+    from promptforget.pfm.config import PFMConfig
+    from promptforget.pfm.model import PFMModel
+
+    m = PFMModel(PFMConfig(backbone=backbone, class_names=list(classes), max_length=16))
+    if bias is not None:
+        with torch.no_grad():
+            m.head.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    m.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def text_run(tiny_bert_dir, tmp_path):
+    # alpha >> beta >> gamma >> delta: every input predicts the highest-bias class still present.
+    return make_run(tiny_bert_dir, tmp_path / "run", bias=[30.0, 20.0, 10.0, 0.0])
+
+
+@contextmanager
+def live_server(run_dir, **settings):
+    """The real app on a real uvicorn server, 127.0.0.1, a free port; stopped on exit."""
+    import uvicorn
+
+    from promptforget.service.app import ServiceSettings, create_app
+
+    settings.setdefault("admin_token", ADMIN)
+    app = create_app(run_dir, ServiceSettings(**settings))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not t.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        t.join(15)
+        sock.close()
+
+
+@pytest.fixture
+def admin_token():
+    return ADMIN
+
+
+@pytest.fixture
+def serve():
+    """``with serve(run_dir, **settings) as (url, app):`` -- a live server for the test."""
+    return live_server
+
+
+@pytest.fixture
+def new_run():
+    """``new_run(backbone, path, classes, bias)`` -- save a tiny run."""
+    return make_run
