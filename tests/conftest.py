@@ -6,6 +6,12 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # Tiny models: thread start-up costs more than it saves, and a loaded 2-core machine thrashes.
+    torch.set_num_threads(1)
+
+
 def _tiny(hidden=32, layers=2, heads=2):
     return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=2 * hidden)
 

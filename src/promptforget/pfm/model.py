@@ -53,6 +53,9 @@ class PFMModel(nn.Module):
         self.backbone = self.encoder.model  # registered as a submodule: .to(), .parameters(), DDP see it
         # Hash of the pretrained weights, before any adapter: a run dir stores it, loading checks it.
         self.backbone_sha256 = state_dict_sha256(self.encoder.model)
+        n_blocks = len(self.encoder.blocks)
+        if config.prompt_layer >= n_blocks:
+            raise ValueError(f"prompt_layer {config.prompt_layer} must be below the backbone's {n_blocks} blocks")
         self._setup_adaptation()
         if config.prompt_style == "prefix":
             prefix.install(self.encoder.model)
@@ -65,6 +68,8 @@ class PFMModel(nn.Module):
     def _setup_adaptation(self) -> None:
         model, cfg = self.encoder.model, self.config
         if cfg.adapt == "full":
+            if cfg.prompt_layer:
+                raise ValueError("adapt='full' trains every block, so prompt_layer must be 0 (nothing to cache)")
             model.requires_grad_(True)
             return
         model.requires_grad_(False)
@@ -75,7 +80,8 @@ class PFMModel(nn.Module):
                 r=cfg.lora_r,
                 lora_alpha=cfg.lora_alpha,
                 lora_dropout=cfg.lora_dropout,
-                target_modules=self.encoder.lora_targets,
+                # blocks below prompt_layer stay frozen: their cached output must not depend on training
+                target_modules=self.encoder.block_module_names(cfg.prompt_layer),
             )
             inject_adapter_in_model(lora, model)
             for name, p in model.named_parameters():
@@ -158,18 +164,20 @@ class PFMModel(nn.Module):
         mask_forgotten: set logits of forgotten classes to -inf (the head still has their rows).
         """
         prompts = self.prompts  # one read: a concurrent forget() swaps the whole dict
-        tokens, key_mask = self.encoder.embed(inputs)
+        tokens, key_mask = self.features(inputs)
         b, device = tokens.shape[0], tokens.device
         active = [i for i, c in enumerate(self.config.class_names) if _key(c) in prompts]
         if prompt_ids is None:
-            prompt_ids = torch.tensor(active, device=device).expand(b, -1)
+            # A plain fine-tune (the utility reference) was trained, and is used, without prompts.
+            bank_ids = [] if self.config.objective == "plain" else active
+            prompt_ids = torch.tensor(bank_ids, dtype=torch.long, device=device).expand(b, -1)
         if prompt_mask is None:
             prompt_mask = torch.ones_like(prompt_ids, dtype=torch.bool)
         prompt_mask = prompt_mask.to(device=device, dtype=torch.bool)
         prompt_ids = prompt_ids.to(device)
         s, t = prompt_ids.shape[1], self.config.prompt_tokens
 
-        cls_pos = 0
+        cls_pos, start = 0, self.config.prompt_layer
         if s > 0:
             # Map class index -> row of the bank of prompts that still exist (-1 = forgotten).
             row = torch.full((self.num_classes,), -1, dtype=torch.long, device=device)
@@ -179,16 +187,27 @@ class PFMModel(nn.Module):
                 raise UnknownClassError("a prompt set refers to a forgotten class")
             bank = torch.stack([prompts[_key(self.config.class_names[i])] for i in active]).to(tokens.dtype)  # [A,T,D]
             if self.config.prompt_style == "prefix":
-                with prefix.prefix_context(self.encoder, bank, rows, prompt_mask, key_mask):
-                    hidden = self.encoder.encode(tokens, key_mask)
+                with prefix.prefix_context(self.encoder, bank, rows, prompt_mask, key_mask, start):
+                    hidden = self.encoder.encode(tokens, key_mask, start)
                 return self._logits(hidden[:, 0], active, mask_forgotten)
             p = bank[rows.clamp(min=0)].reshape(b, s * t, -1)
             pm = prompt_mask.repeat_interleave(t, dim=1)
             tokens = torch.cat([p, tokens], dim=1)
             key_mask = torch.cat([pm, key_mask], dim=1)
             cls_pos = s * t  # CLS sits right after the prompts
-        hidden = self.encoder.encode(tokens, key_mask)
+        hidden = self.encoder.encode(tokens, key_mask, start)
         return self._logits(hidden[:, cls_pos], active, mask_forgotten)
+
+    def features(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states where the prompts go in ([B, L, D], key mask [B, L]): the embeddings, or with
+        prompt_layer > 0 the output of the frozen lower blocks (taken as given if already cached)."""
+        if "hidden_states" in inputs:
+            return inputs["hidden_states"], inputs["key_mask"].bool()
+        tokens, key_mask = self.encoder.embed(inputs)
+        if self.config.prompt_layer:
+            with torch.no_grad():
+                tokens = self.encoder.run_blocks(tokens, key_mask, 0, self.config.prompt_layer)
+        return tokens, key_mask
 
     def _logits(self, cls: torch.Tensor, active: list[int], mask_forgotten: bool) -> torch.Tensor:
         logits = self.head(cls)
@@ -211,11 +230,25 @@ class PFMModel(nn.Module):
             return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         return {"pixel_values": self.image_preprocessor(raw)}
 
-    def encode_dataset(self, raw, chunk: int = 512) -> dict[str, torch.Tensor]:
-        """Preprocess a whole dataset once (texts padded to max_length; batches trim the padding)."""
-        parts = [self.preprocess(raw[i : i + chunk], pad_to_max_length=True) for i in range(0, len(raw), chunk)]
-        if not parts:
+    def encode_dataset(self, raw, chunk: int = 256) -> dict[str, torch.Tensor]:
+        """Preprocess a whole dataset once (texts padded to max_length; batches trim the padding).
+
+        With prompt_layer > 0 this also runs the frozen lower blocks once and returns their output
+        (``hidden_states``, ``key_mask``), so training and evaluation only run the blocks above.
+        """
+        if len(raw) == 0:
             raise ValueError("encode_dataset: no inputs")
+        parts = []
+        device = next(self.parameters()).device
+        for i in range(0, len(raw), chunk):
+            x = self.preprocess(raw[i : i + chunk], pad_to_max_length=True)
+            if self.config.prompt_layer:
+                was_training = self.training
+                self.eval()  # no dropout in the cached features
+                h, m = self.features({k: v.to(device) for k, v in x.items()})
+                self.train(was_training)
+                x = {"hidden_states": h.cpu(), "key_mask": m.cpu()}
+            parts.append(x)
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     @property

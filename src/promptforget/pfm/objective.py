@@ -67,3 +67,11 @@ def pfm_loss(
     ce = F.cross_entropy(logits[:b], labels)
     kl = kl_uniform_to_softmax(logits[b:])
     return ce + kl_weight * kl, {"ce": ce.detach(), "kl": kl.detach()}
+
+
+def plain_loss(model, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
+    """Cross-entropy without any prompt: an ordinary fine-tune (the utility reference)."""
+    b = labels.shape[0]
+    empty = torch.zeros(b, 0, dtype=torch.long), torch.zeros(b, 0, dtype=torch.bool)
+    ce = F.cross_entropy(model(inputs, *empty), labels)
+    return ce, {"ce": ce.detach(), "kl": torch.zeros(())}

@@ -45,10 +45,10 @@ def install(model) -> None:
     model.config._attn_implementation = ATTN_NAME
 
 
-def attention_modules(encoder) -> list[tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]]:
-    """(attention module that calls the interface, key projection, value projection) per block."""
+def attention_modules(encoder, start: int = 0) -> list[tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]]:
+    """(attention module that calls the interface, key projection, value projection) per block >= start."""
     mods = []
-    for block in encoder.blocks:
+    for block in encoder.blocks[start:]:
         att = block.attention
         if hasattr(att, "k_proj"):  # ViT / DINOv2 (transformers 5.x)
             mods.append((att, att.k_proj, att.v_proj))
@@ -58,7 +58,7 @@ def attention_modules(encoder) -> list[tuple[torch.nn.Module, torch.nn.Module, t
 
 
 @contextlib.contextmanager
-def prefix_context(encoder, bank: torch.Tensor, rows: torch.Tensor, prompt_mask: torch.Tensor, key_mask: torch.Tensor):
+def prefix_context(encoder, bank, rows, prompt_mask, key_mask, start: int = 0):
     """Publish per-layer prompt keys/values for one forward.
 
     bank [A, T, D] prompt vectors; rows [B, S] bank rows per sample (any value where masked);
@@ -70,7 +70,7 @@ def prefix_context(encoder, bank: torch.Tensor, rows: torch.Tensor, prompt_mask:
     kv = {}
     heads = encoder.model.config.num_attention_heads
     hd = d // heads
-    for att, k_proj, v_proj in attention_modules(encoder):
+    for att, k_proj, v_proj in attention_modules(encoder, start):
         # Project the bank once (batch-independent), then gather each sample's prompts.
         k = k_proj(flat).reshape(-1, t, heads, hd)  # [A, T, H, hd]
         v = v_proj(flat).reshape(-1, t, heads, hd)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from promptforget.pfm.objective import pfm_loss
+from promptforget.pfm.objective import pfm_loss, plain_loss
 
 
 class TensorDictDataset(Dataset):
@@ -30,9 +30,10 @@ class TensorDictDataset(Dataset):
 
 def trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Cut text batches to their longest real sequence: inputs are stored padded to max_length."""
-    if "attention_mask" not in inputs:
+    mask = inputs.get("attention_mask", inputs.get("key_mask"))
+    if mask is None:
         return inputs
-    n = int(inputs["attention_mask"].sum(dim=1).max())
+    n = int(mask.sum(dim=1).max())
     return {k: v[:, :n] for k, v in inputs.items()}
 
 
@@ -86,7 +87,10 @@ def fit(
         for batch_inputs, batch_labels in bar:
             local = len(batch_labels)
             shard = (acc.process_index * local, local * acc.num_processes)
-            loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard)
+            if cfg.objective == "plain":
+                loss, parts = plain_loss(model, trim_padding(batch_inputs), batch_labels)
+            else:
+                loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()
