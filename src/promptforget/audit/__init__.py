@@ -1,0 +1,13 @@
+"""Audit: test the forgetting claims against the attacks a sceptic would run, beside a retrained reference.
+
+  mia           population membership inference (confidence / entropy / modified entropy / loss;
+                threshold AUCs; SVC shadow protocol = SalUn's MIA-efficacy)
+  llm_mia       LOSS, ZLib, Min-K% and Min-K%++ scores from a causal LM's per-token log-probs
+  lira          per-example likelihood-ratio attack (LiRA / U-LiRA) with N shadow models
+  key_recovery  residual knowledge after a PFM forget: fresh-key recovery, relearning, linear probe
+  blackbox      black-box queries against a prompted model (paraphrases, prompt injection)
+  reference     the retrain-from-scratch gold reference
+  pfm_audit     every attack on the audited model, the reference and the original, as one dict
+  report        JSON + Markdown + plots + Hugging Face style model card
+  cli           ``promptforget audit RUN_DIR``
+"""

@@ -1,0 +1,128 @@
+"""``promptforget audit RUN_DIR``: membership inference, residual-knowledge attacks, report, model card."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from promptforget.audit.pfm_audit import DEFAULT_NS
+
+AUDIT_DIR = "audit"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="audit a PFM run's forgetting against a retrained reference (MIA, key recovery, relearning, probes)",
+        description="Audit a Pre-Forgettable Model run. If the run still knows every class, --forget names the "
+        "classes to forget (in memory; the run is not modified) and 'before' figures are reported too. "
+        "Every figure is reported beside the retrain-from-scratch reference's. Writes audit.json, audit.md, "
+        "plots and a model card (README.md) into the output directory.",
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--forget", nargs="+", default=None, help="classes to forget for the audit (default: those the run forgot)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--reference", default=None, help="run directory of an already trained reference")
+    g.add_argument("--train-reference", action="store_true",
+                   help="train the reference (same recipe without the forgotten classes) into OUT/reference, "
+                   "or reuse the one already there")
+    g.add_argument("--no-reference", action="store_true", help="audit without a reference (figures cannot be judged)")
+    p.add_argument("--reference-epochs", type=int, default=None, help="override the reference's epochs (default: the run's)")
+    p.add_argument("--ns", type=int, nargs="+", default=list(DEFAULT_NS), help="adversary sample counts (default 1 5 25 100)")
+    p.add_argument("--key-steps", type=int, default=100, help="key-recovery optimiser steps (default 100)")
+    p.add_argument("--key-lr", type=float, default=1e-2)
+    p.add_argument("--relearn-steps", type=int, default=50, help="relearning optimiser steps (default 50)")
+    p.add_argument("--relearn-lr", type=float, default=1e-3)
+    p.add_argument("--n-retain", type=int, default=100, help="retained-class samples in the adversary's set (default 100)")
+    p.add_argument("--max-eval-retain", type=int, default=300, help="retained-class test samples checked during attacks")
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--threshold", type=float, default=0.5, help="accuracy that counts as 'recovered' (default 0.5)")
+    p.add_argument("--max-eval", type=int, default=None, help="use at most N held-out samples (stratified)")
+    p.add_argument("--max-mia", type=int, default=1000, help="retain-train samples used as shadow members (default 1000)")
+    p.add_argument("--ulira-shadows", type=int, default=0, help="U-LiRA shadow models (even; 0 = skip, default)")
+    p.add_argument("--ulira-epochs", type=int, default=1, help="epochs of each U-LiRA shadow (default 1)")
+    p.add_argument("--ulira-pool", type=int, default=None, help="subsample train+test to N for U-LiRA shadows")
+    p.add_argument("--retained-probes", nargs="*", default=None,
+                   help="probe modes on retained-class samples (default: all; none given = skip)")
+    p.add_argument("--no-attacks", action="store_true", help="skip key recovery, relearning and linear probes")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help=f"output directory (default RUN_DIR/{AUDIT_DIR})")
+    p.set_defaults(func=cmd_audit)
+
+
+def cmd_audit(args) -> int:
+    import json
+
+    import torch
+
+    from promptforget.audit.pfm_audit import audit_pfm, pfm_ulira
+    from promptforget.audit.reference import train_pfm_reference
+    from promptforget.audit.report import write_report
+    from promptforget.pfm.cli import DATA_NAME, _stratified_cap, load_split
+    from promptforget.pfm.evaluate import PROBES
+    from promptforget.pfm.model import PFMModel
+
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / AUDIT_DIR
+    if any(n < 1 for n in args.ns):
+        raise ValueError("--ns values must be >= 1")
+    if args.ulira_shadows and (args.ulira_shadows < 2 or args.ulira_shadows % 2):
+        raise ValueError("--ulira-shadows must be an even number >= 2 (or 0 to skip)")
+    t0 = time.perf_counter()
+    model = PFMModel.from_pretrained(run_dir)
+    forgotten = model.forgotten_classes or list(args.forget or [])
+    if not forgotten:
+        raise ValueError("the run has forgotten nothing: pass --forget CLASS [CLASS ...]")
+    for c in forgotten:
+        model.class_index(c)  # unknown names fail here, before any expensive work
+    train, test = load_split(run_dir)
+    test = _stratified_cap(test, args.max_eval, model.config.seed)
+    print(f"[audit] {run_dir}: forgetting {forgotten}; {len(train)} train / {len(test)} test samples", flush=True)
+    xtr, ytr = model.encode_dataset(train.inputs), torch.as_tensor(train.labels)
+    xte, yte = model.encode_dataset(test.inputs), torch.as_tensor(test.labels)
+
+    reference = None
+    if args.reference:
+        reference = PFMModel.from_pretrained(args.reference)
+    elif args.train_reference:
+        ref_dir = out / "reference"
+        if (ref_dir / "model.safetensors").is_file():
+            reference = PFMModel.from_pretrained(ref_dir)
+            print(f"[audit] reusing the reference in {ref_dir}", flush=True)
+        else:
+            overrides = {"epochs": args.reference_epochs} if args.reference_epochs is not None else None
+            print("[audit] training the retrain-from-scratch reference ...", flush=True)
+            reference = train_pfm_reference(model.config, xtr, ytr, forgotten, ref_dir, config_overrides=overrides)
+    elif not args.no_reference:
+        raise ValueError("give --reference DIR, --train-reference, or --no-reference")
+
+    audit = audit_pfm(model, xtr, ytr, xte, yte, forget=forgotten, reference=reference, ns=args.ns,
+                      max_mia=args.max_mia, attacks=not args.no_attacks, key_steps=args.key_steps, key_lr=args.key_lr,
+                      relearn_steps=args.relearn_steps, relearn_lr=args.relearn_lr, n_retain=args.n_retain,
+                      max_eval_retain=args.max_eval_retain,
+                      eval_every=args.eval_every, retained_probes=PROBES if args.retained_probes is None else args.retained_probes,
+                      threshold=args.threshold, seed=args.seed, batch_size=args.batch_size)
+    if args.ulira_shadows:
+        import copy
+
+        kw = dict(n_shadow=args.ulira_shadows, config_overrides={"epochs": args.ulira_epochs},
+                  max_pool=args.ulira_pool, seed=args.seed)
+        audited = model
+        if not model.forgotten_classes:
+            audited = copy.deepcopy(model)
+            audited.forget(forgotten)
+        targets = {"audited": audited} | ({"reference": reference} if reference is not None else {})
+        print(f"[audit] U-LiRA: training {args.ulira_shadows} shadow models ...", flush=True)
+        for name, res in pfm_ulira(model.config, xtr, ytr, xte, yte, targets, forgotten, **kw).items():
+            audit["models"][name]["ulira"] = res
+    audit["run_dir"] = str(run_dir)
+    audit["settings"] = {k: v for k, v in vars(args).items() if k != "func"}
+    audit["audit_seconds"] = time.perf_counter() - t0
+    dataset = json.loads((run_dir / DATA_NAME).read_text()).get("dataset")
+    paths = write_report(audit, out, config=model.config.to_dict(), dataset=dataset, with_plots=not args.no_plots)
+    print((out / "audit.md").read_text().split("## Definitions")[0])
+    print(f"[audit] done in {audit['audit_seconds']:.0f}s -> {paths['json']}")
+    return 0

@@ -1,0 +1,66 @@
+"""`promptforget audit RUN_DIR` end to end on a tiny CSV text run (tiny random BERT)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from promptforget.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_bert_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("auditcli")
+    rng = np.random.default_rng(0)
+    words = {"red": "apple cherry blood fire", "blue": "sky sea ocean ice", "green": "grass leaf frog lime"}
+    with open(d / "toy.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for label, ws in words.items():
+            for _ in range(15):
+                w.writerow([" ".join(rng.choice(ws.split(), 3)), label])
+    run = d / "run"
+    rc = main(["train", "--dataset", f"csv:{d / 'toy.csv'}", "--backbone", tiny_bert_dir, "--epochs", "1",
+               "--max-length", "8", "--batch-size", "16", "--out", str(run)])
+    assert rc == 0
+    return run
+
+
+def test_audit_cli_writes_report(run_dir, tmp_path):
+    out = tmp_path / "audit"
+    rc = main(["audit", str(run_dir), "--forget", "red", "--train-reference", "--reference-epochs", "1",
+               "--ns", "1", "3", "--key-steps", "2", "--relearn-steps", "2", "--eval-every", "1", "--n-retain", "4",
+               "--max-mia", "20", "--out", str(out)])
+    assert rc == 0
+    rec = json.loads((out / "audit.json").read_text())
+    assert rec["audit"]["forgotten_classes"] == ["red"]
+    assert set(rec["audit"]["models"]) == {"audited", "reference", "original"}
+    metrics = {r["metric"]: r for r in rec["table"]}
+    assert {"key_recovery_acc_n3", "relearn_j_n1", "mia_efficacy"} <= set(metrics)
+    assert metrics["mia_efficacy"]["verdict"] != "no reference"
+    assert (out / "audit.md").read_text().startswith("# Unlearning audit: red forgotten")
+    assert (out / "README.md").is_file() and (out / "key_recovery_curves.png").is_file()
+    assert (out / "reference" / "reference.json").is_file()
+    # the run itself was not modified: it still knows "red"
+    from promptforget.pfm.model import PFMModel
+
+    assert "red" in PFMModel.from_pretrained(run_dir).active_classes
+
+
+def test_audit_cli_bad_input(run_dir, tmp_path, capsys):
+    assert main(["audit", str(run_dir), "--forget", "purple", "--no-reference", "--out", str(tmp_path)]) == 2
+    assert "purple" in capsys.readouterr().err
+    assert main(["audit", str(run_dir), "--forget", "red", "--out", str(tmp_path)]) == 2
+    assert "--reference" in capsys.readouterr().err
+    assert main(["audit", str(run_dir), "--no-reference", "--out", str(tmp_path)]) == 2
+    assert main(["audit", str(tmp_path / "nope"), "--no-reference"]) == 2

@@ -1,0 +1,64 @@
+"""LiRA on a toy population where memorisation is the only signal."""
+
+import numpy as np
+import pytest
+
+from promptforget.audit import lira
+
+
+def test_scaled_scores():
+    p = np.array([[0.5, 0.25, 0.25], [0.9, 0.05, 0.05]])
+    y = np.array([0, 1])
+    np.testing.assert_allclose(lira.scaled_confidence(p, y), [0.0, np.log(0.05 / 0.95)])
+    z = np.log(p)
+    np.testing.assert_allclose(lira.scaled_logit(z, y), lira.scaled_confidence(p, y), atol=1e-9)
+
+
+def test_balanced_masks():
+    m = lira.balanced_in_masks(6, 50, seed=0)
+    assert m.shape == (6, 50) and np.all(m.sum(0) == 3)
+    with pytest.raises(ValueError, match="even"):
+        lira.balanced_in_masks(3, 10)
+
+
+def test_lira_scores_gaussian_case():
+    """IN scores ~ N(2, 1), OUT ~ N(0, 1): the online score is the exact Gaussian log-ratio."""
+    rng = np.random.default_rng(0)
+    masks = lira.balanced_in_masks(64, 200, seed=1)
+    shadow = np.where(masks, rng.normal(2, 1, masks.shape), rng.normal(0, 1, masks.shape))
+    t = np.array([2.0, 0.0])
+    lam = lira.lira_scores(t, shadow[:, :2], masks[:, :2])
+    assert lam[0] == pytest.approx(2.0, abs=0.6) and lam[1] == pytest.approx(-2.0, abs=0.6)  # +-mu^2/2
+    off = lira.lira_scores(t, shadow[:, :2], masks[:, :2], online=False)
+    assert off[0] > off[1]
+    with pytest.raises(ValueError, match="shapes"):
+        lira.lira_scores(t, shadow, masks)
+
+
+def _toy_population(n=80, d=60, c=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.integers(0, c, n)  # random labels: only memorisation helps
+
+
+def test_run_lira_detects_memorisation_and_not_random_scores():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _toy_population()
+
+    def fit(idx):  # d > n: logistic regression interpolates its training labels
+        return LogisticRegression(C=100, max_iter=500).fit(x[idx], y[idx])
+
+    def score(m):
+        logp = np.full((len(y), 4), -50.0)
+        logp[:, m.classes_] = m.predict_log_proba(x)
+        return lira.scaled_logit(logp, y)
+
+    shadows = lira.run_lira(fit, score, len(y), n_shadow=8, seed=0, progress=False)
+    target_in = np.random.default_rng(5).permutation(len(y))[:40]
+    target_out = np.setdiff1d(np.arange(len(y)), target_in)
+    target = score(fit(target_in))
+    r = lira.lira_attack(target, shadows, target_in, target_out)
+    assert r["auc"] > 0.95, r["auc"]
+    assert lira.lira_attack(target, shadows, target_in, target_out, online=False)["auc"] > 0.9
+    noise = np.random.default_rng(3).normal(size=len(y))
+    assert abs(lira.lira_attack(noise, shadows, target_in, target_out)["auc"] - 0.5) < 0.2
