@@ -1,0 +1,126 @@
+"""Building blocks shared by stage-1 fine-tuning, SPUL and the baselines: label-position logits,
+the loss terms, generic-label draws, batching, the LR schedule and the unprompted-distribution cache."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from promptforget.spul.tasks import collate
+
+
+def hf_model(model):
+    """The plain transformers model under a PEFT wrapper (LoRA layers, if any, stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def label_hidden_positions(label_pos: torch.Tensor, num_virtual: int) -> torch.Tensor:
+    """Sequence positions whose outputs predict the label tokens.
+
+    ``label_pos`` indexes the label tokens in the *text* sequence. With ``num_virtual`` soft-prompt
+    vectors prepended, text position ``p`` sits at ``num_virtual + p`` and is predicted by the output
+    one step earlier (causal shift), hence ``num_virtual + p - 1``.
+    """
+    if (label_pos < 1).any():
+        raise ValueError("a label token at position 0 has no preceding position to be predicted from")
+    return label_pos + num_virtual - 1
+
+
+def align_label_logits(full_logits: torch.Tensor, label_pos: torch.Tensor, num_virtual: int = 0) -> torch.Tensor:
+    """Pick ``(B, L, V)`` label logits out of full ``(B, num_virtual + T, V)`` model logits."""
+    pos = label_hidden_positions(label_pos, num_virtual)
+    return full_logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, full_logits.shape[-1]))
+
+
+def label_logits(model, batch: dict, prompts: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, L, V)`` logits predicting each label token, with optional soft prompts ``(B, n, H)`` prepended.
+
+    Same result as the full forward (PEFT's P-tuning forward included) followed by
+    :func:`align_label_logits`, but the LM head runs only at the label positions, which saves a
+    ``T x vocab`` matmul per sequence.
+    """
+    m = hf_model(model)
+    embeds = m.get_input_embeddings()(batch["input_ids"])
+    mask = batch["attention_mask"]
+    n_virtual = 0
+    if prompts is not None:
+        n_virtual = prompts.shape[1]
+        embeds = torch.cat([prompts.to(embeds.dtype), embeds], dim=1)
+        mask = torch.cat([torch.ones(mask.shape[0], n_virtual, dtype=mask.dtype, device=mask.device), mask], dim=1)
+    hidden = m.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    pos = label_hidden_positions(batch["label_pos"], n_virtual)
+    h = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    return m.get_output_embeddings()(h)
+
+
+def label_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over label tokens; ``targets`` uses -100 for padding slots."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def label_kl(ref_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(p_ref || p) at the label position, averaged over the batch.
+
+    ``ref_logprobs`` (B, V) are the unprompted model's log-probabilities, ``logits`` (B, V) the
+    prompted model's raw logits.
+    """
+    return F.kl_div(F.log_softmax(logits, dim=-1), ref_logprobs, log_target=True, reduction="batchmean")
+
+
+def draw_generic_labels(n: int, choices, seed: int) -> list[str]:
+    """One generic label per forget example, drawn uniformly with a seeded RNG (same seed, same draw)."""
+    if not choices:
+        raise ValueError("need at least one generic label to draw from")
+    rng = random.Random(seed)
+    return [rng.choice(list(choices)) for _ in range(n)]
+
+
+def iterate_batches(encoded: list[dict], batch_size: int, pad_id: int, shuffle: bool, seed: int) -> Iterator[dict]:
+    idx = list(range(len(encoded)))
+    if shuffle:
+        random.Random(seed).shuffle(idx)
+    for s in range(0, len(idx), batch_size):
+        chunk = idx[s : s + batch_size]
+        b = collate([encoded[i] for i in chunk], pad_id)
+        b["index"] = torch.tensor(chunk)
+        yield b
+
+
+def cycle_batches(encoded: list[dict], batch_size: int, pad_id: int, seed: int) -> Iterator[dict]:
+    """Endless reshuffled passes over ``encoded`` (retain batches that accompany forget batches)."""
+    epoch = 0
+    while True:
+        yield from iterate_batches(encoded, batch_size, pad_id, shuffle=True, seed=seed + 1000 * epoch)
+        epoch += 1
+
+
+def cosine_schedule(optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warm-up then cosine decay to zero (the reference schedule), as a LambdaLR."""
+    warmup = int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def cache_label_logprobs(
+    scorer: Callable[[dict], torch.Tensor], encoded: list[dict], pad_id: int, batch_size: int = 32
+) -> torch.Tensor:
+    """Log-probabilities (N, V) at the first label position, computed once, in ``encoded`` order.
+
+    This replaces the reference code's second full model copy: the reference distribution is read
+    from this cache during training.
+    """
+    out = []
+    for b in iterate_batches(encoded, batch_size, pad_id, shuffle=False, seed=0):
+        out.append(F.log_softmax(scorer(b)[:, 0].float(), dim=-1))
+    return torch.cat(out)
