@@ -45,7 +45,6 @@ def main() -> None:
                        "overhead_vs_plain": t["median_s"] / base["median_s"]}
                 rows.append(row)
                 print(f"C={c:>5} {style:>6}: {row['images_per_s']:.1f} img/s, {row['overhead_vs_plain']:.2f}x the plain backbone", flush=True)
-                del m
     result = {"benchmark": "prompt_overhead", "device": device, "settings": vars(args),
               "plain_backbone": base | {"images_per_s": args.batch / base["median_s"]}, "rows": rows}
     print(f"-> {write_result('prompt_overhead', result)}")

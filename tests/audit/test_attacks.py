@@ -17,13 +17,6 @@ CLASSES = ["sport", "music", "food"]
 WORDS = {"sport": "goal match team score", "music": "song guitar band album", "food": "bread pasta cheese soup"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def toy_texts(n_per_class, seed):
     rng = np.random.default_rng(seed)

@@ -5,17 +5,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from promptforget.cli import main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,6 @@ from promptforget.audit import llm_mia
 from promptforget.audit.llm_mia import TokenStats
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a shared CPU, intra-op threads oversubscribe and tiny models run 30x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_min_k_by_hand():
     lp = np.array([-0.1, -5.0, -0.2, -3.0, -0.3, -0.4, -2.0, -0.5, -0.6, -1.0])

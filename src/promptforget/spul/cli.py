@@ -169,35 +169,47 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def cmd_unlearn(args) -> int:
+def run_unlearner(args, make_unlearner, save_as: str, command: str, config_key: str, cfg) -> int:
+    """The flow shared by ``spul unlearn`` and ``baseline NAME``: build the forget split, load the
+    stage-1 model, run ``make_unlearner(model, tokenizer, task).forget``, save, evaluate, write the run."""
     from promptforget.backbones.causal_lm import load_causal_lm
-    from promptforget.spul.config import SPULConfig
     from promptforget.spul.evaluate import generation_check
-    from promptforget.spul.model import SPUL
     from promptforget.utils.io import atomic_write_json
 
     out = Path(args.out)
-    cfg = SPULConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, alpha=args.alpha, beta=args.beta,
-                     num_virtual_tokens=args.num_virtual_tokens, encoder_hidden_size=args.encoder_hidden_size,
-                     max_length=args.max_length, seed=args.seed, kl_reference=args.kl_reference,
-                     generic_labels=[w.strip() for w in args.generic_labels.split(",") if w.strip()])
     task, train, test = data_from_args(args)
     split = forget_splits(args, train, test)
     model, tok = load_causal_lm(args.model)
-    spul = SPUL(model, tok, task, cfg)
+    unlearner = make_unlearner(model, tok, task)
     t0 = time.time()
-    hist = spul.forget(split["train_forget"], split["train_retain"])
+    hist = unlearner.forget(split["train_forget"], split["train_retain"])
     secs = time.time() - t0
-    spul.save_pretrained(out / "prompt")
+    unlearner.save_pretrained(out / save_as)
     atomic_write_json(out / "forget_split.json", {"info": split["info"], "ids": split_ids(split)})
-    ev = _eval_four(spul.scorer(), tok, task, split, args.max_length, args.eval_batch_size)
-    gen = generation_check(spul.peft_model, tok, task, split["train_forget"][:3] + split["train_retain"][:3], args.max_length)
+    ev = _eval_four(unlearner.scorer(), tok, task, split, args.max_length, args.eval_batch_size)
+    gen = generation_check(unlearner.peft_model, tok, task, split["train_forget"][:3] + split["train_retain"][:3],
+                           args.max_length)
     results = {"evaluation": ev, "generation_check": gen, "train_seconds": secs, "history": hist["steps"],
-               "trainable_parameters": sum(p.numel() for p in spul.trainable_parameters())}
-    write_run(out, {"command": "spul unlearn", "args": _args_dict(args), "spul": cfg.to_dict(), "task": task.to_dict(),
+               "trainable_parameters": sum(p.numel() for p in unlearner.trainable_parameters())}
+    write_run(out, {"command": command, "args": _args_dict(args), config_key: cfg.to_dict(), "task": task.to_dict(),
                     "forget": split["info"]}, results)
     print(json.dumps({"out": str(out), **{k: v["accuracy"] for k, v in ev.items() if isinstance(v, dict)}}))
     return 0
+
+
+def generic_labels(args) -> list[str]:
+    return [w.strip() for w in args.generic_labels.split(",") if w.strip()]
+
+
+def cmd_unlearn(args) -> int:
+    from promptforget.spul.config import SPULConfig
+    from promptforget.spul.model import SPUL
+
+    cfg = SPULConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, alpha=args.alpha, beta=args.beta,
+                     num_virtual_tokens=args.num_virtual_tokens, encoder_hidden_size=args.encoder_hidden_size,
+                     max_length=args.max_length, seed=args.seed, kl_reference=args.kl_reference,
+                     generic_labels=generic_labels(args))
+    return run_unlearner(args, lambda m, tok, task: SPUL(m, tok, task, cfg), "prompt", "spul unlearn", "spul", cfg)
 
 
 def cmd_evaluate(args) -> int:
