@@ -110,7 +110,7 @@ def main() -> None:
         rows[m] = json.loads(line[len("RESULT "):])
         print(f"{m:>24}: peak RSS {rows[m]['peak_rss_mb']:.0f} MB ({rows[m]['peak_above_model_mb']:.0f} MB above the model), "
               f"{rows[m]['seconds_per_step']:.2f} s/step", flush=True)
-    s, s1, two, gd = (rows[k] for k in METHODS)
+    s1, s, two, gd = (rows[k] for k in METHODS)  # stage-1, SPUL, SPUL + model copy, GA+GD
     ratios = {
         "peak_spul_vs_stage1": s["peak_rss_mb"] / s1["peak_rss_mb"],
         "peak_spul_vs_two_copies": s["peak_rss_mb"] / two["peak_rss_mb"],
