@@ -202,3 +202,12 @@ def test_plain_objective_is_a_prompt_free_fine_tune(tiny_vit_dir):
     with torch.no_grad():
         torch.testing.assert_close(m(x), m(x, *empty))  # default inference uses no prompt
     assert all(torch.equal(before[k], v) for k, v in m.prompts.items())  # prompts never trained
+
+
+def test_initialisation_follows_the_seed(tiny_vit_dir):
+    a = make(tiny_vit_dir).trainable_state_dict()
+    torch.manual_seed(999)  # the caller's RNG state must not matter
+    b = make(tiny_vit_dir).trainable_state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, seed=1)).trainable_state_dict()
+    assert not torch.equal(a["head.weight"], c["head.weight"])

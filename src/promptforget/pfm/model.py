@@ -56,13 +56,16 @@ class PFMModel(nn.Module):
         n_blocks = len(self.encoder.blocks)
         if config.prompt_layer >= n_blocks:
             raise ValueError(f"prompt_layer {config.prompt_layer} must be below the backbone's {n_blocks} blocks")
-        self._setup_adaptation()
+        # LoRA and head initialisation follow config.seed (without disturbing the caller's RNG state).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self._setup_adaptation()
+            d, t = self.encoder.hidden_size, config.prompt_tokens
+            g = torch.Generator().manual_seed(config.seed)
+            self.prompts = nn.ParameterDict({_key(c): nn.Parameter(self._init_prompt(t, d, g)) for c in config.class_names})
+            self.head = nn.Linear(d, len(config.class_names))
         if config.prompt_style == "prefix":
             prefix.install(self.encoder.model)
-        d, t = self.encoder.hidden_size, config.prompt_tokens
-        g = torch.Generator().manual_seed(config.seed)
-        self.prompts = nn.ParameterDict({_key(c): nn.Parameter(self._init_prompt(t, d, g)) for c in config.class_names})
-        self.head = nn.Linear(d, len(config.class_names))
 
     # ----------------------------------------------------------------- construction
     def _setup_adaptation(self) -> None:
