@@ -79,3 +79,20 @@ def test_demo_end_to_end_on_a_tiny_model(csv_data, tiny_bert_dir, tmp_path, caps
     from promptforget.service.ledger import Ledger
 
     assert any(e.get("classes") == ["tech"] for e in Ledger(out).read())
+
+
+def test_overwrite_replaces_a_run_whole_and_nothing_else(csv_data, tiny_bert_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--dataset", f"csv:{csv_data}", "--backbone", tiny_bert_dir, "--out", str(run),
+            "--epochs", "0", "--max-length", "16", "--test-size", "0.34"]
+    assert main(args) == 0
+    assert main(["forget", str(run), "--classes", "food"]) == 0
+    assert (run / "forget_ledger.jsonl").exists()
+    assert main(args + ["--overwrite"]) == 0
+    assert not (run / "forget_ledger.jsonl").exists()  # the new model starts a new ledger
+    assert main(["forget", str(run), "--classes", "food"]) == 0
+    other = str(tmp_path / "notes")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    assert main([other if a == str(run) else a for a in map(str, args)] + ["--overwrite"]) == 2
+    assert "not a PFM run directory" in capsys.readouterr().err and (tmp_path / "notes" / "keep.txt").exists()

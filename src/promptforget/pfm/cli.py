@@ -117,6 +117,20 @@ def load_split(run_dir: Path):
     return _stratified_cap(train, info.get("max_train"), info["seed"]), test
 
 
+def _prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """A fresh, empty run directory. --overwrite replaces an old run whole (its ledger included: a
+    new model's ledger must not continue an old model's chain), and never a directory that is not a run."""
+    import shutil
+
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
+        if not (out / "pfm_config.json").is_file():
+            raise ValueError(f"{out} is not a PFM run directory (no pfm_config.json); refusing to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def train_run(args) -> Path:
     import torch
 
@@ -127,8 +141,6 @@ def train_run(args) -> Path:
     from promptforget.utils.io import atomic_write_json
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
     train, _ = load_splits(args.dataset, args.test_size, args.seed)
     train = _stratified_cap(train, args.max_train, args.seed)
     is_text = hasattr(train, "texts")
@@ -152,6 +164,7 @@ def train_run(args) -> Path:
         class_names=list(train.class_names),
     )
     model = PFMModel(cfg)
+    _prepare_run_dir(out, args.overwrite)  # after every input check: a bad argument deletes nothing
     print(f"[train] {args.dataset}: {len(train)} examples, {len(cfg.class_names)} classes; backbone {cfg.backbone} "
           f"({model.encoder.family}); trainable parameters {model.num_parameters():,}", flush=True)
     t0 = time.perf_counter()
