@@ -18,15 +18,9 @@ from promptforget.audit import key_recovery as kr
 from promptforget.audit.lira import lira_attack, run_lira, scaled_logit
 from promptforget.audit.mia import membership_features, population_audit
 from promptforget.pfm.evaluate import PROBES, batched_logits, evaluate_probes, evaluate_state
+from promptforget.pfm.model import mask_classes
 
 DEFAULT_NS = (1, 5, 25, 100)
-
-
-def _mask_cols(logits: torch.Tensor, cols: list[int]) -> torch.Tensor:
-    out = logits.clone()
-    if cols:
-        out[:, cols] = float("-inf")
-    return out
 
 
 def _probs(logits: torch.Tensor) -> np.ndarray:
@@ -64,7 +58,7 @@ def forgotten_probes(model, inputs, labels, forgotten: list[int], batch_size: in
 
 
 def _mia(logits: dict, labels: dict, forgotten: list[int], masked: bool, seed: int) -> tuple[dict, dict]:
-    probs = {k: _probs(_mask_cols(v, forgotten) if masked else v) for k, v in logits.items() if len(v)}
+    probs = {k: _probs(mask_classes(v, forgotten) if masked else v) for k, v in logits.items() if len(v)}
     labels = {k: labels[k].numpy() for k in probs}
     res = population_audit(probs, labels, seed=seed)
     # Keep the forget-set feature values: the report draws their histograms.

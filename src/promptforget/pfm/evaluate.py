@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from promptforget.pfm.model import mask_classes
 from promptforget.pfm.train import trim_padding
 
 PROBES = ("full", "own", "all_wrong", "none", "random_wrong", "best_single")
@@ -70,8 +71,7 @@ def evaluate_state(model, inputs, labels, batch_size: int = 64) -> dict:
     active = [model.class_index(c) for c in model.active_classes]
     is_active = torch.isin(labels, torch.tensor(active))
     logits = batched_logits(model, inputs, batch_size=batch_size)
-    masked = logits.clone()
-    masked[:, [i for i in range(model.num_classes) if i not in active]] = float("-inf")
+    masked = mask_classes(logits, [model.class_index(c) for c in model.forgotten_classes])
     res = {"active_classes": model.active_classes, "forgotten_classes": model.forgotten_classes}
     for tag, lg in (("no_mask", logits), ("head_masked", masked)):
         res[tag] = {
@@ -120,8 +120,7 @@ def evaluate_protocol(
         logits = batched_logits(model, inputs, ids, mask, batch_size=batch_size)
         forgot = torch.isin(labels, torch.tensor(combo))
         kept = torch.isin(labels, torch.tensor([a for a in active if a not in combo]))
-        masked = logits.clone()
-        masked[:, list(combo)] = float("-inf")
+        masked = mask_classes(logits, combo)
         rows[k].append(
             {
                 "forgotten": [model.class_names[i] for i in combo],

@@ -29,6 +29,13 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 
+def mask_classes(logits: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Logits with the columns of ``classes`` set to -inf (the head mask for forgotten classes)."""
+    if not len(classes):
+        return logits
+    return logits.index_fill(1, torch.tensor(list(classes), device=logits.device), float("-inf"))
+
+
 class UnknownClassError(ValueError):
     """A class name that the model never had, or has already forgotten."""
 
@@ -215,9 +222,8 @@ class PFMModel(nn.Module):
     def _logits(self, cls: torch.Tensor, active: list[int], mask_forgotten: bool) -> torch.Tensor:
         logits = self.head(cls)
         if mask_forgotten:
-            forgotten = [i for i in range(self.num_classes) if i not in set(active)]
-            if forgotten:
-                logits = logits.index_fill(1, torch.tensor(forgotten, device=logits.device), float("-inf"))
+            kept = set(active)
+            logits = mask_classes(logits, [i for i in range(self.num_classes) if i not in kept])
         return logits
 
     # ----------------------------------------------------------------- inputs
