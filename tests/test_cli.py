@@ -96,3 +96,20 @@ def test_overwrite_replaces_a_run_whole_and_nothing_else(csv_data, tiny_bert_dir
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     assert main([other if a == str(run) else a for a in map(str, args)] + ["--overwrite"]) == 2
     assert "not a PFM run directory" in capsys.readouterr().err and (tmp_path / "notes" / "keep.txt").exists()
+
+
+def test_only_rank_zero_writes_a_run(csv_data, tiny_bert_dir, tmp_path, monkeypatch):
+    # Under torchrun / accelerate launch every rank runs the CLI; a non-zero rank trains but never
+    # creates, replaces or writes the run directory (rank 0 does, once).
+    run = tmp_path / "run"
+    args = ["train", "--dataset", f"csv:{csv_data}", "--backbone", tiny_bert_dir, "--out", str(run),
+            "--epochs", "0", "--max-length", "16", "--test-size", "0.34"]
+    monkeypatch.setenv("RANK", "1")
+    assert main(args) == 0
+    assert not run.exists()
+    monkeypatch.setenv("RANK", "0")
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    monkeypatch.setenv("RANK", "1")
+    assert main(args + ["--overwrite"]) == 0
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before

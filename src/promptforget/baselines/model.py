@@ -37,13 +37,16 @@ class Baseline:
     def trainable_parameters(self):
         return [p for p in self.peft_model.parameters() if p.requires_grad]
 
-    def forget(self, forget_examples: list[dict], retain_examples: list[dict], callback=None) -> dict:
+    def forget(self, forget_examples: list[dict], retain_examples: list[dict], callback=None, accelerator=None) -> dict:
+        """Fine-tune the LoRA adapter with the baseline's loss; data parallel under Accelerate like SPUL."""
         cfg = self.config
         if not forget_examples:
             raise ValueError("the forget set is empty; nothing to unlearn")
         needs_retain = cfg.method in ("ga_kl", "ga_gd") and cfg.retain_weight > 0
         if needs_retain and not retain_examples:
             raise ValueError(f"{cfg.method} needs retain examples")
+        acc = ops.make_accelerator(accelerator)
+        self.peft_model.to(acc.device)
         tok, pad = self.tokenizer, self.tokenizer.pad_token_id
         generic = None
         if cfg.method == "rl":
@@ -62,29 +65,38 @@ class Baseline:
         retain_iter = ops.cycle_batches(retain_enc, cfg.batch_size, pad, cfg.seed) if retain_enc else None
         self.peft_model.train()
         history, step = [], 0
-        bar = tqdm(total=total, desc=f"baseline {cfg.method}", leave=False)
+        bar = tqdm(total=total, desc=f"baseline {cfg.method}", leave=False, disable=not acc.is_local_main_process)
         for epoch in range(cfg.epochs):
-            for fb in ops.iterate_batches(forget_enc, cfg.batch_size, pad, shuffle=True, seed=cfg.seed + epoch):
-                l_forget = ops.label_ce(ops.label_logits(self.peft_model, fb), fb["label_ids"])
-                # GA ascends the true-label CE; RL descends towards the random generic label.
-                loss = l_forget if cfg.method == "rl" else -l_forget
-                l_retain = torch.zeros(())
-                if retain_iter is not None:
-                    rb = next(retain_iter)
-                    r_logits = ops.label_logits(self.peft_model, rb)
-                    if cfg.method == "ga_gd":
-                        l_retain = ops.label_ce(r_logits, rb["label_ids"])
-                    else:
-                        l_retain = ops.label_kl(ref[rb["index"]], r_logits[:, 0])
-                    loss = loss + cfg.retain_weight * l_retain
+            for fb_all in ops.iterate_batches(forget_enc, cfg.batch_size, pad, shuffle=True, seed=cfg.seed + epoch):
+                rb_all = next(retain_iter) if retain_iter is not None else None
+                fb, rb = ops.local_rows(fb_all, acc), ops.local_rows(rb_all, acc)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                parts = torch.zeros(2)
+                if fb is not None or rb is not None:
+                    l_forget = l_retain = torch.zeros((), device=acc.device)
+                    if fb is not None:
+                        l_forget = ops.label_ce(ops.label_logits(self.peft_model, fb), fb["label_ids"], ops.label_count(fb_all["label_ids"]))
+                    if rb is not None:
+                        r_logits = ops.label_logits(self.peft_model, rb)
+                        if cfg.method == "ga_gd":
+                            l_retain = ops.label_ce(r_logits, rb["label_ids"], ops.label_count(rb_all["label_ids"]))
+                        else:
+                            l_retain = ops.label_kl(ref[rb["index"].to(ref.device)], r_logits[:, 0], len(rb_all["input_ids"]))
+                    # GA ascends the true-label CE; RL descends towards the random generic label.
+                    loss = (l_forget if cfg.method == "rl" else -l_forget) + cfg.retain_weight * l_retain
+                    if loss.requires_grad:
+                        loss.backward()
+                    parts = torch.stack([l_forget, l_retain]).detach().cpu()
+                ops.sum_gradients(params, acc)
                 opt.step()
                 sched.step()
-                info = {"step": step, "epoch": epoch, "loss": loss.item(), "l_forget": l_forget.item(), "l_retain": l_retain.item()}
+                l_forget, l_retain = ops.global_sum(parts.to(acc.device), acc).tolist()
+                sign = 1.0 if cfg.method == "rl" else -1.0
+                info = {"step": step, "epoch": epoch, "loss": sign * l_forget + cfg.retain_weight * l_retain,
+                        "l_forget": l_forget, "l_retain": l_retain}
                 history.append(info)
                 bar.update(1)
-                bar.set_postfix(l_forget=f"{info['l_forget']:.3f}", l_retain=f"{info['l_retain']:.3f}")
+                bar.set_postfix(l_forget=f"{l_forget:.3f}", l_retain=f"{l_retain:.3f}")
                 if callback is not None:
                     callback(step, info)
                 step += 1

@@ -138,6 +138,7 @@ def train_run(args) -> Path:
     from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
+    from promptforget.utils.dist import is_main_process
     from promptforget.utils.io import atomic_write_json
 
     out = Path(args.out)
@@ -164,7 +165,10 @@ def train_run(args) -> Path:
         class_names=list(train.class_names),
     )
     model = PFMModel(cfg)
-    _prepare_run_dir(out, args.overwrite)  # after every input check: a bad argument deletes nothing
+    # Rank 0 alone prepares and writes the run directory (if it refuses, torchrun stops the other ranks).
+    main = is_main_process()
+    if main:
+        _prepare_run_dir(out, args.overwrite)  # after every input check: a bad argument deletes nothing
     print(f"[train] {args.dataset}: {len(train)} examples, {len(cfg.class_names)} classes; backbone {cfg.backbone} "
           f"({model.encoder.family}); trainable parameters {model.num_parameters():,}", flush=True)
     t0 = time.perf_counter()
@@ -172,6 +176,8 @@ def train_run(args) -> Path:
     history = fit(model, inputs, torch.as_tensor(train.labels),
                   on_epoch_end=lambda e, log: print(f"[train] epoch {e}: loss {log['loss']:.4f} (ce {log['ce']:.4f}, kl {log['kl']:.4f})", flush=True))
     seconds = time.perf_counter() - t0
+    if not main:  # every rank trained the same model; rank 0 writes it
+        return out
     model.save_pretrained(out)
     atomic_write_json(out / DATA_NAME, {"dataset": args.dataset, "test_size": args.test_size, "seed": args.seed, "max_train": args.max_train})
     atomic_write_json(out / "train_log.json", {"history": history, "train_seconds": seconds, "n_train": len(train)})

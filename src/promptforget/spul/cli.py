@@ -12,6 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from promptforget.utils.dist import is_main_process
+
 DATA_CHOICES = ("rotten_tomatoes", "sst2", "yelp_polarity", "jsonl", "bigbench")
 
 
@@ -157,6 +159,8 @@ def cmd_finetune(args) -> int:
     t0 = time.time()
     model, hist = finetune(model, tok, task, train, cfg)
     secs = time.time() - t0
+    if not is_main_process():  # under accelerate launch every rank trained the same model; rank 0 writes
+        return 0
     model.save_pretrained(str(out / "model"), safe_serialization=True)
     tok.save_pretrained(str(out / "model"))
     ev = evaluate_splits(lambda b: ops.label_logits(model, b), tok, task, {"train": train, "test": test},
@@ -184,6 +188,8 @@ def run_unlearner(args, make_unlearner, save_as: str, command: str, config_key: 
     t0 = time.time()
     hist = unlearner.forget(split["train_forget"], split["train_retain"])
     secs = time.time() - t0
+    if not is_main_process():
+        return 0
     unlearner.save_pretrained(out / save_as)
     atomic_write_json(out / "forget_split.json", {"info": split["info"], "ids": split_ids(split)})
     ev = _eval_four(unlearner.scorer(), tok, task, split, args.max_length, args.eval_batch_size)

@@ -72,13 +72,20 @@ class SPUL:
         return [p for p in self.peft_model.prompt_encoder.parameters() if p.requires_grad]
 
     # --- training ------------------------------------------------------------------------------
-    def forget(self, forget_examples: list[dict], retain_examples: list[dict], callback=None) -> dict:
-        """Train the soft prompt. ``callback(step, info)`` is called after every optimiser step."""
+    def forget(self, forget_examples: list[dict], retain_examples: list[dict], callback=None, accelerator=None) -> dict:
+        """Train the soft prompt. ``callback(step, info)`` is called after every optimiser step.
+
+        Runs under Hugging Face Accelerate: started with ``accelerate launch`` (or torchrun) it splits
+        every global batch of ``config.batch_size`` rows across the processes and takes the same steps
+        as one process would (see ``ops.local_rows``).
+        """
         cfg = self.config
         if not forget_examples:
             raise ValueError("the forget set is empty; nothing to unlearn")
         if not retain_examples and (cfg.alpha > 0 or cfg.beta > 0):
             raise ValueError("the retain set is empty but alpha/beta > 0 need retain examples")
+        acc = ops.make_accelerator(accelerator)
+        self.peft_model.to(acc.device)
         tok, pad = self.tokenizer, self.tokenizer.pad_token_id
         generic = ops.draw_generic_labels(len(forget_examples), cfg.generic_labels, cfg.seed)
         forget_enc = encode_examples(tok, self.task, forget_examples, cfg.max_length, label_words=generic)
@@ -97,43 +104,61 @@ class SPUL:
 
         self.peft_model.prompt_encoder.train()
         history, step = [], 0
-        bar = tqdm(total=total, desc="SPUL", leave=False)
+        bar = tqdm(total=total, desc="SPUL", leave=False, disable=not acc.is_local_main_process)
         for epoch in range(cfg.epochs):
-            for fb in ops.iterate_batches(forget_enc, cfg.batch_size, pad, shuffle=True, seed=cfg.seed + epoch):
-                nf = fb["input_ids"].shape[0]
-                rb = next(retain_iter) if retain_iter is not None else None
-                # One forward over forget + retain together: bigger matmuls, one prompt-encoder pass.
-                both = _concat_batches(fb, rb, pad) if rb is not None else fb
-                logits = self.label_logits(both)
-                l_f = ops.label_ce(logits[:nf], fb["label_ids"])
-                l_r = l_kl = torch.zeros((), dtype=logits.dtype)
-                if rb is not None:
-                    l_r = ops.label_ce(logits[nf:], rb["label_ids"])
-                    if cfg.beta > 0:
-                        if ref is not None:
-                            ref_b = ref[rb["index"]]
-                        else:
-                            with torch.no_grad():
-                                ref_b = torch.log_softmax(self.label_logits(rb, prompted=False)[:, 0], dim=-1)
-                        l_kl = ops.label_kl(ref_b, logits[nf:, 0])
-                loss = l_f + cfg.alpha * l_r + cfg.beta * l_kl
+            for fb_all in ops.iterate_batches(forget_enc, cfg.batch_size, pad, shuffle=True, seed=cfg.seed + epoch):
+                rb_all = next(retain_iter) if retain_iter is not None else None
+                # Normalisers come from the global batch; each process sums over its own rows.
+                n_f = ops.label_count(fb_all["label_ids"])
+                n_r = ops.label_count(rb_all["label_ids"]) if rb_all is not None else 1
+                n_kl = len(rb_all["input_ids"]) if rb_all is not None else 1
+                fb, rb = ops.local_rows(fb_all, acc), ops.local_rows(rb_all, acc)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                parts = torch.zeros(3)
+                if fb is not None or rb is not None:
+                    l_f, l_r, l_kl = self._loss_terms(fb, rb, ref, n_f, n_r, n_kl)
+                    loss = l_f + cfg.alpha * l_r + cfg.beta * l_kl
+                    loss.backward()
+                    parts = torch.stack([l_f, l_r, l_kl]).detach().cpu()
+                ops.sum_gradients(params, acc)
                 opt.step()
                 sched.step()
+                l_f, l_r, l_kl = ops.global_sum(parts.to(acc.device), acc).tolist()
                 info = {
-                    "step": step, "epoch": epoch, "loss": loss.item(), "l_f": l_f.item(),
-                    "l_r": l_r.item(), "l_kl": l_kl.item(), "lr": sched.get_last_lr()[0],
+                    "step": step, "epoch": epoch, "loss": l_f + cfg.alpha * l_r + cfg.beta * l_kl, "l_f": l_f,
+                    "l_r": l_r, "l_kl": l_kl, "lr": sched.get_last_lr()[0],
                 }
                 history.append(info)
                 bar.update(1)
-                bar.set_postfix(l_f=f"{info['l_f']:.3f}", l_r=f"{info['l_r']:.3f}", kl=f"{info['l_kl']:.3f}")
+                bar.set_postfix(l_f=f"{l_f:.3f}", l_r=f"{l_r:.3f}", kl=f"{l_kl:.3f}")
                 if callback is not None:
                     callback(step, info)
                 step += 1
         bar.close()
         self.peft_model.prompt_encoder.eval()
         return {"steps": history, "generic_labels": generic, "kl_cache_shape": list(ref.shape) if ref is not None else None}
+
+    def _loss_terms(self, fb, rb, ref, n_f, n_r, n_kl):
+        """(L_f, L_r, L_kl) of this process's rows, each a sum divided by the global batch's count."""
+        pad = self.tokenizer.pad_token_id
+        # One forward over forget + retain together: bigger matmuls, one prompt-encoder pass.
+        parts = [b for b in (fb, rb) if b is not None]
+        both = _concat_batches(*parts, pad) if len(parts) == 2 else parts[0]
+        logits = self.label_logits(both)
+        nf = fb["input_ids"].shape[0] if fb is not None else 0
+        zero = logits.sum() * 0.0  # keeps the graph for a process whose share of one set is empty
+        l_f = ops.label_ce(logits[:nf], fb["label_ids"], n_f) if fb is not None else zero
+        l_r = l_kl = zero
+        if rb is not None:
+            l_r = ops.label_ce(logits[nf:], rb["label_ids"], n_r)
+            if self.config.beta > 0:
+                if ref is not None:
+                    ref_b = ref[rb["index"].to(ref.device)]
+                else:
+                    with torch.no_grad():
+                        ref_b = torch.log_softmax(self.label_logits(rb, prompted=False)[:, 0], dim=-1)
+                l_kl = ops.label_kl(ref_b, logits[nf:, 0], n_kl)
+        return l_f, l_r, l_kl
 
     # --- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:

@@ -44,31 +44,41 @@ def label_logits(model, batch: dict, prompts: torch.Tensor | None = None) -> tor
     ``T x vocab`` matmul per sequence.
     """
     m = hf_model(model)
-    embeds = m.get_input_embeddings()(batch["input_ids"])
-    mask = batch["attention_mask"]
+    device = m.get_input_embeddings().weight.device
+    embeds = m.get_input_embeddings()(batch["input_ids"].to(device))
+    mask = batch["attention_mask"].to(device)
     n_virtual = 0
     if prompts is not None:
         n_virtual = prompts.shape[1]
         embeds = torch.cat([prompts.to(embeds.dtype), embeds], dim=1)
         mask = torch.cat([torch.ones(mask.shape[0], n_virtual, dtype=mask.dtype, device=mask.device), mask], dim=1)
     hidden = m.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-    pos = label_hidden_positions(batch["label_pos"], n_virtual)
+    pos = label_hidden_positions(batch["label_pos"].to(device), n_virtual)
     h = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     return m.get_output_embeddings()(h)
 
 
-def label_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over label tokens; ``targets`` uses -100 for padding slots."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+def label_ce(logits: torch.Tensor, targets: torch.Tensor, count: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Cross-entropy summed over label tokens (``targets`` uses -100 for padding slots), divided by
+    ``count``: by default this batch's label-token count (the mean); under data parallelism the count
+    of the global batch, so that the processes' losses add up to the global mean (see local_rows)."""
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device), ignore_index=-100, reduction="sum")
+    return total / (label_count(targets) if count is None else count)
 
 
-def label_kl(ref_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """KL(p_ref || p) at the label position, averaged over the batch.
+def label_count(targets: torch.Tensor) -> torch.Tensor:
+    return (targets != -100).sum().clamp(min=1)
+
+
+def label_kl(ref_logprobs: torch.Tensor, logits: torch.Tensor, count: int | None = None) -> torch.Tensor:
+    """KL(p_ref || p) at the label position, summed over the batch and divided by ``count`` (default:
+    this batch's size, i.e. the batch mean).
 
     ``ref_logprobs`` (B, V) are the unprompted model's log-probabilities, ``logits`` (B, V) the
     prompted model's raw logits.
     """
-    return F.kl_div(F.log_softmax(logits, dim=-1), ref_logprobs, log_target=True, reduction="batchmean")
+    total = F.kl_div(F.log_softmax(logits, dim=-1), ref_logprobs.to(logits.device), log_target=True, reduction="sum")
+    return total / (max(len(logits), 1) if count is None else count)
 
 
 def draw_generic_labels(n: int, choices, seed: int) -> list[str]:
@@ -124,3 +134,50 @@ def cache_label_logprobs(
     for b in iterate_batches(encoded, batch_size, pad_id, shuffle=False, seed=0):
         out.append(F.log_softmax(scorer(b)[:, 0].float(), dim=-1))
     return torch.cat(out)
+
+
+# --- data parallelism (Hugging Face Accelerate) ----------------------------------------------------
+# Every process draws the same global batch (the batch order is seeded) and keeps a contiguous slice
+# of its rows. Losses are local sums divided by the *global* counts and gradients are summed across
+# processes, so N processes take exactly the step that one process takes on the global batch, uneven
+# last batches included. The LLM is frozen and is never wrapped in DDP: only the small trainable
+# tensors' gradients travel, in one all-reduce per step.
+
+
+def make_accelerator(accelerator=None):
+    """The caller's Accelerator, or one for this launch (``accelerate launch``/torchrun set the world)."""
+    if accelerator is not None:
+        return accelerator
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def local_rows(batch: dict | None, acc) -> dict | None:
+    """This process's contiguous share of a global batch, on its device; None if the share is empty."""
+    if batch is None:
+        return None
+    n = batch["input_ids"].shape[0]
+    lo, hi = n * acc.process_index // acc.num_processes, n * (acc.process_index + 1) // acc.num_processes
+    if hi == lo:
+        return None
+    return {k: v[lo:hi].to(acc.device) for k, v in batch.items()}
+
+
+def sum_gradients(params: list[torch.Tensor], acc) -> None:
+    """All-reduce (sum) the gradients of ``params`` across processes, in one flat buffer."""
+    if acc.num_processes == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = acc.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="sum")
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def global_sum(values: torch.Tensor, acc) -> torch.Tensor:
+    """Sum of a small tensor of (detached) loss parts over processes: the global batch's values."""
+    values = values.detach()
+    return values if acc.num_processes == 1 else acc.reduce(values.clone(), reduction="sum")

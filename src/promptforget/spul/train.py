@@ -23,32 +23,43 @@ def lora_wrap(model, r: int, alpha: int, dropout: float, target_modules, seed: i
     return get_peft_model(model, cfg)
 
 
-def finetune(model, tokenizer, task, examples: list[dict], config: FinetuneConfig | None = None, callback=None, merge: bool = True):
+def finetune(
+    model, tokenizer, task, examples: list[dict], config: FinetuneConfig | None = None, callback=None,
+    merge: bool = True, accelerator=None,
+):
     """Fine-tune ``model`` with LoRA on ``examples``; returns ``(model, history)``.
 
     With ``merge=True`` the adapter is merged and the plain HF model is returned (weights updated in
     place, no copy); otherwise the PEFT model is returned (``save_pretrained`` gives the adapter).
+    Under ``accelerate launch`` each global batch is split across the processes (``ops.local_rows``).
     """
     cfg = config or FinetuneConfig()
     if not examples:
         raise ValueError("no training examples")
     check_label_tokens(tokenizer, task.labels)
+    acc = ops.make_accelerator(accelerator)
     encoded = encode_examples(tokenizer, task, examples, cfg.max_length)
     peft_model = lora_wrap(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.seed)
+    peft_model.to(acc.device)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * -(-len(encoded) // cfg.batch_size)
     sched = ops.cosine_schedule(opt, total, cfg.warmup_ratio)
     peft_model.train()
     history, step = [], 0
-    bar = tqdm(total=total, desc="stage-1 LoRA", leave=False)
+    bar = tqdm(total=total, desc="stage-1 LoRA", leave=False, disable=not acc.is_local_main_process)
     for epoch in range(cfg.epochs):
-        for b in ops.iterate_batches(encoded, cfg.batch_size, tokenizer.pad_token_id, shuffle=True, seed=cfg.seed + epoch):
-            loss = ops.label_ce(ops.label_logits(peft_model, b), b["label_ids"])
+        for b_all in ops.iterate_batches(encoded, cfg.batch_size, tokenizer.pad_token_id, shuffle=True, seed=cfg.seed + epoch):
+            b = ops.local_rows(b_all, acc)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = torch.zeros(())
+            if b is not None:
+                loss = ops.label_ce(ops.label_logits(peft_model, b), b["label_ids"], ops.label_count(b_all["label_ids"]))
+                loss.backward()
+            ops.sum_gradients(params, acc)
             opt.step()
             sched.step()
+            loss = ops.global_sum(loss.detach().to(acc.device), acc)
             info = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]}
             history.append(info)
             bar.update(1)
