@@ -50,10 +50,16 @@ def predict_from_scores(label_scores: Callable[[str], dict]) -> Callable[[str], 
     return predict
 
 
-def blackbox_leakage(predict: Callable[[str], str | None], texts: Sequence[str], labels: Sequence[str],
+def blackbox_leakage(predict: Callable[[str], str | None] | None, texts: Sequence[str], labels: Sequence[str],
                      paraphrases: Sequence[Callable[[str], str]] | None = None,
-                     injections: Sequence[str] = INJECTIONS) -> dict:
-    """Share of forget queries answered with the true label, per attack family."""
+                     injections: Sequence[str] = INJECTIONS,
+                     predict_many: Callable[[list[str]], list] | None = None) -> dict:
+    """Share of forget queries answered with the true label, per attack family.
+
+    Give ``predict(text)``, or ``predict_many(texts)`` which answers a whole family at once (index-aligned
+    with ``texts``, so it may use per-query context such as a question's answer choices)."""
+    if (predict is None) == (predict_many is None):
+        raise ValueError("give exactly one of predict or predict_many")
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
     if not texts:
@@ -64,7 +70,9 @@ def blackbox_leakage(predict: Callable[[str], str | None], texts: Sequence[str],
             raise ValueError(f"injection template must contain '{{text}}': {tpl!r}")
 
     def rate(transform) -> float:
-        return sum(predict(transform(t)) == y for t, y in zip(texts, labels)) / len(texts)
+        queries = [transform(t) for t in texts]
+        answers = predict_many(queries) if predict_many is not None else [predict(q) for q in queries]
+        return sum(a == y for a, y in zip(answers, labels)) / len(texts)
 
     plain = rate(lambda t: t)
     para = [rate(p) for p in paraphrases]

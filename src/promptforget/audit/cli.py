@@ -14,11 +14,16 @@ AUDIT_DIR = "audit"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
-        help="audit a PFM run's forgetting against a retrained reference (MIA, key recovery, relearning, probes)",
+        help="audit a PFM or SPUL run's forgetting against a retrained reference (MIA, extraction attacks, probes)",
         description="Audit a Pre-Forgettable Model run. If the run still knows every class, --forget names the "
         "classes to forget (in memory; the run is not modified) and 'before' figures are reported too. "
         "Every figure is reported beside the retrain-from-scratch reference's. Writes audit.json, audit.md, "
-        "plots and a model card (README.md) into the output directory.",
+        "plots and a model card (README.md) into the output directory. "
+        "Given a `spul unlearn` run instead, audits the prompted model beside the stage-1 model without the "
+        "prompt and beside stage 1 retrained on the retain set (--train-reference, or --reference DIR): "
+        "4-split accuracy, label-position and sequence-level (LOSS, ZLib, Min-K%%, Min-K%%++) membership "
+        "inference, black-box paraphrase and prompt-injection queries. Only --reference, --train-reference, "
+        "--no-reference, --reference-epochs, --batch-size, --seed, --no-plots and --out apply to SPUL runs.",
     )
     p.add_argument("run_dir")
     p.add_argument("--forget", nargs="+", default=None, help="classes to forget for the audit (default: those the run forgot)")
@@ -67,6 +72,8 @@ def cmd_audit(args) -> int:
 
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / AUDIT_DIR
+    if is_spul_run(run_dir):
+        return audit_spul_run(args, run_dir, out)
     if any(n < 1 for n in args.ns):
         raise ValueError("--ns values must be >= 1")
     if args.ulira_shadows and (args.ulira_shadows < 2 or args.ulira_shadows % 2):
@@ -123,6 +130,90 @@ def cmd_audit(args) -> int:
     audit["audit_seconds"] = time.perf_counter() - t0
     dataset = json.loads((run_dir / DATA_NAME).read_text()).get("dataset")
     paths = write_report(audit, out, config=model.config.to_dict(), dataset=dataset, with_plots=not args.no_plots)
+    print((out / "audit.md").read_text().split("## Definitions")[0])
+    print(f"[audit] done in {audit['audit_seconds']:.0f}s -> {paths['json']}")
+    return 0
+
+
+# --- SPUL runs ---------------------------------------------------------------------------------------
+def is_spul_run(run_dir: Path) -> bool:
+    """A ``promptforget spul unlearn`` run: it holds the soft prompt and the forget split's ids."""
+    return (run_dir / "prompt" / "spul_config.json").is_file() and (run_dir / "forget_split.json").is_file()
+
+
+def _split_from_ids(train: list[dict], test: list[dict], ids: dict) -> dict:
+    by_id = {ex["id"]: ex for ex in train + test}
+    missing = [i for v in ids.values() for i in v if i not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} example id(s) of the forget split are not in the run's data "
+                         f"(first: {missing[0]!r}); has the data changed since the run?")
+    return {name: [by_id[i] for i in v] for name, v in ids.items()}
+
+
+def _stage1_run(model_path: str) -> tuple[str, dict]:
+    """The base model and fine-tuning config of the stage-1 run whose ``model/`` the SPUL run used."""
+    import json
+
+    cfg_path = Path(model_path).parent / "config.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"cannot train the reference: {cfg_path} (the stage-1 run's config) not found; "
+                         "train it yourself with `spul finetune` on the retain set and pass --reference DIR")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("command") != "spul finetune" or "finetune" not in cfg:
+        raise ValueError(f"{cfg_path} is not a `spul finetune` run config")
+    return cfg["args"]["model"], cfg["finetune"]
+
+
+def audit_spul_run(args, run_dir: Path, out: Path) -> int:
+    """``promptforget audit SPUL_RUN``: the SPUL prompt, the stage-1 model it sits on, and stage 1
+    retrained on the retain set only (the reference), audited side by side."""
+    import json
+
+    from promptforget.audit.spul_audit import audit_spul, write_spul_report
+    from promptforget.backbones.causal_lm import load_causal_lm
+    from promptforget.spul.cli import data_from_args
+    from promptforget.spul.config import FinetuneConfig
+    from promptforget.spul.model import SPUL
+    from promptforget.spul.train import finetune
+
+    t0 = time.perf_counter()
+    run_cfg = json.loads((run_dir / "config.json").read_text())
+    run_args = argparse.Namespace(**run_cfg["args"])
+    forget_split = json.loads((run_dir / "forget_split.json").read_text())
+    task, train, test = data_from_args(run_args)
+    split = _split_from_ids(train, test, forget_split["ids"])
+    print(f"[audit] SPUL run {run_dir}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), flush=True)
+
+    reference = None
+    if args.reference:
+        ref_path = Path(args.reference)
+        reference, _ = load_causal_lm(str(ref_path / "model" if (ref_path / "model").is_dir() else ref_path))
+    elif args.train_reference:
+        ref_dir = out / "reference" / "model"
+        if (ref_dir / "config.json").is_file():
+            print(f"[audit] reusing the reference in {ref_dir}", flush=True)
+            reference, _ = load_causal_lm(str(ref_dir))
+        else:
+            base, ft = _stage1_run(run_args.model)
+            if args.reference_epochs is not None:
+                ft = {**ft, "epochs": args.reference_epochs}
+            print(f"[audit] training the reference: stage 1 ({base}) on the {len(split['train_retain'])} retain "
+                  "examples only ...", flush=True)
+            reference, ref_tok = load_causal_lm(base)
+            reference, _ = finetune(reference, ref_tok, task, split["train_retain"], FinetuneConfig.from_dict(ft))
+            reference.save_pretrained(str(ref_dir), safe_serialization=True)
+            ref_tok.save_pretrained(str(ref_dir))
+    elif not args.no_reference:
+        raise ValueError("give --reference DIR, --train-reference, or --no-reference")
+
+    model, tok = load_causal_lm(run_args.model)
+    spul = SPUL.from_pretrained(model, tok, run_dir / "prompt")
+    audit = audit_spul(spul, split, reference, max_length=run_args.max_length, batch_size=args.batch_size,
+                       seed=args.seed, progress=lambda m: print(m, flush=True))
+    audit.update(run_dir=str(run_dir), forget_info=forget_split["info"], stage1_model=run_args.model,
+                 settings={k: v for k, v in vars(args).items() if k != "func"},
+                 audit_seconds=time.perf_counter() - t0)
+    paths = write_spul_report(audit, out, with_plots=not args.no_plots)
     print((out / "audit.md").read_text().split("## Definitions")[0])
     print(f"[audit] done in {audit['audit_seconds']:.0f}s -> {paths['json']}")
     return 0

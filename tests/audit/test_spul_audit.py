@@ -1,0 +1,133 @@
+"""SPUL audit: its building blocks on known cases, and `promptforget audit` end to end on a tiny
+SPUL run (stage 1 -> unlearn -> audit with a reference trained on the retain set only)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from promptforget.audit.blackbox import blackbox_leakage
+from promptforget.audit.spul_audit import CachedScorer, blackbox_predictor, label_distribution
+from promptforget.cli import main
+from promptforget.spul import ops
+from promptforget.spul.tasks import MultipleChoiceTask, SentimentTask, check_label_tokens
+from promptforget.spul.testing import tiny_llama, tiny_tokenizer
+
+WORDS = ["good", "great", "fine", "bad", "awful", "dull"]
+
+
+def test_label_distribution_is_the_models_label_mass_plus_other():
+    tok = tiny_tokenizer(WORDS)
+    model = tiny_llama(len(tok))
+    task = SentimentTask()
+    exs = [{"id": str(i), "text": f"a {w} film", "label": "positive" if i < 3 else "negative"} for i, w in enumerate(WORDS)]
+    scorer = lambda b: ops.label_logits(model, b)  # noqa: E731
+    probs, labels = label_distribution(scorer, tok, task, exs, max_length=40, batch_size=4)
+    assert probs.shape == (6, 3) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    # column k = full-vocabulary softmax mass on label k's first token, computed independently
+    ids = [v[0] for v in check_label_tokens(tok, task.labels).values()]
+    from promptforget.spul.tasks import collate, encode_examples
+
+    b = collate(encode_examples(tok, task, exs, 40), tok.pad_token_id)
+    with torch.no_grad():
+        p = torch.softmax(ops.label_logits(model, b)[:, 0], -1)[:, ids].numpy()
+    np.testing.assert_allclose(probs[:, :2], p, rtol=1e-4, atol=1e-6)
+
+
+def test_cached_scorer_runs_each_batch_once():
+    calls = []
+
+    def scorer(b):
+        calls.append(1)
+        return b["input_ids"].float()
+
+    c = CachedScorer(scorer)
+    b1 = {"input_ids": torch.tensor([[1, 2]]), "attention_mask": torch.ones(1, 2), "label_pos": torch.tensor([[1]])}
+    b2 = {**b1, "input_ids": torch.tensor([[1, 3]])}
+    assert torch.equal(c(b1), c(dict(b1))) and len(calls) == 1
+    c(b2)
+    assert len(calls) == 2
+
+
+def test_blackbox_predictor_keeps_each_questions_own_choices():
+    # A scorer that answers the letter of the choice "four", wherever it is: only correct if every query
+    # keeps its own answer choices while the question text is rewritten.
+    tok = tiny_tokenizer(["how many legs horses two four six A B C"])
+    task = MultipleChoiceTask(num_choices=3)
+    exs = [{"id": "a", "question": "how many legs", "choices": ["two", "four", "six"], "label": "B"},
+           {"id": "b", "question": "how many legs horses", "choices": ["four", "six", "two"], "label": "A"}]
+    letters = {w: ids[0] for w, ids in check_label_tokens(tok, task.labels).items()}
+    four = tok.encode(" four", add_special_tokens=False)[0]
+
+    def scorer(b):
+        out = torch.zeros(b["input_ids"].shape[0], 1, len(tok))
+        for i, row in enumerate(b["input_ids"].tolist()):
+            k = [j for j, t in enumerate(row) if t == four][0]
+            letter = tok.decode([row[k - 2]]).strip()  # "A . four": the letter two tokens before
+            out[i, 0, letters[letter]] = 5.0
+        return out
+
+    r = blackbox_leakage(None, [e["question"] for e in exs], [e["label"] for e in exs],
+                         predict_many=blackbox_predictor(scorer, tok, task, exs, max_length=60))
+    assert r["plain_acc"] == 1.0 and r["injection_acc_mean"] == 1.0
+    with pytest.raises(ValueError, match="exactly one"):
+        blackbox_leakage(lambda t: "A", ["q"], ["A"], predict_many=lambda ts: ["A"])
+
+
+@pytest.fixture()
+def spul_run(tmp_path):
+    rows = [{"id": f"r{i}", "text": f"a {WORDS[i % 6]} {WORDS[(i // 6) % 6]} film",
+             "label": "positive" if i % 6 < 3 else "negative"} for i in range(36)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    tok = tiny_tokenizer(["a film"] + WORDS)
+    base = tmp_path / "base"
+    tiny_llama(len(tok)).save_pretrained(base)
+    tok.save_pretrained(base)
+    common = ["--data", "jsonl", "--data-file", str(data), "--test-size", "0.34", "--max-length", "40"]
+    s1, run = tmp_path / "stage1", tmp_path / "unlearn"
+    assert main(["spul", "finetune", "--model", str(base), "--out", str(s1), *common, "--epochs", "2",
+                 "--batch-size", "8", "--lora-r", "2", "--lora-alpha", "4", "--lr", "1e-2"]) == 0
+    assert main(["spul", "unlearn", "--model", str(s1 / "model"), "--out", str(run), *common, "--forget",
+                 "entity:great", "--epochs", "2", "--batch-size", "4", "--num-virtual-tokens", "3",
+                 "--encoder-hidden-size", "8", "--lr", "1e-2"]) == 0
+    return tmp_path, run
+
+
+def test_audit_cli_on_a_spul_run(spul_run, capsys):
+    tmp, run = spul_run
+    out = tmp / "audit"
+    assert main(["audit", str(run), "--out", str(out)]) == 2  # a reference choice is required
+    assert "--train-reference" in capsys.readouterr().err
+    assert main(["audit", str(run), "--train-reference", "--out", str(out), "--batch-size", "8"]) == 0
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["kind"] == "spul" and set(audit["models"]) == {"audited", "original", "reference"}
+    assert (out / "audit.md").read_text().startswith("# SPUL unlearning audit")
+    assert (out / "spul_audit.png").stat().st_size > 0
+    ids = json.loads((run / "forget_split.json").read_text())["ids"]
+    assert audit["split_sizes"] == {k: len(v) for k, v in ids.items()}
+
+    # "original" is the stage-1 model without the prompt and "audited" the unlearn run's model: their
+    # accuracies equal what `spul unlearn` and `spul finetune`-model evaluation reported.
+    unlearn_eval = json.loads((run / "results.json").read_text())["evaluation"]
+    for s in ("train_forget", "train_retain"):
+        assert audit["models"]["audited"]["accuracy"][s]["accuracy"] == unlearn_eval[s]["accuracy"]
+    # The reference was trained on the retain set only and saved for reuse; it is a different model.
+    ref_dir = out / "reference" / "model"
+    assert (ref_dir / "model.safetensors").is_file()
+    assert audit["models"]["reference"]["llm_mia"]["n_member"] == len(ids["train_forget"])
+    ref_conf = audit["models"]["reference"]["mia_scores"]["forget_train"]
+    assert ref_conf != audit["models"]["original"]["mia_scores"]["forget_train"]
+    rows = {r["metric"]: r for r in audit["table"]}
+    assert {"acc_train_forget", "mia_efficacy", "llm_auc_min_k_pp", "blackbox_best"} <= set(rows)
+    for r in rows.values():
+        assert r["definition"] and r["verdict"] != "no reference"
+        for m in ("audited", "reference", "original"):
+            assert r[m] is None or 0.0 <= r[m] <= 1.0
+
+    capsys.readouterr()
+    assert main(["audit", str(run), "--train-reference", "--out", str(out), "--batch-size", "8", "--no-plots"]) == 0
+    assert "reusing the reference" in capsys.readouterr().out
+    assert json.loads((out / "audit.json").read_text())["models"]["reference"]["accuracy"] == audit["models"]["reference"]["accuracy"]
