@@ -211,3 +211,50 @@ def test_initialisation_follows_the_seed(tiny_vit_dir):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     c = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, seed=1)).trainable_state_dict()
     assert not torch.equal(a["head.weight"], c["head.weight"])
+
+
+@pytest.mark.parametrize("style", ["token", "prefix"])
+def test_decoy_prompts_join_the_set_only_where_masked_in(tiny_vit_dir, style):
+    m = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, prompt_style=style)).eval()
+    x, ids, mask = pixels(), torch.tensor([[0, 2]] * 3), torch.ones(3, 2, dtype=torch.bool)
+    decoys = torch.randn(3, 1, m.encoder.hidden_size, generator=torch.Generator().manual_seed(5))
+    on = torch.tensor([True, False, True])
+    with torch.no_grad():
+        base = m(x, ids, mask)
+        with_decoys = m(x, ids, mask, decoy_prompts=decoys, decoy_mask=on)
+        # a decoy acts exactly like a class prompt holding the same vector
+        m.prompts["beta"].data.copy_(decoys[0])
+        as_prompt = m(x, torch.tensor([[0, 2, 1]] * 3), torch.ones(3, 3, dtype=torch.bool))
+    torch.testing.assert_close(with_decoys[1], base[1], atol=1e-5, rtol=1e-5)  # masked out: absent
+    assert not torch.allclose(with_decoys[0], base[0], atol=1e-4)
+    torch.testing.assert_close(with_decoys[0], as_prompt[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="decoy_prompts must be"):
+        m(x, ids, mask, decoy_prompts=decoys[:2])
+
+
+def test_decoy_search_raises_the_true_class_and_training_uses_it(tiny_vit_dir):
+    from promptforget.pfm.objective import decoy_keys, sample_prompt_sets
+
+    torch.manual_seed(0)
+    m = make(tiny_vit_dir).eval()
+    x, y = pixels(8), torch.arange(8) % 4
+    ids, mask = sample_prompt_sets(y, 4, own=False, generator=torch.Generator().manual_seed(1))
+
+    def ce(keys, on):
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(m(x, ids, mask, decoy_prompts=keys, decoy_mask=on), y)
+
+    k0, on = decoy_keys(m, x, y, ids, mask, 1.0, 0, 0.5, torch.Generator().manual_seed(2))
+    k3, on3 = decoy_keys(m, x, y, ids, mask, 1.0, 3, 0.5, torch.Generator().manual_seed(2))
+    assert on.all() and torch.equal(on, on3) and not torch.equal(k0, k3)
+    assert ce(k3, on) < ce(k0, on)  # the adversarial decoy is a better key than the random one
+    assert all(p.grad is None for p in m.parameters())  # the search leaves no gradient on the model
+    half, on_half = decoy_keys(m, x, y, ids, mask, 0.5, 0, 0.5, torch.Generator().manual_seed(3))
+    assert 0 < int(on_half.sum()) < 8
+
+    m.train()
+    loss, _ = pfm_loss(m, x, y, torch.Generator().manual_seed(4), decoy=(0.5, 1, 0.1))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in m.prompts.values())
+    with pytest.raises(ValueError, match="decoy_share"):
+        PFMConfig(decoy_share=1.5)

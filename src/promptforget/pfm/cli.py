@@ -85,6 +85,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-layer", type=int, default=d.prompt_layer,
                    help="insert prompts before this block; the frozen blocks below are computed once and cached (default 0 = input)")
     p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="weight of the KL-to-uniform term (view B)")
+    p.add_argument("--decoy-share", type=float, default=d.decoy_share,
+                   help="share of view-B samples that also see a decoy key (a fresh prompt of no class); 0 = off (paper)")
+    p.add_argument("--decoy-steps", type=int, default=d.decoy_steps,
+                   help="signed-gradient steps pushing each decoy towards its sample's class (adversarial decoys)")
+    p.add_argument("--decoy-eps", type=float, default=d.decoy_eps, help="per-coordinate size of a decoy step")
     p.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
                    help="pfm (default) or plain: CE without prompts, the utility reference")
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -155,6 +160,9 @@ def train_run(args) -> Path:
         prompt_style=args.prompt_style,
         prompt_layer=args.prompt_layer,
         kl_weight=args.kl_weight,
+        decoy_share=args.decoy_share,
+        decoy_steps=args.decoy_steps,
+        decoy_eps=args.decoy_eps,
         objective=args.objective,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -294,7 +302,8 @@ def cmd_demo(args) -> int:
     ns = argparse.Namespace(
         out=str(out), overwrite=True, test_size=0.2, adapt=d.adapt, lora_r=d.lora_r, lora_alpha=d.lora_alpha,
         lora_dropout=d.lora_dropout, prompt_tokens=d.prompt_tokens, prompt_style=d.prompt_style,
-        kl_weight=d.kl_weight, objective=d.objective, batch_size=d.batch_size, seed=d.seed, **spec,
+        kl_weight=d.kl_weight, objective=d.objective, batch_size=d.batch_size, seed=d.seed,
+        decoy_share=d.decoy_share, decoy_steps=d.decoy_steps, decoy_eps=d.decoy_eps, **spec,
     )
     train_run(ns)
     before = evaluate_run(out, ks=[1], progress=False)

@@ -34,6 +34,14 @@ class PFMConfig:
     # "pfm": the objective above. "plain": cross-entropy with no prompt at all, i.e. an ordinary LoRA
     # fine-tune of the same backbone and head: the utility reference a PFM is compared against.
     objective: str = "pfm"
+    # Decoy keys (off by default; not in the paper). The audit's key-recovery attack shows that a fresh,
+    # optimised prompt can unlock a forgotten class through the shared LoRA and head. With
+    # decoy_share > 0, that share of view-B samples also sees a fresh random prompt, pushed `decoy_steps`
+    # signed-gradient steps of `decoy_eps` (per coordinate) towards the sample's class as the adversary
+    # would, and must still answer uniformly: the shared weights learn to give nothing to a foreign key.
+    decoy_share: float = 0.0
+    decoy_steps: int = 0
+    decoy_eps: float = 0.1
     # Optimisation.
     lr: float = 1e-3
     batch_size: int = 32
@@ -61,6 +69,10 @@ class PFMConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.prompt_layer < 0:
             raise ValueError(f"prompt_layer must be >= 0, got {self.prompt_layer}")
+        if not 0.0 <= self.decoy_share <= 1.0:
+            raise ValueError(f"decoy_share must be in [0, 1], got {self.decoy_share}")
+        if self.decoy_steps < 0 or self.decoy_eps < 0:
+            raise ValueError(f"decoy_steps and decoy_eps must be >= 0, got {self.decoy_steps}, {self.decoy_eps}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.lr <= 0:

@@ -166,12 +166,16 @@ class PFMModel(nn.Module):
         prompt_ids: torch.Tensor | None = None,
         prompt_mask: torch.Tensor | None = None,
         mask_forgotten: bool = False,
+        decoy_prompts: torch.Tensor | None = None,
+        decoy_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [B, C] over all original classes.
 
         prompt_ids  [B, S] class indices of the prompts each sample sees (default: every active prompt)
         prompt_mask [B, S] which of those slots are real (False = padding of a smaller prompt set)
         mask_forgotten: set logits of forgotten classes to -inf (the head still has their rows).
+        decoy_prompts [B, T, D], decoy_mask [B]: one extra prompt per sample that belongs to no class
+        (training with decoy keys, see PFMConfig.decoy_share); it joins the sample's set where the mask is True.
         """
         prompts = self.prompts  # one read: a concurrent forget() swaps the whole dict
         tokens, key_mask = self.features(inputs)
@@ -188,7 +192,7 @@ class PFMModel(nn.Module):
         s, t = prompt_ids.shape[1], self.config.prompt_tokens
 
         cls_pos, start = 0, self.config.prompt_layer
-        if s > 0:
+        if s > 0 or decoy_prompts is not None:
             # Map class index -> row of the bank of prompts that still exist (-1 = forgotten).
             row = torch.full((self.num_classes,), -1, dtype=torch.long, device=device)
             row[torch.tensor(active, dtype=torch.long, device=device)] = torch.arange(len(active), device=device)
@@ -196,6 +200,15 @@ class PFMModel(nn.Module):
             if bool(((rows < 0) & prompt_mask).any()):
                 raise UnknownClassError("a prompt set refers to a forgotten class")
             bank = torch.stack([prompts[_key(self.config.class_names[i])] for i in active]).to(tokens.dtype)  # [A,T,D]
+            if decoy_prompts is not None:
+                # Each sample's decoy becomes bank row A + i, in one extra slot of its set.
+                if decoy_prompts.shape != (b, t, bank.shape[-1]):
+                    raise ValueError(f"decoy_prompts must be [B={b}, T={t}, D={bank.shape[-1]}], got {tuple(decoy_prompts.shape)}")
+                dm = torch.ones(b, dtype=torch.bool, device=device) if decoy_mask is None else decoy_mask.to(device).bool()
+                rows = torch.cat([rows, len(active) + torch.arange(b, device=device).unsqueeze(1)], dim=1)
+                prompt_mask = torch.cat([prompt_mask, dm.unsqueeze(1)], dim=1)
+                bank = torch.cat([bank, decoy_prompts.to(device, bank.dtype)])
+                s += 1
             if self.config.prompt_style == "prefix":
                 with prefix.prefix_context(self.encoder, bank, rows, prompt_mask, key_mask, start):
                     hidden = self.encoder.encode(tokens, key_mask, start)

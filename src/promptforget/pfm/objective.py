@@ -52,21 +52,53 @@ def kl_uniform_to_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def pfm_loss(
-    model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0, shard=None
+    model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0, shard=None,
+    decoy: tuple[float, int, float] | None = None,
 ):
-    """CE on view A + kl_weight * KL(U || p) on view B, computed with one forward of 2B samples."""
-    c = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
+    """CE on view A + kl_weight * KL(U || p) on view B, computed with one forward of 2B samples.
+
+    decoy = (share, steps, eps): that share of view-B samples also holds a fresh N(0,1) prompt of no
+    class, moved ``steps`` signed-gradient steps of ``eps`` towards the sample's class (the audit's
+    key-recovery adversary, in miniature); view B's KL then teaches the shared weights to ignore it.
+    """
+    core = model.module if hasattr(model, "module") else model
+    c = core.num_classes
     ids_a, mask_a = sample_prompt_sets(labels, c, own=True, generator=generator, shard=shard)
     ids_b, mask_b = sample_prompt_sets(labels, c, own=False, generator=generator, shard=shard)
     s = max(ids_a.shape[1], ids_b.shape[1])
     ids = torch.cat([F.pad(ids_a, (0, s - ids_a.shape[1])), F.pad(ids_b, (0, s - ids_b.shape[1]))])
     mask = torch.cat([F.pad(mask_a, (0, s - mask_a.shape[1])), F.pad(mask_b, (0, s - mask_b.shape[1]))])
     doubled = {k: torch.cat([v, v]) for k, v in inputs.items()}
-    logits = model(doubled, prompt_ids=ids, prompt_mask=mask)
     b = labels.shape[0]
+    extra = {}
+    if decoy is not None and decoy[0] > 0:
+        share, steps, eps = decoy
+        keys, on = decoy_keys(core, inputs, labels, ids_b, mask_b, share, steps, eps, generator, shard)
+        # View A rows carry an empty decoy slot, view B rows the decoy where `on`.
+        extra = {"decoy_prompts": torch.cat([keys, keys]), "decoy_mask": torch.cat([torch.zeros_like(on), on])}
+    logits = model(doubled, prompt_ids=ids, prompt_mask=mask, **extra)
     ce = F.cross_entropy(logits[:b], labels)
     kl = kl_uniform_to_softmax(logits[b:])
     return ce + kl_weight * kl, {"ce": ce.detach(), "kl": kl.detach()}
+
+
+def decoy_keys(model, inputs, labels, ids, mask, share: float, steps: int, eps: float, generator=None, shard=None):
+    """Fresh N(0,1) prompts [B, T, D] for a random ``share`` of the samples (mask [B]), each pushed
+    ``steps`` signed-gradient steps of ``eps`` to raise its sample's true class next to the wrong
+    prompts ``ids``/``mask``. The model's weights get no gradient from this search."""
+    b = labels.shape[0]
+    lo, total = shard if shard is not None else (0, b)
+    t, d = model.config.prompt_tokens, model.encoder.hidden_size
+    keys = torch.randn(total, t, d, generator=generator)[lo : lo + b]
+    on = (torch.rand(total, generator=generator) < share)[lo : lo + b]
+    device = labels.device
+    keys, on = keys.to(device), on.to(device)
+    for _ in range(steps):
+        k = keys.clone().requires_grad_(True)
+        logits = model(inputs, prompt_ids=ids, prompt_mask=mask, decoy_prompts=k, decoy_mask=on)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels), k)
+        keys = (keys - eps * grad.sign()).detach()  # descend CE = raise p(true class), as the adversary does
+    return keys, on
 
 
 def plain_loss(model, inputs: dict[str, torch.Tensor], labels: torch.Tensor):

@@ -90,7 +90,8 @@ def fit(
             if cfg.objective == "plain":
                 loss, parts = plain_loss(model, trim_padding(batch_inputs), batch_labels)
             else:
-                loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard)
+                decoy = (cfg.decoy_share, cfg.decoy_steps, cfg.decoy_eps) if cfg.decoy_share > 0 else None
+                loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard, decoy)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()
