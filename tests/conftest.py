@@ -48,3 +48,37 @@ def tiny_dinov2_dir(tmp_path_factory):
     torch.manual_seed(0)
     Dinov2Model(Dinov2Config(image_size=28, patch_size=14, **_tiny())).save_pretrained(d)
     return str(d)
+
+
+@pytest.fixture
+def one_and_two_processes(tmp_path):
+    """Run a training script once as a single process and once as 2 CPU processes (torchrun, gloo).
+
+    ``run(script_text, *args)`` calls the script as ``script OUT *args`` both ways and returns the
+    two OUT paths (single, multi); the script writes its result to OUT on rank 0.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def run(script_text: str, *args: str):
+        script = tmp_path / "train_script.py"
+        script.write_text(script_text)
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+        single, multi = tmp_path / "single.safetensors", tmp_path / "multi.safetensors"
+        launchers = {single: [sys.executable],
+                     multi: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             "--master_addr=127.0.0.1", f"--master_port={free_port()}"]}
+        for out, launch in launchers.items():
+            r = subprocess.run([*launch, str(script), str(out), *args], env=env, capture_output=True, text=True,
+                               timeout=300)
+            assert r.returncode == 0, r.stderr[-3000:]
+        return single, multi
+
+    return run

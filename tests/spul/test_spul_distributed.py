@@ -2,10 +2,6 @@
 same global batches: stage-1 LoRA fine-tuning, the SPUL prompt and a fine-tuning baseline. The forget
 set (7 rows, batches of 4) leaves an uneven last batch, split 1/2 between the processes."""
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import torch
@@ -52,25 +48,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_spul_matches_single_process(tmp_path):
-    script = tmp_path / "train_spul.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    single, multi = tmp_path / "single.safetensors", tmp_path / "multi.safetensors"
-    r = subprocess.run([sys.executable, str(script), str(single)], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}", str(script), str(multi)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_two_process_spul_matches_single_process(one_and_two_processes):
+    single, multi = one_and_two_processes(SCRIPT)
     a, b = load_file(str(single)), load_file(str(multi))
     assert a.keys() == b.keys()
     groups = {g: [k for k in a if k.startswith(g)] for g in ("stage1.", "prompt.", "baseline.")}
