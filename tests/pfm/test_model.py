@@ -258,3 +258,18 @@ def test_decoy_search_raises_the_true_class_and_training_uses_it(tiny_vit_dir):
     assert torch.isfinite(loss) and all(p.grad is not None for p in m.prompts.values())
     with pytest.raises(ValueError, match="decoy_share"):
         PFMConfig(decoy_share=1.5)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_schedule(tiny_vit_dir, schedule):
+    from promptforget.pfm.train import fit
+
+    m = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, epochs=3, batch_size=4, lr=1e-2,
+                           lr_schedule=schedule))
+    lrs = [log["lr"] for log in fit(m, pixels(n=8), torch.arange(8) % 4, progress=False)]
+    if schedule == "constant":
+        assert lrs == [1e-2] * 3
+    else:  # 6 steps: after 2, 4 and 6 of them the factor is 0.75, 0.25 and 0
+        assert lrs == pytest.approx([0.75e-2, 0.25e-2, 0.0], abs=1e-9)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        PFMConfig(lr_schedule="linear")

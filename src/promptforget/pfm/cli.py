@@ -95,6 +95,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
+                   help="constant (published recipe) or cosine decay to 0 over the run")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-length", type=int, default=d.max_length, help="text: max tokens per example")
     p.add_argument("--image-size", type=int, default=None, help="images: side in pixels (default: backbone's)")
@@ -160,6 +162,7 @@ def train_run(args) -> Path:
         prompt_style=args.prompt_style,
         prompt_layer=args.prompt_layer,
         kl_weight=args.kl_weight,
+        lr_schedule=args.lr_schedule,
         decoy_share=args.decoy_share,
         decoy_steps=args.decoy_steps,
         decoy_eps=args.decoy_eps,
@@ -303,7 +306,8 @@ def cmd_demo(args) -> int:
         out=str(out), overwrite=True, test_size=0.2, adapt=d.adapt, lora_r=d.lora_r, lora_alpha=d.lora_alpha,
         lora_dropout=d.lora_dropout, prompt_tokens=d.prompt_tokens, prompt_style=d.prompt_style,
         kl_weight=d.kl_weight, objective=d.objective, batch_size=d.batch_size, seed=d.seed,
-        decoy_share=d.decoy_share, decoy_steps=d.decoy_steps, decoy_eps=d.decoy_eps, **spec,
+        decoy_share=d.decoy_share, decoy_steps=d.decoy_steps, decoy_eps=d.decoy_eps, lr_schedule=d.lr_schedule,
+        **spec,
     )
     train_run(ns)
     before = evaluate_run(out, ks=[1], progress=False)

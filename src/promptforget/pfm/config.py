@@ -9,6 +9,7 @@ ADAPT_MODES = ("lora", "frozen", "full")
 PROMPT_INITS = ("normal", "zeros", "cls")
 PROMPT_STYLES = ("token", "prefix")
 OBJECTIVES = ("pfm", "plain")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -42,8 +43,9 @@ class PFMConfig:
     decoy_share: float = 0.0
     decoy_steps: int = 0
     decoy_eps: float = 0.1
-    # Optimisation.
+    # Optimisation. lr_schedule: "constant" (as published) or "cosine" (decays to 0 over the run).
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     batch_size: int = 32
     epochs: int = 10
     seed: int = 42
@@ -75,6 +77,8 @@ class PFMConfig:
             raise ValueError(f"decoy_steps and decoy_eps must be >= 0, got {self.decoy_steps}, {self.decoy_eps}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.image_size is not None and self.image_size < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -74,6 +75,11 @@ def fit(
     )
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    total_steps = max(1, cfg.epochs * len(loader))
+    schedule = None
+    if cfg.lr_schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
     # Prompt-set sampling has its own stream, identical on every process; each keeps its shard of the
     # global batch (see sample_prompt_sets), so N processes sample what one process would.
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -95,12 +101,15 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             totals["loss"] += loss.item()
             totals["ce"] += parts["ce"].item()
             totals["kl"] += parts["kl"].item()
             steps += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        log = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in totals.items()}}
+        log = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in totals.items()},
+               "lr": optimizer.param_groups[0]["lr"]}
         history.append(log)
         if on_epoch_end is not None and acc.is_main_process:
             on_epoch_end(epoch + 1, log)
