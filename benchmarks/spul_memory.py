@@ -15,26 +15,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
+from _common import PeakRSS, write_result
+
 METHODS = ("stage1_finetune", "spul", "spul_two_model_copies", "ga_gd")
-
-
-class PeakRSS(threading.Thread):
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak, self.stop = 0, threading.Event()
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def run(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(0.02)
 
 
 def child(method: str) -> dict:
@@ -68,26 +53,22 @@ def child(method: str) -> dict:
     forget, retain = ex[:8], ex[8:]
     task = SentimentTask()
     n_params = sum(p.numel() for p in model.parameters())
-    mon = PeakRSS()
-    base_rss = mon.rss()
-    mon.start()
-    t = time.perf_counter()
-    if method == "stage1_finetune":
-        finetune(model, tok, task, ex, FinetuneConfig(epochs=1, batch_size=8, max_length=64), merge=False)
-        steps = 2
-    elif method in ("spul", "spul_two_model_copies"):
-        held = copy.deepcopy(model) if method == "spul_two_model_copies" else None  # the reference code's KL model
-        SPUL(model, tok, task, SPULConfig(epochs=2, batch_size=8, max_length=64)).forget(forget, retain)
-        steps = 2
-        del held
-    else:
-        Baseline(model, tok, task, BaselineConfig(method="ga_gd", epochs=2, batch_size=8, max_length=64)).forget(forget, retain)
-        steps = 2
-    seconds = time.perf_counter() - t
-    mon.stop.set()
-    mon.join()
-    return {"method": method, "model_parameters": n_params, "rss_after_model_mb": base_rss / 2**20,
-            "peak_rss_mb": mon.peak / 2**20, "peak_above_model_mb": (mon.peak - base_rss) / 2**20,
+    with PeakRSS(interval=0.02) as mon:
+        t = time.perf_counter()
+        if method == "stage1_finetune":
+            finetune(model, tok, task, ex, FinetuneConfig(epochs=1, batch_size=8, max_length=64), merge=False)
+            steps = 2
+        elif method in ("spul", "spul_two_model_copies"):
+            held = copy.deepcopy(model) if method == "spul_two_model_copies" else None  # the reference code's KL model
+            SPUL(model, tok, task, SPULConfig(epochs=2, batch_size=8, max_length=64)).forget(forget, retain)
+            steps = 2
+            del held
+        else:
+            Baseline(model, tok, task, BaselineConfig(method="ga_gd", epochs=2, batch_size=8, max_length=64)).forget(forget, retain)
+            steps = 2
+        seconds = time.perf_counter() - t
+    return {"method": method, "model_parameters": n_params, "rss_after_model_mb": mon.start / 2**20,
+            "peak_rss_mb": mon.peak / 2**20, "peak_above_model_mb": (mon.peak - mon.start) / 2**20,
             "seconds": seconds, "steps": steps, "seconds_per_step": seconds / steps}
 
 
@@ -98,8 +79,6 @@ def main() -> None:
     if args.child:
         print("RESULT " + json.dumps(child(args.child)), flush=True)
         return
-    from _common import write_result
-
     rows = {}
     for m in METHODS:
         r = subprocess.run([sys.executable, __file__, "--child", m], capture_output=True, text=True,

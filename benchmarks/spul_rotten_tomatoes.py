@@ -11,49 +11,16 @@ every model, generation check, parameter counts and per-phase peak RSS. Everythi
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _common import PeakRSS  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 SPLITS = ("train_retain", "train_forget", "test_retain", "test_forget")
-
-
-class PeakRSS:
-    """Samples this process's resident set size in a thread; ``peak_mb`` over the ``with`` block."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.start = self._rss()
-        self.peak = self.start
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self._rss())
-
-    def as_dict(self) -> dict:
-        return {"rss_start_mb": round(self.start / 2**20, 1), "rss_peak_mb": round(self.peak / 2**20, 1),
-                "rss_increase_mb": round((self.peak - self.start) / 2**20, 1)}
 
 
 def main(argv=None) -> int:

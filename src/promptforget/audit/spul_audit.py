@@ -20,14 +20,13 @@ Figures per model (definitions, signs and ideal values in :data:`SPUL_METRICS`):
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from promptforget.audit import blackbox, llm_mia, mia
-from promptforget.audit.report import Metric
+from promptforget.audit.report import Metric, _fmt, _num
 from promptforget.spul import ops
 from promptforget.spul.evaluate import evaluate_splits, predict
 from promptforget.spul.tasks import check_label_tokens, encode_examples
@@ -154,16 +153,6 @@ def table(audit: dict) -> list[dict]:
         rows.append({"metric": mid, **vals, "verdict": verdict, "definition": meta.definition, "sign": meta.sign,
                      "ideal": meta.ideal, "tolerance": meta.tol})
     return rows
-
-
-def _num(x) -> bool:
-    return isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x))
-
-
-def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
 def markdown(audit: dict, rows: list[dict]) -> str:

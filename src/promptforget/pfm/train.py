@@ -83,6 +83,7 @@ def fit(
     # Prompt-set sampling has its own stream, identical on every process; each keeps its shard of the
     # global batch (see sample_prompt_sets), so N processes sample what one process would.
     gen = torch.Generator().manual_seed(cfg.seed + 1)
+    decoy = (cfg.decoy_share, cfg.decoy_steps, cfg.decoy_eps)  # pfm_loss skips it when the share is 0
 
     history = []
     for epoch in range(cfg.epochs):
@@ -96,7 +97,6 @@ def fit(
             if cfg.objective == "plain":
                 loss, parts = plain_loss(model, trim_padding(batch_inputs), batch_labels)
             else:
-                decoy = (cfg.decoy_share, cfg.decoy_steps, cfg.decoy_eps) if cfg.decoy_share > 0 else None
                 loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard, decoy)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
