@@ -273,3 +273,19 @@ def test_lr_schedule(tiny_vit_dir, schedule):
         assert lrs == pytest.approx([0.75e-2, 0.25e-2, 0.0], abs=1e-9)
     with pytest.raises(ValueError, match="lr_schedule"):
         PFMConfig(lr_schedule="linear")
+
+
+def test_view_b_sizes_reaches_training(tiny_vit_dir):
+    from promptforget.pfm.train import fit
+
+    heads = {}
+    for sizes in ("uniform", "harmonic"):
+        m = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, epochs=1, batch_size=8, lr=1e-2,
+                               view_b_sizes=sizes))
+        fit(m, pixels(n=8), torch.arange(8) % 4, progress=False)
+        heads[sizes] = m.head.weight.detach().clone()
+    # Same seed, same data: only the view-B set sizes differ, so the trained weights must too.
+    assert not torch.allclose(heads["uniform"], heads["harmonic"])
+    assert PFMConfig.from_dict(PFMConfig(view_b_sizes="harmonic").to_dict()).view_b_sizes == "harmonic"
+    with pytest.raises(ValueError, match="view_b_sizes"):
+        PFMConfig(view_b_sizes="small")

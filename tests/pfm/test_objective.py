@@ -59,3 +59,16 @@ def test_kl_to_uniform():
     expected = -math.log(2) - torch.log(p).mean().item()
     assert kl_uniform_to_softmax(logits).item() == pytest.approx(expected, rel=1e-6)
     assert kl_uniform_to_softmax(logits).item() > 0
+
+
+def test_harmonic_view_b_sizes_weight_small_sets():
+    c = 10
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, c, (20000,), generator=g)
+    ids, mask = sample_prompt_sets(labels, c, own=False, generator=g, sizes="harmonic")
+    counts = torch.bincount(mask.sum(1), minlength=c).float() / len(labels)
+    expected = 1.0 / torch.arange(1, c + 1) / (1.0 / torch.arange(1, c + 1)).sum()  # P(k) ~ 1/(k+1)
+    assert torch.allclose(counts, expected, atol=0.01), counts
+    assert not ((ids == labels[:, None]) & mask).any()  # still never the own prompt
+    with pytest.raises(ValueError, match="sizes"):
+        sample_prompt_sets(labels, c, own=False, generator=g, sizes="geometric")

@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from promptforget.pfm.config import ADAPT_MODES, OBJECTIVES, PROMPT_STYLES, PFMConfig
+    from promptforget.pfm.config import ADAPT_MODES, LR_SCHEDULES, OBJECTIVES, PROMPT_STYLES, VIEW_B_SIZES, PFMConfig
 
     d = PFMConfig()
     p.add_argument("--backbone", default=None, help="hub name, local dir, or alias minilm | dinov2-s14 (default: minilm for text, dinov2-s14 for images)")
@@ -85,6 +85,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-layer", type=int, default=d.prompt_layer,
                    help="insert prompts before this block; the frozen blocks below are computed once and cached (default 0 = input)")
     p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="weight of the KL-to-uniform term (view B)")
+    p.add_argument("--view-b-sizes", choices=VIEW_B_SIZES, default=d.view_b_sizes,
+                   help="how many wrong prompts a view-B sample sees: uniform over 0..C-1 (paper) or harmonic, P(k) ~ 1/(k+1)")
     p.add_argument("--decoy-share", type=float, default=d.decoy_share,
                    help="share of view-B samples that also see a decoy key (a fresh prompt of no class); 0 = off (paper)")
     p.add_argument("--decoy-steps", type=int, default=d.decoy_steps,
@@ -95,7 +97,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
                    help="constant (published recipe) or cosine decay to 0 over the run")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-length", type=int, default=d.max_length, help="text: max tokens per example")
@@ -162,6 +164,7 @@ def train_run(args) -> Path:
         prompt_style=args.prompt_style,
         prompt_layer=args.prompt_layer,
         kl_weight=args.kl_weight,
+        view_b_sizes=args.view_b_sizes,
         lr_schedule=args.lr_schedule,
         decoy_share=args.decoy_share,
         decoy_steps=args.decoy_steps,
@@ -305,7 +308,7 @@ def cmd_demo(args) -> int:
     ns = argparse.Namespace(
         out=str(out), overwrite=True, test_size=0.2, adapt=d.adapt, lora_r=d.lora_r, lora_alpha=d.lora_alpha,
         lora_dropout=d.lora_dropout, prompt_tokens=d.prompt_tokens, prompt_style=d.prompt_style,
-        kl_weight=d.kl_weight, objective=d.objective, batch_size=d.batch_size, seed=d.seed,
+        kl_weight=d.kl_weight, view_b_sizes=d.view_b_sizes, objective=d.objective, batch_size=d.batch_size, seed=d.seed,
         decoy_share=d.decoy_share, decoy_steps=d.decoy_steps, decoy_eps=d.decoy_eps, lr_schedule=d.lr_schedule,
         **spec,
     )

@@ -10,6 +10,7 @@ PROMPT_INITS = ("normal", "zeros", "cls")
 PROMPT_STYLES = ("token", "prefix")
 OBJECTIVES = ("pfm", "plain")
 LR_SCHEDULES = ("constant", "cosine")
+VIEW_B_SIZES = ("uniform", "harmonic")
 
 
 @dataclass
@@ -32,6 +33,10 @@ class PFMConfig:
     prompt_layer: int = 0
     # Objective: view A (own + random wrong prompts, CE) + view B (only wrong prompts, KL to uniform).
     kl_weight: float = 1.0
+    # How many wrong prompts a view-B sample sees: "uniform" over 0..C-1 (the paper) or "harmonic",
+    # P(k) ~ 1/(k+1), which trains more on no prompt / one wrong prompt: the case that leaks when
+    # most classes are forgotten.
+    view_b_sizes: str = "uniform"
     # "pfm": the objective above. "plain": cross-entropy with no prompt at all, i.e. an ordinary LoRA
     # fine-tune of the same backbone and head: the utility reference a PFM is compared against.
     objective: str = "pfm"
@@ -77,6 +82,8 @@ class PFMConfig:
             raise ValueError(f"decoy_steps and decoy_eps must be >= 0, got {self.decoy_steps}, {self.decoy_eps}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.view_b_sizes not in VIEW_B_SIZES:
+            raise ValueError(f"view_b_sizes must be one of {VIEW_B_SIZES}, got {self.view_b_sizes!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr <= 0:

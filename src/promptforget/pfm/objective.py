@@ -3,6 +3,9 @@
 View A: each sample sees its own prompt plus k random wrong ones, k ~ U{0..C-1}  -> cross-entropy.
 View B: each sample sees k random wrong prompts only,       k ~ U{0..C-1}        -> KL(uniform || p).
 (k = 0 in view B means no prompt at all: without its key the model must not know the class.)
+With view_b_sizes="harmonic", view B draws k with P(k) ~ 1/(k+1) instead: half of the view-B
+samples then see no prompt or a single wrong one, the sets that leak most once most classes are
+forgotten (after forgetting C-1 classes, a sample of a forgotten class meets one wrong prompt).
 
 Prompt sets are rows of a random permutation of the classes, cut at per-sample lengths: one
 argsort for the whole batch instead of a Python loop per sample. Both views go through the
@@ -23,6 +26,7 @@ def sample_prompt_sets(
     own: bool,
     generator: torch.Generator | None = None,
     shard: tuple[int, int] | None = None,
+    sizes: str = "uniform",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompt class indices [B, S] and slot mask [B, S] for one view.
 
@@ -31,11 +35,20 @@ def sample_prompt_sets(
     S is the largest set size in the batch; smaller sets are padded (mask False).
     shard=(offset, global_batch): draw the random numbers for the whole global batch and keep rows
     offset..offset+B, so data-parallel processes sample exactly what one process would.
+    sizes: how k (the number of wrong prompts, 0..C-1) is drawn: "uniform" (the paper) or
+    "harmonic" (P(k) ~ 1/(k+1), weight on the small sets).
     """
     b = labels.shape[0]
     lo, total = shard if shard is not None else (0, b)
     scores = torch.rand(total, num_classes, generator=generator)[lo : lo + b]
-    k = torch.randint(0, num_classes, (total,), generator=generator)[lo : lo + b]  # wrong prompts: 0..C-1
+    if sizes == "uniform":
+        k = torch.randint(0, num_classes, (total,), generator=generator)
+    elif sizes == "harmonic":
+        weights = 1.0 / torch.arange(1, num_classes + 1, dtype=torch.float)
+        k = torch.multinomial(weights, total, replacement=True, generator=generator)
+    else:
+        raise ValueError(f"sizes must be 'uniform' or 'harmonic', got {sizes!r}")
+    k = k[lo : lo + b]
     # Own class sorts first (own=True) or last (own=False); wrong classes in random order between.
     scores[torch.arange(b), labels.cpu()] = -1.0 if own else 2.0
     order = scores.argsort(dim=1)
@@ -53,7 +66,7 @@ def kl_uniform_to_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 def pfm_loss(
     model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0, shard=None,
-    decoy: tuple[float, int, float] | None = None,
+    decoy: tuple[float, int, float] | None = None, view_b_sizes: str = "uniform",
 ):
     """CE on view A + kl_weight * KL(U || p) on view B, computed with one forward of 2B samples.
 
@@ -64,7 +77,7 @@ def pfm_loss(
     core = model.module if hasattr(model, "module") else model
     c = core.num_classes
     ids_a, mask_a = sample_prompt_sets(labels, c, own=True, generator=generator, shard=shard)
-    ids_b, mask_b = sample_prompt_sets(labels, c, own=False, generator=generator, shard=shard)
+    ids_b, mask_b = sample_prompt_sets(labels, c, own=False, generator=generator, shard=shard, sizes=view_b_sizes)
     s = max(ids_a.shape[1], ids_b.shape[1])
     ids = torch.cat([F.pad(ids_a, (0, s - ids_a.shape[1])), F.pad(ids_b, (0, s - ids_b.shape[1]))])
     mask = torch.cat([F.pad(mask_a, (0, s - mask_a.shape[1])), F.pad(mask_b, (0, s - mask_b.shape[1]))])

@@ -97,7 +97,8 @@ def fit(
             if cfg.objective == "plain":
                 loss, parts = plain_loss(model, trim_padding(batch_inputs), batch_labels)
             else:
-                loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard, decoy)
+                loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard, decoy,
+                                       cfg.view_b_sizes)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()
