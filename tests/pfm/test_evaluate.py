@@ -68,3 +68,38 @@ def test_probes(model_and_data):
     assert p["best_single"]["prompt"] in m.active_classes
     assert p["best_single"]["acc"] == max(p["best_single"]["per_prompt"].values())
     assert p["n_samples"] == 24
+
+
+class AntiPredictor(torch.nn.Module):
+    """Knows every class: with its own prompt it answers it, without, it puts that class *last*."""
+
+    class_names = ["a", "b", "c", "d"]
+    active_classes = class_names
+    num_classes = 4
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def class_index(self, name):
+        return self.class_names.index(name)
+
+    def forward(self, inputs, prompt_ids=None, prompt_mask=None, mask_forgotten=False):
+        y = inputs["label"]
+        onehot = torch.nn.functional.one_hot(y, 4).float()
+        has_own = ((prompt_ids == y[:, None]) & prompt_mask).any(1, keepdim=True)
+        return torch.where(has_own, onehot, -onehot)
+
+
+def test_protocol_reports_anti_prediction():
+    """Forgotten top-1 accuracy 0 is not forgetting when the class is reliably the least likely."""
+    y = torch.arange(20) % 4
+    r = evaluate_protocol(AntiPredictor(), {"label": y}, y, ks=[1, 3], progress=False)
+    for k in ("1", "3"):
+        s = r["by_k"][k]
+        assert s["retained_acc"]["mean"] == 1.0
+        assert s["forgotten_acc"]["mean"] == 0.0
+        assert s["forgotten_argmin_acc"]["mean"] == 1.0
+    p = evaluate_probes(AntiPredictor(), {"label": y}, y)
+    assert p["own"] == {"acc": 1.0, "argmin_acc": 0.0}
+    assert p["none"] == p["all_wrong"] == {"acc": 0.0, "argmin_acc": 1.0}

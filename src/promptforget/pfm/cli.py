@@ -255,10 +255,12 @@ def format_report(report: dict) -> str:
         lines.append(f"{tag:<22}{_f(r['overall_acc']):>9}{_f(r['retained_acc']):>10}{_f(r['forgotten_acc']):>11}")
     if "protocol" in report:
         lines.append("protocol (mean +- std over combinations):")
-        lines.append(f"{'k':>4}{'combos':>8}{'retained':>18}{'forgotten':>18}{'forgotten(masked)':>20}")
+        lines.append(f"{'k':>4}{'combos':>8}{'retained':>18}{'forgotten':>18}{'forgotten argmin':>18}{'forgotten(masked)':>20}")
         for k, r in report["protocol"]["by_k"].items():
-            ra, fa, fm = r["retained_acc"], r["forgotten_acc"], r["forgotten_acc_head_masked"]
-            lines.append(f"{k:>4}{r['combinations']:>8}{ra['mean']:>11.3f} +-{ra['std']:.3f}{fa['mean']:>11.3f} +-{fa['std']:.3f}{fm['mean']:>13.3f} +-{fm['std']:.3f}")
+            cells = [r[key] for key in ("retained_acc", "forgotten_acc", "forgotten_argmin_acc", "forgotten_acc_head_masked")]
+            widths = (11, 11, 11, 13)
+            lines.append(f"{k:>4}{r['combinations']:>8}" + "".join(
+                f"{c['mean']:>{w}.3f} +-{c['std']:.3f}" for c, w in zip(cells, widths)))
     if "probes" in report:
         p = report["probes"]
         lines.append("probes on active-class samples: " + ", ".join(

@@ -4,7 +4,9 @@ Protocol: for k in {1, floor(C/2), C-1}, for every combination of k classes (at 
 ``max_combinations``, sampled with a seed when there are more), remove those prompts from the bank
 (without touching the model) and measure accuracy on test samples of retained classes and of the
 removed classes. Reported as mean and std over combinations, with and without masking the removed
-classes in the head.
+classes in the head. Also the *argmin* accuracy on the removed classes (how often a removed sample's
+class is the least likely one): a model that answers a forgotten class below chance by pushing it to the
+bottom still knows it, and an attacker reads the argmin. Both at chance (1/C) is what forgetting looks like.
 
 Probes (what a model reveals with other prompt sets), on samples of the classes given:
   full          every active prompt (normal inference)
@@ -13,6 +15,7 @@ Probes (what a model reveals with other prompt sets), on samples of the classes 
   none          no prompt at all
   random_wrong  one random active prompt that is not the sample's own
   best_single   the single prompt j used for all samples, best accuracy over j (j reported)
+Each probe but best_single also reports argmin_acc (the sample's class is the least likely one).
 """
 
 from __future__ import annotations
@@ -126,13 +129,15 @@ def evaluate_protocol(
                 "forgotten": [model.class_names[i] for i in combo],
                 "retained_acc": _acc(logits[kept], labels[kept]),
                 "forgotten_acc": _acc(logits[forgot], labels[forgot]),
+                "forgotten_argmin_acc": _acc(-logits[forgot], labels[forgot]),
                 "retained_acc_head_masked": _acc(masked[kept], labels[kept]),
                 "forgotten_acc_head_masked": _acc(masked[forgot], labels[forgot]),
             }
         )
     for k in ks:
         summary = {"k": k, "combinations": len(rows[k]), "total_combinations": math.comb(len(active), k)}
-        for key in ("retained_acc", "forgotten_acc", "retained_acc_head_masked", "forgotten_acc_head_masked"):
+        for key in ("retained_acc", "forgotten_acc", "forgotten_argmin_acc", "retained_acc_head_masked",
+                    "forgotten_acc_head_masked"):
             vals = np.array([r[key] for r in rows[k]], dtype=float)
             summary[key] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals))}
         summary["runs"] = rows[k]
@@ -177,7 +182,8 @@ def evaluate_probes(model, inputs, labels, seed: int = 42, batch_size: int = 64,
             continue
         else:
             raise ValueError(f"unknown probe {probe!r}; choose from {PROBES}")
-        out[probe] = {"acc": _acc(batched_logits(model, x, ids, mask, batch_size), y)}
+        logits = batched_logits(model, x, ids, mask, batch_size)
+        out[probe] = {"acc": _acc(logits, y), "argmin_acc": _acc(-logits, y)}
     out["chance_acc"] = 1.0 / model.num_classes
     out["n_samples"] = n
     return out
