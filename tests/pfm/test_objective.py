@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from promptforget.pfm.objective import kl_uniform_to_softmax, sample_prompt_sets, true_class_excess
+from promptforget.pfm.objective import kl_uniform_to_softmax, sample_prompt_sets
 
 
 @pytest.mark.parametrize("c", [2, 5, 10])
@@ -73,16 +73,3 @@ def test_harmonic_view_b_sizes_weight_small_sets():
     with pytest.raises(ValueError, match="sizes"):
         sample_prompt_sets(labels, c, own=False, generator=g, sizes="geometric")
 
-
-def test_true_class_excess_is_one_sided():
-    c = 4
-    labels = torch.tensor([0, 1])
-    # Row 0: true class above 1/C; row 1: true class below 1/C (contributes nothing, no push lower).
-    logits = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]], requires_grad=True)
-    p = torch.softmax(logits.detach(), -1)
-    expected = (math.log(p[0, 0]) + math.log(c)) / 2
-    value = true_class_excess(logits, labels)
-    assert value.item() == pytest.approx(expected, rel=1e-6)
-    value.backward()
-    assert logits.grad[1].abs().max() == 0 and logits.grad[0, 0] > 0
-    assert true_class_excess(torch.zeros(3, c), torch.tensor([0, 1, 2])).item() == pytest.approx(0.0, abs=1e-7)

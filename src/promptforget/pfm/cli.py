@@ -87,8 +87,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="weight of the KL-to-uniform term (view B)")
     p.add_argument("--view-b-sizes", choices=VIEW_B_SIZES, default=d.view_b_sizes,
                    help="how many wrong prompts a view-B sample sees: uniform over 0..C-1 (paper) or harmonic, P(k) ~ 1/(k+1)")
-    p.add_argument("--cap-weight", type=float, default=d.cap_weight,
-                   help="weight of the view-B term max(0, log p_true - log 1/C); 0 = off (paper)")
     p.add_argument("--decoy-share", type=float, default=d.decoy_share,
                    help="share of view-B samples that also see a decoy key (a fresh prompt of no class); 0 = off (paper)")
     p.add_argument("--decoy-steps", type=int, default=d.decoy_steps,
@@ -167,7 +165,6 @@ def train_run(args) -> Path:
         prompt_layer=args.prompt_layer,
         kl_weight=args.kl_weight,
         view_b_sizes=args.view_b_sizes,
-        cap_weight=args.cap_weight,
         lr_schedule=args.lr_schedule,
         decoy_share=args.decoy_share,
         decoy_steps=args.decoy_steps,
@@ -313,8 +310,7 @@ def cmd_demo(args) -> int:
     ns = argparse.Namespace(
         out=str(out), overwrite=True, test_size=0.2, adapt=d.adapt, lora_r=d.lora_r, lora_alpha=d.lora_alpha,
         lora_dropout=d.lora_dropout, prompt_tokens=d.prompt_tokens, prompt_style=d.prompt_style,
-        kl_weight=d.kl_weight, view_b_sizes=d.view_b_sizes, cap_weight=d.cap_weight,
-        objective=d.objective, batch_size=d.batch_size, seed=d.seed,
+        kl_weight=d.kl_weight, view_b_sizes=d.view_b_sizes, objective=d.objective, batch_size=d.batch_size, seed=d.seed,
         decoy_share=d.decoy_share, decoy_steps=d.decoy_steps, decoy_eps=d.decoy_eps, lr_schedule=d.lr_schedule,
         **spec,
     )

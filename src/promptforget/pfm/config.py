@@ -37,9 +37,6 @@ class PFMConfig:
     # P(k) ~ 1/(k+1), which trains more on no prompt / one wrong prompt: the case that leaks when
     # most classes are forgotten.
     view_b_sizes: str = "uniform"
-    # Weight of a one-sided view-B term, max(0, log p_true - log 1/C) (0 = off, the paper): KL to
-    # uniform is flat near uniform and leaves a small tilt towards the true class that argmax reads.
-    cap_weight: float = 0.0
     # "pfm": the objective above. "plain": cross-entropy with no prompt at all, i.e. an ordinary LoRA
     # fine-tune of the same backbone and head: the utility reference a PFM is compared against.
     objective: str = "pfm"
@@ -85,8 +82,6 @@ class PFMConfig:
             raise ValueError(f"decoy_steps and decoy_eps must be >= 0, got {self.decoy_steps}, {self.decoy_eps}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.cap_weight < 0:
-            raise ValueError(f"cap_weight must be >= 0, got {self.cap_weight}")
         if self.view_b_sizes not in VIEW_B_SIZES:
             raise ValueError(f"view_b_sizes must be one of {VIEW_B_SIZES}, got {self.view_b_sizes!r}")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -64,23 +64,11 @@ def kl_uniform_to_softmax(logits: torch.Tensor) -> torch.Tensor:
     return (-math.log(c) - F.log_softmax(logits, dim=-1).mean(dim=-1)).mean()
 
 
-def true_class_excess(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of max(0, log p_y - log(1/C)): how far each sample's true class stands above
-    the uniform level. Zero when no sample's true class is above 1/C; never rewards pushing it below."""
-    c = logits.shape[-1]
-    log_py = F.log_softmax(logits, dim=-1).gather(1, labels.unsqueeze(1)).squeeze(1)
-    return F.relu(log_py + math.log(c)).mean()
-
-
 def pfm_loss(
     model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0, shard=None,
-    decoy: tuple[float, int, float] | None = None, view_b_sizes: str = "uniform", cap_weight: float = 0.0,
+    decoy: tuple[float, int, float] | None = None, view_b_sizes: str = "uniform",
 ):
     """CE on view A + kl_weight * KL(U || p) on view B, computed with one forward of 2B samples.
-
-    cap_weight > 0 adds cap_weight * true_class_excess on view B. KL(U || p) is flat near uniform, so
-    it leaves a small tilt towards the true class, and the forgetting metric (argmax accuracy on a
-    class without its prompt) reads exactly that tilt; the cap pushes on the true class alone.
 
     decoy = (share, steps, eps): that share of view-B samples also holds a fresh N(0,1) prompt of no
     class, moved ``steps`` signed-gradient steps of ``eps`` towards the sample's class (the audit's
@@ -104,10 +92,7 @@ def pfm_loss(
     logits = model(doubled, prompt_ids=ids, prompt_mask=mask, **extra)
     ce = F.cross_entropy(logits[:b], labels)
     kl = kl_uniform_to_softmax(logits[b:])
-    loss = ce + kl_weight * kl
-    if cap_weight > 0:
-        loss = loss + cap_weight * true_class_excess(logits[b:], labels)
-    return loss, {"ce": ce.detach(), "kl": kl.detach()}
+    return ce + kl_weight * kl, {"ce": ce.detach(), "kl": kl.detach()}
 
 
 def decoy_keys(model, inputs, labels, ids, mask, share: float, steps: int, eps: float, generator=None, shard=None):

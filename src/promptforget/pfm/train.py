@@ -98,7 +98,7 @@ def fit(
                 loss, parts = plain_loss(model, trim_padding(batch_inputs), batch_labels)
             else:
                 loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard, decoy,
-                                       cfg.view_b_sizes, cfg.cap_weight)
+                                       cfg.view_b_sizes)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()
