@@ -72,4 +72,3 @@ def test_harmonic_view_b_sizes_weight_small_sets():
     assert not ((ids == labels[:, None]) & mask).any()  # still never the own prompt
     with pytest.raises(ValueError, match="sizes"):
         sample_prompt_sets(labels, c, own=False, generator=g, sizes="geometric")
-
