@@ -38,8 +38,11 @@ def csv_data(tmp_path):
 def test_train_forget_evaluate_end_to_end(csv_data, tiny_bert_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--dataset", f"csv:{csv_data}", "--backbone", tiny_bert_dir, "--out", str(run),
-                 "--epochs", "1", "--batch-size", "4", "--max-length", "16", "--test-size", "0.34"]) == 0
+                 "--epochs", "1", "--batch-size", "4", "--max-length", "16", "--test-size", "0.34",
+                 "--view-b-sizes", "harmonic", "--kl-weight", "2", "--lr-schedule", "cosine"]) == 0
     assert {"pfm_config.json", "model.safetensors", "data.json", "train_log.json"} <= {p.name for p in run.iterdir()}
+    saved = json.loads((run / "pfm_config.json").read_text())["config"]  # every flag reaches the config
+    assert (saved["view_b_sizes"], saved["kl_weight"], saved["lr_schedule"], saved["epochs"]) == ("harmonic", 2.0, "cosine", 1)
     # refusing to clobber an existing run
     assert main(["train", "--dataset", f"csv:{csv_data}", "--backbone", tiny_bert_dir, "--out", str(run)]) == 2
     assert "exists" in capsys.readouterr().err

@@ -143,6 +143,8 @@ def _prepare_run_dir(out: Path, overwrite: bool) -> None:
 def train_run(args) -> Path:
     import torch
 
+    from dataclasses import fields
+
     from promptforget.data import load_splits
     from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
@@ -154,30 +156,13 @@ def train_run(args) -> Path:
     train, _ = load_splits(args.dataset, args.test_size, args.seed)
     train = _stratified_cap(train, args.max_train, args.seed)
     is_text = hasattr(train, "texts")
-    cfg = PFMConfig(
-        backbone=args.backbone or ("minilm" if is_text else "dinov2-s14"),
-        adapt=args.adapt,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        prompt_tokens=args.prompt_tokens,
-        prompt_style=args.prompt_style,
-        prompt_layer=args.prompt_layer,
-        kl_weight=args.kl_weight,
-        view_b_sizes=args.view_b_sizes,
-        lr_schedule=args.lr_schedule,
-        decoy_share=args.decoy_share,
-        decoy_steps=args.decoy_steps,
-        decoy_eps=args.decoy_eps,
-        objective=args.objective,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        max_length=args.max_length,
-        image_size=args.image_size,
-        class_names=list(train.class_names),
-    )
+    # Every PFMConfig knob the arguments carry (the train CLI has a flag for each but class_names and
+    # prompt_init; the demo sets a few) and PFMConfig's defaults for the rest: a new knob needs only its
+    # field and its flag.
+    knobs = {f.name: getattr(args, f.name) for f in fields(PFMConfig) if hasattr(args, f.name)}
+    knobs["backbone"] = args.backbone or ("minilm" if is_text else "dinov2-s14")
+    knobs["class_names"] = list(train.class_names)
+    cfg = PFMConfig(**knobs)
     model = PFMModel(cfg)
     # Rank 0 alone prepares and writes the run directory (if it refuses, torchrun stops the other ranks).
     main = is_main_process()
@@ -305,15 +290,9 @@ def cmd_demo(args) -> int:
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
     out = Path(args.out or f"runs/demo-{args.task}")
-    d = PFMConfig()
     t0 = time.perf_counter()
-    ns = argparse.Namespace(
-        out=str(out), overwrite=True, test_size=0.2, adapt=d.adapt, lora_r=d.lora_r, lora_alpha=d.lora_alpha,
-        lora_dropout=d.lora_dropout, prompt_tokens=d.prompt_tokens, prompt_style=d.prompt_style,
-        kl_weight=d.kl_weight, view_b_sizes=d.view_b_sizes, objective=d.objective, batch_size=d.batch_size, seed=d.seed,
-        decoy_share=d.decoy_share, decoy_steps=d.decoy_steps, decoy_eps=d.decoy_eps, lr_schedule=d.lr_schedule,
-        **spec,
-    )
+    # Knobs the demo does not set keep PFMConfig's defaults (see train_run).
+    ns = argparse.Namespace(out=str(out), overwrite=True, test_size=0.2, seed=PFMConfig().seed, **spec)
     train_run(ns)
     before = evaluate_run(out, ks=[1], progress=False)
     cls = args.forget or before["state"]["active_classes"][0]
