@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from _common import timeit, vit_dir, write_result
 from promptforget.pfm import PFMConfig, PFMModel
 from promptforget.pfm.objective import pfm_loss
-from promptforget.service.durable import forget as durable_forget
+from promptforget.store.durable import forget as durable_forget
 
 
 def main() -> None:

@@ -89,7 +89,8 @@ def fresh_copy(src: Path, tmp: Path, i: int) -> Path:
 def server(run_dir: Path):
     import uvicorn
 
-    from promptforget.service.app import ServiceSettings, create_app
+    from promptforget.service.app import create_app
+    from promptforget.service.settings import ServiceSettings
 
     app = create_app(run_dir, ServiceSettings(admin_token=ADMIN, poll_interval_s=0))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -79,7 +79,7 @@ def test_demo_end_to_end_on_a_tiny_model(csv_data, tiny_bert_dir, tmp_path, caps
     assert report["after"]["state"]["forgotten_classes"] == ["tech"]
     assert report["after"]["state"]["head_masked"]["forgotten_acc"] == 0.0
     # the demo's forget went through the durable path: the ledger records it
-    from promptforget.service.ledger import Ledger
+    from promptforget.store.ledger import Ledger
 
     assert any(e.get("classes") == ["tech"] for e in Ledger(out).read())
 

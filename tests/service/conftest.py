@@ -38,7 +38,8 @@ def live_server(run_dir, **settings):
     """The real app on a real uvicorn server, 127.0.0.1, a free port; stopped on exit."""
     import uvicorn
 
-    from promptforget.service.app import ServiceSettings, create_app
+    from promptforget.service.app import create_app
+    from promptforget.service.settings import ServiceSettings
 
     settings.setdefault("admin_token", ADMIN)
     app = create_app(run_dir, ServiceSettings(**settings))

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from promptforget.service import durable
-from promptforget.service.ledger import LEDGER_NAME, Ledger, verify
+from promptforget.store import durable
+from promptforget.store.ledger import LEDGER_NAME, Ledger, verify
 
 
 SRC = str(Path(durable.__file__).resolve().parents[2])
@@ -44,7 +44,7 @@ def _cli(*args, crash_at=None):
 
 # The forget path itself in a fresh process (torch-free, starts in a fraction of a second); the CLI
 # calls exactly this function, see test_crash_through_the_cli.
-FORGET = ("import sys; from promptforget.service.durable import forget; "
+FORGET = ("import sys; from promptforget.store.durable import forget; "
           "forget(sys.argv[1], sys.argv[2].split(','), reason='crash test', request_id=sys.argv[3], source='cli')")
 
 

@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-from promptforget.service import durable
-from promptforget.service.app import Readers
-from promptforget.service.ledger import LEDGER_NAME, Ledger
+from promptforget.store import durable
+from promptforget.service.host import Readers
+from promptforget.store.ledger import LEDGER_NAME, Ledger
 
 
 def files(d):
@@ -62,7 +62,8 @@ def test_predict_token(text_run, serve, admin_token):
 
 
 def test_weak_or_missing_admin_token_is_refused(text_run):
-    from promptforget.service.app import ServiceSettings, create_app
+    from promptforget.service.app import create_app
+    from promptforget.service.settings import ServiceSettings
 
     for tok in ("", "short"):
         with pytest.raises(ValueError, match="admin token"):

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from promptforget.cli import main
-from promptforget.pfm.model import PFMModel, _key, forget_run
-from promptforget.service import durable
-from promptforget.service.artefact import prompt_key
-from promptforget.service.ledger import LEDGER_NAME, Ledger, LedgerError, canonical, entry_hash, verify
+from promptforget.pfm.model import PFMModel, forget_run
+from promptforget.store import durable
+from promptforget.store.layout import class_from_key, class_key, prompt_tensor_name as prompt_key
+from promptforget.store.ledger import LEDGER_NAME, Ledger, LedgerError, canonical, entry_hash, verify
 
 
 def files(d):
@@ -23,9 +23,13 @@ def rewrite(run, entries):
     (run / LEDGER_NAME).write_bytes(b"".join(canonical(e) + b"\n" for e in entries))
 
 
-def test_prompt_key_matches_the_model():
+def test_class_keys_round_trip_and_name_the_stored_prompts(text_run):
     for name in ["cat", "St. Louis", "100%", "a.b%2E"]:
-        assert prompt_key(name) == "prompts." + _key(name)
+        assert "." not in class_key(name) and class_from_key(class_key(name)) == name
+        assert prompt_key(name) == "prompts." + class_key(name)
+    stored = set(load_file(str(text_run / "model.safetensors")))
+    classes = json.loads((text_run / "pfm_config.json").read_text())["config"]["class_names"]
+    assert {prompt_key(c) for c in classes} <= stored
 
 
 def test_forget_writes_artefact_and_chained_ledger(text_run):

@@ -59,14 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_audit(args) -> int:
-    import json
 
     import torch
 
     from promptforget.audit.pfm_audit import audit_pfm, pfm_ulira
     from promptforget.audit.reference import train_pfm_reference
     from promptforget.audit.report import write_report
-    from promptforget.pfm.cli import DATA_NAME, _stratified_cap, load_split
+    from promptforget.pfm.cli import _stratified_cap, load_split
+    from promptforget.store.layout import WEIGHTS_NAME, read_split_record
     from promptforget.pfm.evaluate import PROBES
     from promptforget.pfm.model import PFMModel
 
@@ -96,7 +96,7 @@ def cmd_audit(args) -> int:
         reference = PFMModel.from_pretrained(args.reference)
     elif args.train_reference:
         ref_dir = out / "reference"
-        if (ref_dir / "model.safetensors").is_file():
+        if (ref_dir / WEIGHTS_NAME).is_file():
             reference = PFMModel.from_pretrained(ref_dir)
             print(f"[audit] reusing the reference in {ref_dir}", flush=True)
         else:
@@ -128,7 +128,7 @@ def cmd_audit(args) -> int:
     audit["run_dir"] = str(run_dir)
     audit["settings"] = {k: v for k, v in vars(args).items() if k != "func"}
     audit["audit_seconds"] = time.perf_counter() - t0
-    dataset = json.loads((run_dir / DATA_NAME).read_text()).get("dataset")
+    dataset = read_split_record(run_dir).get("dataset")
     paths = write_report(audit, out, config=model.config.to_dict(), dataset=dataset, with_plots=not args.no_plots)
     print((out / "audit.md").read_text().split("## Definitions")[0])
     print(f"[audit] done in {audit['audit_seconds']:.0f}s -> {paths['json']}")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from promptforget.pfm.evaluate import batched_logits
-from promptforget.pfm.model import _key
+from promptforget.store.layout import class_key
 from promptforget.pfm.train import trim_padding
 
 
@@ -90,10 +90,10 @@ def with_fresh_prompt(model, class_name: str, seed: int = 0, init_scale: float =
     ref = next(iter(m.prompts.values()))
     fresh = torch.randn(t, d, generator=torch.Generator().manual_seed(seed)) * init_scale
     new = {k: v for k, v in m.prompts.items()}
-    new[_key(class_name)] = torch.nn.Parameter(fresh.to(ref.device, ref.dtype))
+    new[class_key(class_name)] = torch.nn.Parameter(fresh.to(ref.device, ref.dtype))
     m.prompts = torch.nn.ParameterDict(new)  # forward() looks prompts up by class, order is irrelevant
     m.prompts.requires_grad_(False)
-    m.prompts[_key(class_name)].requires_grad_(True)
+    m.prompts[class_key(class_name)].requires_grad_(True)
     return m
 
 
@@ -162,7 +162,7 @@ def key_recovery(model, class_name: str, data: AttackData, steps: int = 100, lr:
                  progress: bool = True) -> dict:
     """Optimise a fresh prompt for a forgotten class; everything else frozen. Returns the curve + summary."""
     m = with_fresh_prompt(model, class_name, seed=seed)
-    p = m.prompts[_key(class_name)]
+    p = m.prompts[class_key(class_name)]
     curve = _optimise(m, [p], data, steps, lr, eval_every, batch_size, seed, f"key recovery ({class_name})", progress)
     return _summary(curve, threshold)
 

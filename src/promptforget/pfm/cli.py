@@ -7,8 +7,7 @@ import json
 import time
 from pathlib import Path
 
-DATA_NAME = "data.json"
-EVAL_NAME = "evaluation.json"
+from promptforget.store.layout import CONFIG_NAME, DATA_NAME, EVAL_NAME, TRAIN_LOG_NAME, read_split_record, split_record
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -118,10 +117,7 @@ def load_split(run_dir: Path):
     """The (train, test) split a run was trained with, rebuilt from its data.json."""
     from promptforget.data import load_splits
 
-    path = run_dir / DATA_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: missing {DATA_NAME} (was it created by `promptforget train`?)")
-    info = json.loads(path.read_text())
+    info = read_split_record(run_dir)
     train, test = load_splits(info["dataset"], info["test_size"], info["seed"])
     return _stratified_cap(train, info.get("max_train"), info["seed"]), test
 
@@ -134,8 +130,8 @@ def _prepare_run_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
-        if not (out / "pfm_config.json").is_file():
-            raise ValueError(f"{out} is not a PFM run directory (no pfm_config.json); refusing to overwrite it")
+        if not (out / CONFIG_NAME).is_file():
+            raise ValueError(f"{out} is not a PFM run directory (no {CONFIG_NAME}); refusing to overwrite it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -178,8 +174,8 @@ def train_run(args) -> Path:
     if not main:  # every rank trained the same model; rank 0 writes it
         return out
     model.save_pretrained(out)
-    atomic_write_json(out / DATA_NAME, {"dataset": args.dataset, "test_size": args.test_size, "seed": args.seed, "max_train": args.max_train})
-    atomic_write_json(out / "train_log.json", {"history": history, "train_seconds": seconds, "n_train": len(train)})
+    atomic_write_json(out / DATA_NAME, split_record(args.dataset, args.test_size, args.seed, args.max_train))
+    atomic_write_json(out / TRAIN_LOG_NAME, {"history": history, "train_seconds": seconds, "n_train": len(train)})
     print(f"[train] done in {seconds:.1f}s -> {out}", flush=True)
     return out
 
@@ -191,7 +187,7 @@ def cmd_train(args) -> int:
 
 def cmd_forget(args) -> int:
     # The same durable path as the service's POST /forget: artefact + hash-chained ledger, crash-safe.
-    from promptforget.service.durable import forget
+    from promptforget.store.durable import forget
 
     r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli")
     what = "already forgotten by this request id (no change)" if r.replayed else "forgot"
@@ -282,7 +278,7 @@ DEMOS = {
 
 def cmd_demo(args) -> int:
     from promptforget.pfm.config import PFMConfig
-    from promptforget.service.durable import forget as durable_forget
+    from promptforget.store.durable import forget as durable_forget
     from promptforget.utils.io import atomic_write_json
 
     spec = dict(DEMOS[args.task])

@@ -22,10 +22,10 @@ from torch import nn
 from promptforget.backbones.encoder import EncoderParts, load_encoder, resolve_backbone, state_dict_sha256
 from promptforget.pfm import prefix
 from promptforget.pfm.config import PFMConfig
+from promptforget.store import durable
+from promptforget.store.layout import CONFIG_NAME, PROMPT_PREFIX, WEIGHTS_NAME, active_classes, class_from_key, class_key
 from promptforget.utils.io import atomic_write_bytes, atomic_write_json
 
-CONFIG_NAME = "pfm_config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 
@@ -38,15 +38,6 @@ def mask_classes(logits: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
 
 class UnknownClassError(ValueError):
     """A class name that the model never had, or has already forgotten."""
-
-
-def _key(class_name: str) -> str:
-    # nn.ParameterDict keys may not contain '.', class names may ("St. Louis"): escape reversibly.
-    return class_name.replace("%", "%25").replace(".", "%2E")
-
-
-def _unkey(key: str) -> str:
-    return key.replace("%2E", ".").replace("%25", "%")
 
 
 class PFMModel(nn.Module):
@@ -69,7 +60,7 @@ class PFMModel(nn.Module):
             self._setup_adaptation()
             d, t = self.encoder.hidden_size, config.prompt_tokens
             g = torch.Generator().manual_seed(config.seed)
-            self.prompts = nn.ParameterDict({_key(c): nn.Parameter(self._init_prompt(t, d, g)) for c in config.class_names})
+            self.prompts = nn.ParameterDict({class_key(c): nn.Parameter(self._init_prompt(t, d, g)) for c in config.class_names})
             self.head = nn.Linear(d, len(config.class_names))
         if config.prompt_style == "prefix":
             prefix.install(self.encoder.model)
@@ -115,13 +106,12 @@ class PFMModel(nn.Module):
 
     @property
     def active_classes(self) -> list[str]:
-        present = {_unkey(k) for k in self.prompts.keys()}
-        return [c for c in self.config.class_names if c in present]
+        return active_classes(self.config.class_names, [PROMPT_PREFIX + k for k in self.prompts.keys()])
 
     @property
     def forgotten_classes(self) -> list[str]:
-        present = {_unkey(k) for k in self.prompts.keys()}
-        return [c for c in self.config.class_names if c not in present]
+        active = set(self.active_classes)
+        return [c for c in self.config.class_names if c not in active]
 
     def class_index(self, name: str) -> int:
         try:
@@ -131,7 +121,7 @@ class PFMModel(nn.Module):
 
     def prompt_of(self, name: str) -> torch.Tensor:
         """The prompt tensor [T, D] of an active class (read-only view)."""
-        key = _key(name)
+        key = class_key(name)
         if key not in self.prompts:
             self.class_index(name)  # raises for unknown names
             raise UnknownClassError(f"class {name!r} has been forgotten: its prompt no longer exists")
@@ -155,7 +145,7 @@ class PFMModel(nn.Module):
                 raise UnknownClassError(f"class {n!r} is already forgotten")
         if len(active) - len(names) < 1:
             raise ValueError("forget: at least one class must remain (forgetting every class leaves no model)")
-        drop = {_key(n) for n in names}
+        drop = {class_key(n) for n in names}
         self.prompts = nn.ParameterDict({k: v for k, v in self.prompts.items() if k not in drop})
         return names
 
@@ -180,7 +170,7 @@ class PFMModel(nn.Module):
         prompts = self.prompts  # one read: a concurrent forget() swaps the whole dict
         tokens, key_mask = self.features(inputs)
         b, device = tokens.shape[0], tokens.device
-        active = [i for i, c in enumerate(self.config.class_names) if _key(c) in prompts]
+        active = [i for i, c in enumerate(self.config.class_names) if class_key(c) in prompts]
         if prompt_ids is None:
             # A plain fine-tune (the utility reference) was trained, and is used, without prompts.
             bank_ids = [] if self.config.objective == "plain" else active
@@ -199,7 +189,7 @@ class PFMModel(nn.Module):
             rows = row[prompt_ids]
             if bool(((rows < 0) & prompt_mask).any()):
                 raise UnknownClassError("a prompt set refers to a forgotten class")
-            bank = torch.stack([prompts[_key(self.config.class_names[i])] for i in active]).to(tokens.dtype)  # [A,T,D]
+            bank = torch.stack([prompts[class_key(self.config.class_names[i])] for i in active]).to(tokens.dtype)  # [A,T,D]
             if decoy_prompts is not None:
                 # Each sample's decoy becomes bank row A + i, in one extra slot of its set.
                 if decoy_prompts.shape != (b, t, bank.shape[-1]):
@@ -321,7 +311,7 @@ class PFMModel(nn.Module):
             for n, p in self.encoder.model.state_dict().items():
                 sd[f"backbone.{n}"] = p
         for k, p in self.prompts.items():
-            sd[f"prompts.{k}"] = p
+            sd[PROMPT_PREFIX + k] = p
         sd["head.weight"], sd["head.bias"] = self.head.weight, self.head.bias
         return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
@@ -381,11 +371,11 @@ class PFMModel(nn.Module):
                 f"the run was trained on {expected[:12]}... ({record['backbone']['name_or_path']!r})"
             )
         sd = load_file(str(w_path))
-        present = {k[len("prompts."):] for k in sd if k.startswith("prompts.")}
-        unknown = present - {_key(c) for c in config.class_names}
+        present = {k[len(PROMPT_PREFIX):] for k in sd if k.startswith(PROMPT_PREFIX)}
+        unknown = present - {class_key(c) for c in config.class_names}
         if unknown:
-            raise ValueError(f"{w_path}: prompts for classes not in the config: {sorted(map(_unkey, unknown))}")
-        model.prompts = nn.ParameterDict({k: nn.Parameter(sd[f"prompts.{k}"]) for k in model.prompts.keys() if k in present})
+            raise ValueError(f"{w_path}: prompts for classes not in the config: {sorted(map(class_from_key, unknown))}")
+        model.prompts = nn.ParameterDict({k: nn.Parameter(sd[PROMPT_PREFIX + k]) for k in model.prompts.keys() if k in present})
         own = model.trainable_state_dict()
         missing = [k for k in own if k not in sd]
         if missing:
@@ -412,19 +402,17 @@ def forget_run(
     request_id: str | None = None,
 ) -> PFMModel:
     """Forget ``classes`` in a saved run: delete their prompts from the weights file and record it in the
-    run's deletion ledger, durably (``promptforget.service.durable.forget``, the path the service uses).
+    run's deletion ledger, durably (``promptforget.store.durable.forget``, the path the service uses).
 
     On a bad class name nothing on disk changes. After it returns, the old weights file has been
     replaced (renamed over), so the deleted prompts' bytes are in no file of the run directory.
     Returns ``model`` with the prompts dropped in memory too, or the run loaded afresh.
     """
-    from promptforget.service.durable import forget
-
     def drop_from_memory(active: list[str]) -> None:
         if model is not None:
             stale = [c for c in model.active_classes if c not in active]
             if stale:
                 model.forget(stale)
 
-    forget(run_dir, classes, reason=reason, request_id=request_id, source="python", on_artefact=drop_from_memory)
+    durable.forget(run_dir, classes, reason=reason, request_id=request_id, source="python", on_artefact=drop_from_memory)
     return model if model is not None else PFMModel.from_pretrained(run_dir)

@@ -1,12 +1,9 @@
-"""Forget service and deletion ledger.
+"""The forget service over HTTP (``promptforget serve RUN_DIR``).
 
-- :mod:`promptforget.service.durable` -- the one forget path (CLI, Python, HTTP): crash-consistent
-  artefact + ledger with an intent/commit protocol and recovery.
-- :mod:`promptforget.service.ledger` -- the hash-chained, append-only ledger and its verification.
-- :mod:`promptforget.service.app` -- the FastAPI service (``promptforget serve RUN_DIR``).
+- :mod:`promptforget.service.app`      routes (FastAPI)
+- :mod:`promptforget.service.host`     the served model, kept in step with the run directory (RCU swaps)
+- :mod:`promptforget.service.inputs`   request bodies, image decoding, body size limit
+- :mod:`promptforget.service.settings` limits and tokens
+
+The durable forget and the ledger it calls are in :mod:`promptforget.store`.
 """
-
-from promptforget.service.durable import ForgetError, ForgetResult, forget, recover
-from promptforget.service.ledger import LEDGER_NAME, Ledger, LedgerError, verify
-
-__all__ = ["forget", "recover", "verify", "Ledger", "LedgerError", "ForgetError", "ForgetResult", "LEDGER_NAME"]

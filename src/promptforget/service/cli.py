@@ -49,7 +49,8 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
-    from promptforget.service.app import ServiceSettings, create_app, read_token
+    from promptforget.service.app import create_app
+    from promptforget.service.settings import ServiceSettings, read_token
 
     settings = ServiceSettings(
         admin_token=read_token("PROMPTFORGET_ADMIN_TOKEN", args.admin_token_file) or "",
@@ -76,8 +77,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_ledger_verify(args) -> int:
-    from promptforget.service.durable import recover
-    from promptforget.service.ledger import verify
+    from promptforget.store.durable import recover
+    from promptforget.store.ledger import verify
 
     recovery = None if args.no_recover else recover(args.run_dir)
     report = verify(args.run_dir)
@@ -98,7 +99,7 @@ def cmd_ledger_verify(args) -> int:
 
 
 def cmd_ledger_show(args) -> int:
-    from promptforget.service.ledger import Ledger, canonical
+    from promptforget.store.ledger import Ledger, canonical
 
     for e in Ledger(args.run_dir).read():
         print(canonical(e).decode())

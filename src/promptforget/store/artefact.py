@@ -15,13 +15,6 @@ import json
 import struct
 from dataclasses import dataclass
 
-PROMPT_PREFIX = "prompts."
-
-
-def prompt_key(class_name: str) -> str:
-    """Tensor name of a class prompt. Must match ``promptforget.pfm.model._key`` (tested)."""
-    return PROMPT_PREFIX + class_name.replace("%", "%25").replace(".", "%2E")
-
 
 @dataclass
 class Safetensors:

@@ -4,7 +4,7 @@ Every line is one event; ``entry_sha256`` is the SHA-256 of the event's canonica
 no spaces, ASCII) without that field, and ``prev_sha256`` is the previous line's ``entry_sha256``
 (64 zeros for the first). Editing, inserting, deleting or reordering any line breaks the chain.
 
-Events (written by :mod:`promptforget.service.durable`, the only writer):
+Events (written by :mod:`promptforget.store.durable`, the only writer):
 
 ``pending``  intent, written and fsynced *before* the artefact is replaced: request id, classes,
              reason, source (cli | service), time, SHA-256 of each removed prompt (its stored bytes),
@@ -26,9 +26,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from promptforget.store import layout
+from promptforget.store.artefact import Safetensors
+from promptforget.store.layout import LEDGER_NAME
 from promptforget.utils.io import fsync_dir
 
-LEDGER_NAME = "forget_ledger.jsonl"
 GENESIS = "0" * 64
 EVENTS = ("pending", "commit", "abort")
 
@@ -176,8 +178,6 @@ def check_chain(entries: list[dict]) -> list[str]:
 
 def verify(run_dir: str | os.PathLike) -> dict:
     """Check the chain and the artefact. Read-only; returns a JSON-able report with ``ok``."""
-    from promptforget.service.artefact import Safetensors, prompt_key
-
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     ledger = Ledger(run_dir)
@@ -194,15 +194,15 @@ def verify(run_dir: str | os.PathLike) -> dict:
     if dangling_pending(entries):
         problems.append(f"seq {entries[-1]['seq']}: pending forget without commit/abort (a crash; recovery resolves it)")
 
-    weights = run_dir / "model.safetensors"
-    cfg = json.loads((run_dir / "pfm_config.json").read_text())["config"]
+    weights = run_dir / layout.WEIGHTS_NAME
+    class_names = layout.class_names(run_dir)
     raw = weights.read_bytes()
     st = Safetensors.parse(raw, str(weights))
     names = set(st.names())
     sha = hashlib.sha256(raw).hexdigest()
     forgotten = forgotten_by_ledger(entries)
     for c in forgotten:
-        if prompt_key(c) in names:
+        if layout.prompt_tensor_name(c) in names:
             problems.append(f"class {c!r} is forgotten in the ledger but its prompt is in the artefact")
     removed = {h: (e["seq"], c) for e in committed(entries) for c, h in e.get("removed_prompt_sha256", {}).items()}
     for n in st.names():
@@ -210,7 +210,8 @@ def verify(run_dir: str | os.PathLike) -> dict:
         if h in removed:
             seq, c = removed[h]
             problems.append(f"tensor {n!r} has the exact bytes of the prompt of {c!r} removed at seq {seq}")
-    on_disk_forgotten = [c for c in cfg["class_names"] if prompt_key(c) not in names]
+    active = layout.active_classes(class_names, names)
+    on_disk_forgotten = [c for c in class_names if c not in active]
     unrecorded = sorted(set(on_disk_forgotten) - set(forgotten))
     if unrecorded:
         problems.append(f"classes missing from the artefact without a ledger commit: {unrecorded}")
@@ -225,7 +226,7 @@ def verify(run_dir: str | os.PathLike) -> dict:
         entries=len(entries),
         commits=len(commits),
         forgotten_classes=forgotten,
-        active_classes=[c for c in cfg["class_names"] if prompt_key(c) in names],
+        active_classes=active,
         artefact_sha256=sha,
         head_sha256=entries[-1]["entry_sha256"] if entries else GENESIS,
         seconds=time.perf_counter() - t0,

@@ -1,4 +1,4 @@
-"""The one forget path: used by ``promptforget forget``, ``forget_run`` and the service's ``POST /forget``.
+"""The one forget path: used by ``promptforget forget``, ``pfm.forget_run`` and the service's ``POST /forget``.
 
 Two files change in a forget: the artefact (``model.safetensors``, the single source of truth for
 which prompts exist) and the ledger (``forget_ledger.jsonl``). A crash can stop the process between
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -44,12 +43,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from promptforget.service.artefact import PROMPT_PREFIX, Safetensors, prompt_key
-from promptforget.service.ledger import Ledger, LedgerError, committed, dangling_pending, utc_now
+from promptforget.store import layout
+from promptforget.store.artefact import Safetensors
+from promptforget.store.layout import WEIGHTS_NAME, prompt_tensor_name
+from promptforget.store.ledger import Ledger, LedgerError, committed, dangling_pending, utc_now
 from promptforget.utils.io import atomic_write_bytes, remove_stale_temps
 
-WEIGHTS_NAME = "model.safetensors"  # = promptforget.pfm.model.WEIGHTS_NAME (kept torch-free here)
-CONFIG_NAME = "pfm_config.json"
 CRASH_ENV = "PROMPTFORGET_CRASH_AT"
 CRASH_POINTS = ("after_pending", "mid_artefact", "after_artefact", "before_commit", "mid_commit", "after_commit")
 CRASH_EXIT_CODE = 86
@@ -130,25 +129,16 @@ def run_lock(run_dir: str | os.PathLike, timeout: float = 60.0):
 
 
 # ---------------------------------------------------------------------- state of a run
-def _class_names(run_dir: Path) -> list[str]:
-    path = run_dir / CONFIG_NAME
-    if not path.is_file() or not (run_dir / WEIGHTS_NAME).is_file():
-        missing = CONFIG_NAME if not path.is_file() else WEIGHTS_NAME
-        raise FileNotFoundError(f"{run_dir} is not a PFM run directory: missing {missing}")
-    return list(json.loads(path.read_text())["config"]["class_names"])
-
-
 def artefact_state(run_dir: str | os.PathLike) -> dict:
     """Which classes the artefact still holds, and its hash."""
     run_dir = Path(run_dir)
-    names = _class_names(run_dir)
+    names = layout.class_names(run_dir)
     raw = (run_dir / WEIGHTS_NAME).read_bytes()
-    st = Safetensors.parse(raw, str(run_dir / WEIGHTS_NAME))
-    present = set(st.names())
+    active = layout.active_classes(names, Safetensors.parse(raw, str(run_dir / WEIGHTS_NAME)).names())
     return {
         "class_names": names,
-        "active_classes": [c for c in names if prompt_key(c) in present],
-        "forgotten_classes": [c for c in names if prompt_key(c) not in present],
+        "active_classes": active,
+        "forgotten_classes": [c for c in names if c not in active],
         "artefact_sha256": hashlib.sha256(raw).hexdigest(),
     }
 
@@ -246,7 +236,7 @@ def forget(
     t0 = time.perf_counter()
     classes, reason, request_id = validate_request(classes, reason, request_id)
     run_dir = Path(run_dir)
-    names = _class_names(run_dir)
+    names = layout.class_names(run_dir)
     timings: dict[str, float] = {}
 
     def lap(name: str, since: float) -> float:
@@ -273,21 +263,20 @@ def forget(
         weights = run_dir / WEIGHTS_NAME
         raw = weights.read_bytes()
         st = Safetensors.parse(raw, str(weights))
-        present = {n for n in st.names() if n.startswith(PROMPT_PREFIX)}
+        active = layout.active_classes(names, st.names())
         unknown = [c for c in classes if c not in names]
         if unknown:
             raise UnknownClassNameError(f"unknown class {unknown[0]!r}; classes are {names}")
-        gone = [c for c in classes if prompt_key(c) not in present]
+        gone = [c for c in classes if c not in active]
         if gone:
             raise AlreadyForgottenError(f"class {gone[0]!r} is already forgotten")
-        active = [c for c in names if prompt_key(c) in present]
         if len(active) - len(classes) < 1:
             raise ForgetError("forget: at least one class must remain (forgetting every class leaves no model)")
-        drop = {prompt_key(c) for c in classes}
+        drop = {prompt_tensor_name(c) for c in classes}
         new = st.without(drop)
         pending = {
             "event": "pending", "request_id": request_id, "classes": classes, "reason": reason, "source": source,
-            "removed_prompt_sha256": {c: st.tensor_sha256(prompt_key(c)) for c in classes},
+            "removed_prompt_sha256": {c: st.tensor_sha256(prompt_tensor_name(c)) for c in classes},
             "artefact_before_sha256": hashlib.sha256(raw).hexdigest(),
             "artefact_after_sha256": hashlib.sha256(new).hexdigest(),
         }

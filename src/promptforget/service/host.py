@@ -1,0 +1,157 @@
+"""The model a service process serves, kept in step with the run directory.
+
+Forgetting under load (RCU): a prediction takes one reference to the prompt bank and never takes the
+forget lock. A forget (``store.durable.forget``, the same path as the CLI) replaces the artefact, then
+swaps the in-memory bank by assignment under a short swap lock, then waits for predictions that started
+before the swap to finish (a grace period, at most one forward pass), then commits the ledger and
+answers. So predictions never wait on a forget, and once a forget has answered no prediction can come
+from the deleted prompt. Forgets made by another process (the CLI) are noticed by a polling watcher.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from promptforget.service.settings import ServiceSettings
+from promptforget.store import durable
+from promptforget.store.layout import WEIGHTS_NAME
+
+log = logging.getLogger("promptforget.service")
+
+
+class Readers:
+    """Counts predictions per generation; ``synchronize`` waits until every reader that may hold the
+    bank from before the last swap has finished (readers never block on it)."""
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._gen = 0
+        self._count: collections.Counter[int] = collections.Counter()
+
+    @contextmanager
+    def read(self):
+        with self._cv:
+            g = self._gen
+            self._count[g] += 1
+        try:
+            yield g
+        finally:
+            with self._cv:
+                self._count[g] -= 1
+                if not self._count[g]:
+                    del self._count[g]
+                    self._cv.notify_all()
+
+    def synchronize(self, timeout: float) -> bool:
+        with self._cv:
+            self._gen += 1
+            new = self._gen
+            return self._cv.wait_for(lambda: all(g >= new for g in self._count), timeout)
+
+
+# ---------------------------------------------------------------------- the model host
+class ModelHost:
+    def __init__(self, run_dir: str | os.PathLike, settings: ServiceSettings, model=None):
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.recovery = durable.recover(self.run_dir)  # a crashed forget is resolved before serving
+        if self.recovery["resolved"] or self.recovery["torn_tail_bytes"] or self.recovery["stale_temps"]:
+            log.warning("recovered run %s: %s", self.run_dir, self.recovery)
+        if model is None:
+            from promptforget.pfm.model import PFMModel
+
+            model = PFMModel.from_pretrained(self.run_dir)
+        self.model = model.eval()
+        self.modality = model.encoder.modality
+        self.readers = Readers()
+        self._swap_lock = threading.Lock()
+        self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe to call from several threads
+        self.in_sync = True
+        self.started = time.time()
+        self._stat = self._weights_stat()
+        self._stop = threading.Event()
+        self._sync_to_disk()
+        self._watcher = None
+        if settings.poll_interval_s > 0:
+            self._watcher = threading.Thread(target=self._watch, name="promptforget-artefact-watch", daemon=True)
+            self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # ---------------------------------------------------------------- predictions
+    def predict(self, raw, top_k: int = 1) -> dict:
+        import torch
+
+        if self.modality == "text":
+            with self._tok_lock:
+                inputs = self.model.preprocess(raw)
+        else:
+            inputs = self.model.preprocess(raw)
+        with self.readers.read() as gen, torch.inference_mode():
+            logits = self.model(inputs, mask_forgotten=self.settings.mask_forgotten)
+        probs = torch.softmax(logits.float(), dim=-1)
+        k = min(top_k, probs.shape[1])
+        p, idx = probs.topk(k, dim=-1)
+        names = self.model.class_names
+        preds = []
+        for row_p, row_i in zip(p.tolist(), idx.tolist()):
+            top = [{"class": names[i], "probability": q} for i, q in zip(row_i, row_p)]
+            preds.append({"label": top[0]["class"], "probability": top[0]["probability"], "top": top})
+        return {"predictions": preds, "generation": gen}
+
+    # ---------------------------------------------------------------- forgetting
+    def swap(self, active: list[str]) -> None:
+        """Drop from memory every prompt the artefact no longer holds, then wait out older readers."""
+        with self._swap_lock:
+            stale = [c for c in self.model.active_classes if c not in active]
+            if stale:
+                self.model.forget(stale)  # replaces the prompt dict by assignment (RCU)
+            extra = [c for c in active if c not in self.model.active_classes]
+            self.in_sync = not extra
+            if extra:
+                log.error("artefact holds prompts this process has forgotten (%s): it was replaced outside "
+                          "the ledger; keeping them forgotten in memory", extra)
+        if stale and not self.readers.synchronize(self.settings.grace_timeout_s):
+            log.warning("grace period: predictions started before the swap still running after %.0fs",
+                        self.settings.grace_timeout_s)
+
+    def forget(self, classes: list[str], reason: str, request_id: str) -> durable.ForgetResult:
+        r = durable.forget(self.run_dir, classes, reason=reason, request_id=request_id, source="service",
+                           on_artefact=self.swap)
+        self._stat = self._weights_stat()
+        log.info("forget %s request_id=%s replayed=%s seq=%d total=%.1fms", r.classes, r.request_id, r.replayed,
+                 r.ledger_seq, r.timings_ms.get("total", 0.0))
+        return r
+
+    # ---------------------------------------------------------------- forgets made elsewhere (CLI)
+    def _weights_stat(self):
+        try:
+            s = (self.run_dir / WEIGHTS_NAME).stat()
+            return (s.st_ino, s.st_mtime_ns, s.st_size)
+        except FileNotFoundError:
+            return None
+
+    def _sync_to_disk(self) -> None:
+        self.swap(durable.artefact_state(self.run_dir)["active_classes"])
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.poll_interval_s):
+            st = self._weights_stat()
+            if st is not None and st != self._stat:
+                self._stat = st
+                try:
+                    self._sync_to_disk()
+                except Exception:  # noqa: BLE001 - a watcher must not die; the next change retries
+                    log.exception("could not sync with the artefact")
+
+    def classes(self) -> dict:
+        m = self.model
+        return {"classes": m.class_names, "active": m.active_classes, "forgotten": m.forgotten_classes,
+                "mask_forgotten": self.settings.mask_forgotten}

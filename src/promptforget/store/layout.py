@@ -1,0 +1,85 @@
+"""What a PFM run directory holds, in one place. Torch-free: the forget path, the ledger and the
+CLI's fast commands read runs without importing a model.
+
+    RUN_DIR/
+      pfm_config.json       the PFMConfig, the backbone's name and sha256
+      model.safetensors     LoRA, head and the class prompts: the prompts present ARE the known classes
+      data.json             the recorded split (dataset, test_size, seed, max_train)
+      train_log.json        training history
+      forget_ledger.jsonl   the deletion ledger (store.ledger)
+      evaluation.json       `promptforget evaluate`
+      audit/                `promptforget audit`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CONFIG_NAME = "pfm_config.json"
+WEIGHTS_NAME = "model.safetensors"
+DATA_NAME = "data.json"
+TRAIN_LOG_NAME = "train_log.json"
+LEDGER_NAME = "forget_ledger.jsonl"
+EVAL_NAME = "evaluation.json"
+AUDIT_DIR = "audit"
+PROMPT_PREFIX = "prompts."
+
+
+def class_key(class_name: str) -> str:
+    """A class name as a key without '.', which ``nn.ParameterDict`` forbids ("St. Louis"); reversible."""
+    return class_name.replace("%", "%25").replace(".", "%2E")
+
+
+def class_from_key(key: str) -> str:
+    return key.replace("%2E", ".").replace("%25", "%")
+
+
+def prompt_tensor_name(class_name: str) -> str:
+    """Name of a class's prompt tensor in ``model.safetensors``."""
+    return PROMPT_PREFIX + class_key(class_name)
+
+
+def active_classes(class_names: list[str], tensor_names) -> list[str]:
+    """The classes whose prompt is among ``tensor_names``, in the config's order."""
+    present = set(tensor_names)
+    return [c for c in class_names if prompt_tensor_name(c) in present]
+
+
+def is_pfm_run(run_dir: str | os.PathLike) -> bool:
+    return (Path(run_dir) / CONFIG_NAME).is_file()
+
+
+def require_pfm_run(run_dir: str | os.PathLike) -> Path:
+    run_dir = Path(run_dir)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} is not a PFM run directory: missing {name}")
+    return run_dir
+
+
+def read_config_record(run_dir: str | os.PathLike) -> dict:
+    """The whole ``pfm_config.json`` record (format_version, config, backbone, ...)."""
+    path = Path(run_dir) / CONFIG_NAME
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def class_names(run_dir: str | os.PathLike) -> list[str]:
+    """Every class the run was trained on (forgotten ones included)."""
+    return list(read_config_record(require_pfm_run(run_dir))["config"]["class_names"])
+
+
+def read_split_record(run_dir: str | os.PathLike) -> dict:
+    """The split a run was trained with: ``{"dataset", "test_size", "seed", "max_train"}``."""
+    path = Path(run_dir) / DATA_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: missing {DATA_NAME} (was it created by `promptforget train`?)")
+    return json.loads(path.read_text())
+
+
+def split_record(dataset: str, test_size: float, seed: int, max_train: int | None) -> dict:
+    return {"dataset": dataset, "test_size": test_size, "seed": seed, "max_train": max_train}
