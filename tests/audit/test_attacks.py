@@ -128,7 +128,7 @@ def test_linear_probe_on_separable_and_on_noise_features():
 
 
 def test_full_audit_with_reference(trained, tiny_bert_dir, tmp_path):
-    from promptforget.audit.report import table, write_report
+    from promptforget.audit.pfm_audit import report_table, write_report
 
     model, xtr, ytr, xte, yte = trained
     ref = train_pfm_reference(model.config, xtr, ytr, ["food"], out_dir=tmp_path / "ref", progress=False,
@@ -146,7 +146,7 @@ def test_full_audit_with_reference(trained, tiny_bert_dir, tmp_path):
     assert a["probes_forgotten"]["n_samples"] == 6
     # head-masked: the forgotten class can never be predicted, so p_y = 0 for every forget sample
     assert max(a["mia_scores"]["head_masked"]["forget_train"]["confidence"]) == 0.0
-    rows = table(audit)
+    rows = report_table(audit)
     ids = [r["metric"] for r in rows]
     assert {"retained_acc", "mia_efficacy", "key_recovery_j_n5", "relearn_j_n1", "linear_probe_acc_n1"} <= set(ids)
     assert all(r["definition"] and r["ideal"] for r in rows)

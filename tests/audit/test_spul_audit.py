@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from promptforget.audit.blackbox import blackbox_leakage
+from promptforget.audit.report import NO_REFERENCE, VERDICTS
 from promptforget.audit.spul_audit import CachedScorer, blackbox_predictor, label_distribution
 from promptforget.cli import main
 from promptforget.spul import ops
@@ -102,10 +103,11 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
     assert main(["audit", str(run), "--out", str(out)]) == 2  # a reference choice is required
     assert "--train-reference" in capsys.readouterr().err
     assert main(["audit", str(run), "--train-reference", "--out", str(out), "--batch-size", "8"]) == 0
-    audit = json.loads((out / "audit.json").read_text())
+    record = json.loads((out / "audit.json").read_text())
+    audit = record["audit"]
     assert audit["kind"] == "spul" and set(audit["models"]) == {"audited", "original", "reference"}
     assert (out / "audit.md").read_text().startswith("# SPUL unlearning audit")
-    assert (out / "spul_audit.png").stat().st_size > 0
+    assert (out / "spul_audit.png").stat().st_size > 0 and (out / "README.md").is_file()
     ids = json.loads((run / "forget_split.json").read_text())["ids"]
     assert audit["split_sizes"] == {k: len(v) for k, v in ids.items()}
 
@@ -120,14 +122,14 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
     assert audit["models"]["reference"]["llm_mia"]["n_member"] == len(ids["train_forget"])
     ref_conf = audit["models"]["reference"]["mia_scores"]["forget_train"]
     assert ref_conf != audit["models"]["original"]["mia_scores"]["forget_train"]
-    rows = {r["metric"]: r for r in audit["table"]}
+    rows = {r["metric"]: r for r in record["table"]}
     assert {"acc_train_forget", "mia_efficacy", "llm_auc_min_k_pp", "blackbox_best"} <= set(rows)
     for r in rows.values():
-        assert r["definition"] and r["verdict"] != "no reference"
+        assert r["definition"] and r["verdict"] in VERDICTS and r["verdict"] != NO_REFERENCE
         for m in ("audited", "reference", "original"):
             assert r[m] is None or 0.0 <= r[m] <= 1.0
 
     capsys.readouterr()
     assert main(["audit", str(run), "--train-reference", "--out", str(out), "--batch-size", "8", "--no-plots"]) == 0
     assert "reusing the reference" in capsys.readouterr().out
-    assert json.loads((out / "audit.json").read_text())["models"]["reference"]["accuracy"] == audit["models"]["reference"]["accuracy"]
+    assert json.loads((out / "audit.json").read_text())["audit"]["models"]["reference"]["accuracy"] == audit["models"]["reference"]["accuracy"]

@@ -7,7 +7,8 @@
   key_recovery  residual knowledge after a PFM forget: fresh-key recovery, relearning, linear probe
   blackbox      black-box queries against a prompted model (paraphrases, prompt injection)
   reference     the retrain-from-scratch gold reference
-  pfm_audit     every attack on the audited model, the reference and the original, as one dict
-  report        JSON + Markdown + plots + Hugging Face style model card
+  pfm_audit     every attack on the audited model, the reference and the original, as one dict; its report
+  spul_audit    the same for a SPUL run (prompted model, stage 1 without the prompt, retrained stage 1)
+  report        the report engine: metric registry, verdicts, JSON + Markdown + Hugging Face style model card
   cli           ``promptforget audit RUN_DIR``
 """

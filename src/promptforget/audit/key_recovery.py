@@ -44,7 +44,8 @@ class AttackData:
     eval_retain_labels: torch.Tensor
 
 
-def _take(inputs: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
+def take_rows(inputs: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
+    """The rows ``idx`` of every tensor of pre-encoded inputs."""
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     return {k: v[idx] for k, v in inputs.items()}
 
@@ -73,9 +74,9 @@ def build_attack_data(train_inputs, train_labels, test_inputs, test_labels, forg
         raise ValueError("the evaluation split has no samples of the forgotten class(es)")
     r_idx = r_idx[torch.randperm(len(r_idx), generator=torch.Generator().manual_seed(seed))[:max_eval_retain]]
     return AttackData(
-        _take(train_inputs, idx), train_labels[idx],
-        _take(test_inputs, f_idx), test_labels[f_idx],
-        _take(test_inputs, r_idx), test_labels[r_idx],
+        take_rows(train_inputs, idx), train_labels[idx],
+        take_rows(test_inputs, f_idx), test_labels[f_idx],
+        take_rows(test_inputs, r_idx), test_labels[r_idx],
     )
 
 

@@ -1,5 +1,6 @@
 """The PFM audit: every attack on the audited (forgotten) model, on the retrained reference, and the
-headline figures of the original model before the forget, in one JSON-ready dict.
+headline figures of the original model before the forget, in one JSON-ready dict; and its report
+(metric definitions, flattening and plots; the report engine in :mod:`promptforget.audit.report` does the rest).
 
 Sets (from the run's own split): retain-train / forget-train = training samples of retained /
 forgotten classes; test / forget-test = held-out samples of retained / forgotten classes.
@@ -8,6 +9,9 @@ forgotten classes; test / forget-test = held-out samples of retained / forgotten
 from __future__ import annotations
 
 import copy
+import json
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +21,7 @@ from tqdm.auto import tqdm
 from promptforget.audit import key_recovery as kr
 from promptforget.audit.lira import lira_attack, run_lira, scaled_logit
 from promptforget.audit.mia import membership_features, population_audit
+from promptforget.audit.report import Metric, markdown, model_card, table, write_files
 from promptforget.pfm.evaluate import PROBES, batched_logits, evaluate_probes, evaluate_state
 from promptforget.pfm.model import mask_classes
 
@@ -87,7 +92,7 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
     rtr = torch.nonzero(~ftr).squeeze(1)
     rtr = rtr[torch.randperm(len(rtr), generator=torch.Generator().manual_seed(seed))[: data.get("max_mia", 1000)]]
     sets = {
-        "retain_train": (kr._take(xtr, rtr), ytr[rtr]),
+        "retain_train": (kr.take_rows(xtr, rtr), ytr[rtr]),
         "test": ({k: v[~fte] for k, v in xte.items()}, yte[~fte]),
         "forget_train": ({k: v[ftr] for k, v in xtr.items()}, ytr[ftr]),
         "forget_test": ({k: v[fte] for k, v in xte.items()}, yte[fte]),
@@ -108,7 +113,7 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
     ynp = ytr.numpy()
     probe_pool = np.concatenate([rng.choice(np.flatnonzero(ynp == c), min(max(ns), int((ynp == c).sum())), replace=False)
                                  for c in np.unique(ynp)])
-    feats_tr = kr.cls_features(model, kr._take(xtr, probe_pool), batch_size)
+    feats_tr = kr.cls_features(model, kr.take_rows(xtr, probe_pool), batch_size)
     feats_te = kr.cls_features(model, xte, batch_size)
     for n in ns:
         if n > max_n:
@@ -176,13 +181,13 @@ def pfm_ulira(config, train_inputs, train_labels, test_inputs, test_labels, targ
     pool = np.arange(len(y))
     if max_pool is not None and max_pool < len(pool):
         pool = np.sort(np.random.default_rng(seed).choice(pool, max_pool, replace=False))
-    xp, yp = kr._take(x, pool), y[pool]
+    xp, yp = kr.take_rows(x, pool), y[pool]
     fidx = [cfg.class_names.index(c) for c in forgotten]
     template = PFMModel(cfg)  # built once (backbone load), deep-copied per shadow
 
     def fit_shadow(idx):
         m = copy.deepcopy(template)
-        fit(m, kr._take(xp, idx), yp[idx], progress=False)
+        fit(m, kr.take_rows(xp, idx), yp[idx], progress=False)
         m.forget(list(forgotten))
         return m
 
@@ -202,3 +207,203 @@ def pfm_ulira(config, train_inputs, train_labels, test_inputs, test_labels, targ
                "config_overrides": config_overrides or {}, "pool_size": int(len(pool))}
         out[name] = res
     return out
+
+
+# --- report ------------------------------------------------------------------------------------------
+# Each metric id maps to its definition. ``{n}`` is the adversary's number of forgotten-class samples.
+METRICS: dict[str, Metric] = {
+    "retained_acc": Metric("accuracy on held-out samples of retained classes, full prompt bank, no head mask",
+                           "higher is better (utility)", "the original model's value", 0.02, kind="utility"),
+    "forgotten_acc": Metric("accuracy on held-out samples of forgotten classes, full remaining prompt bank, no head mask",
+                            "higher = more of the class still answered", "reference value (about 0)", 0.02),
+    "forgotten_class_acc": Metric("mean per-class test accuracy of the forgotten classes with the model's full prompt "
+                                  "bank (for the original model: before the forget)", "higher = class answered",
+                                  "reference value (about 0)", 0.02),
+    "forgotten_acc_probe_none": Metric("accuracy on forgotten-class samples with no prompt at all",
+                                       "higher = residual knowledge", "reference value", 0.05),
+    "forgotten_acc_probe_best_single": Metric("accuracy on forgotten-class samples with the single remaining prompt "
+                                              "that maximises it (chosen with the labels: an upper bound)",
+                                              "higher = residual knowledge", "reference value", 0.05),
+    "retained_acc_probe_all_wrong": Metric("accuracy on retained-class samples given every prompt except their own",
+                                           "higher = knowledge not bound to the own key", "chance (1/C)", 0.05),
+    "mia_efficacy": Metric("SalUn MIA-efficacy: share of the forget-train set that an RBF-SVC on the confidence p_y, "
+                           "fitted on retain-train (members) vs test (non-members), calls non-member",
+                           "higher = forget set looks unseen", "reference value", 0.05, direction=-1),
+    "mia_auc_confidence": Metric("ROC-AUC of the confidence p_y, forget-train (members) vs forget-test",
+                                 "0.5 = no signal; >0.5 = training samples of the forgotten class still recognisable",
+                                 "reference value (about 0.5)", 0.05),
+    "mia_auc_loss": Metric("ROC-AUC of -loss, forget-train vs forget-test", "as above", "reference value (about 0.5)", 0.05),
+    "mia_auc_entropy": Metric("ROC-AUC of -entropy of the output, forget-train vs forget-test", "as above",
+                              "reference value (about 0.5)", 0.05),
+    "mia_auc_m_entropy": Metric("ROC-AUC of -modified entropy (Song & Mittal 2021), forget-train vs forget-test",
+                                "as above", "reference value (about 0.5)", 0.05),
+    "mia_retain_auc_loss": Metric("ROC-AUC of -loss, retain-train vs test (generalisation gap on retained classes)",
+                                  "0.5 = no overfitting signal", "reference value", 0.05),
+    "key_recovery_j_n{n}": Metric("Youden's J (recall of the forgotten class minus the share of retained samples "
+                                  "predicted as it) after optimising ONE fresh prompt token (all else frozen) on n "
+                                  "labelled forgotten-class samples + a retained-class pool",
+                                  "higher = the shared weights still encode the class (residual knowledge); 0 = no "
+                                  "better than a constant answer", "reference value", 0.05),
+    "key_recovery_acc_n{n}": Metric("forgotten-class test accuracy (recall) after key recovery (see key_recovery_j)",
+                                    "higher = more recovered, but a key that floods every input also scores high",
+                                    "reference value", 0.05),
+    "key_recovery_steps_n{n}": Metric("optimiser steps until key recovery's Youden's J reaches the threshold "
+                                      "(None = not within the budget)", "fewer = easier to recover",
+                                      "reference value", 10, direction=-1, none_is_infinite=True),
+    "relearn_j_n{n}": Metric("Youden's J of the forgotten class after a few fine-tuning steps of head (+LoRA) on the "
+                             "adversary's set, no prompt for the class", "higher = easier relearning",
+                             "reference value", 0.05),
+    "linear_probe_acc_n{n}": Metric("forgotten-class test accuracy of a logistic-regression probe on the frozen CLS "
+                                    "features, n labelled samples per class", "higher = class separable in the features",
+                                    "reference value", 0.05),
+    "ulira_auc": Metric("U-LiRA (online) ROC-AUC, forget-train vs forget-test, shadows trained then forgotten",
+                        "0.5 = no signal", "reference value (about 0.5)", 0.05),
+}
+
+
+def flatten(model_result: dict) -> dict[str, float | int | None]:
+    """The headline figures of one model's audit result (see :data:`METRICS`)."""
+    r: dict[str, float | int | None] = {}
+    st = model_result.get("state", {}).get("no_mask", {})
+    r["retained_acc"] = st.get("retained_acc")
+    r["forgotten_acc"] = st.get("forgotten_acc")
+    pc, fc = model_result.get("state", {}).get("per_class_acc", {}), model_result.get("forgotten_classes_audited", [])
+    vals = [pc[c] for c in fc if pc.get(c) is not None]
+    if vals:
+        r["forgotten_class_acc"] = sum(vals) / len(vals)
+    pf = model_result.get("probes_forgotten") or {}
+    if pf:
+        r["forgotten_acc_probe_none"] = pf["none"]["acc"]
+        r["forgotten_acc_probe_best_single"] = pf["best_single"]["acc"]
+    pr = model_result.get("probes_retained") or {}
+    if "all_wrong" in pr:
+        r["retained_acc_probe_all_wrong"] = pr["all_wrong"]["acc"]
+    mia = (model_result.get("mia") or {}).get("no_mask")
+    if mia:
+        r["mia_efficacy"] = mia["mia_efficacy"]
+        for k, v in (mia.get("forget_train_vs_test_auc") or {}).items():
+            if f"mia_auc_{k}" in METRICS:
+                r[f"mia_auc_{k}"] = v
+        r["mia_retain_auc_loss"] = mia["retain_vs_test_auc"]["loss"]
+    for n, s in (model_result.get("key_recovery") or {}).items():
+        r[f"key_recovery_j_n{n}"] = s["final_youden"]
+        r[f"key_recovery_acc_n{n}"] = s["final_forgotten_acc"]
+        r[f"key_recovery_steps_n{n}"] = s["steps_to_threshold"]
+    for n, s in (model_result.get("relearn") or {}).items():
+        r[f"relearn_j_n{n}"] = s["final_youden"]
+    for n, s in (model_result.get("linear_probe") or {}).items():
+        r[f"linear_probe_acc_n{n}"] = s["forgotten_acc"]
+    if "ulira" in model_result:
+        r["ulira_auc"] = model_result["ulira"]["online"]["auc"]
+    return r
+
+
+def report_table(audit: dict) -> list[dict]:
+    return table({name: flatten(res) for name, res in audit["models"].items()}, METRICS)
+
+
+def plots(audit: dict, out_dir: str | os.PathLike) -> dict[str, str]:
+    """per-class accuracy, MIA histograms, key-recovery curves. Returns {name: path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    models, names = audit["models"], audit["class_names"]
+    paths: dict[str, str] = {}
+    style = {"original": ("tab:gray", "-"), "audited": ("tab:red", "-"), "reference": ("tab:blue", "--")}
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 3.5))
+    present = [m for m in ("original", "audited", "reference") if m in models]
+    w = 0.8 / max(len(present), 1)
+    for i, m in enumerate(present):
+        acc = [models[m]["state"]["per_class_acc"].get(c) for c in names]
+        ax.bar(np.arange(len(names)) + i * w, [np.nan if a is None else a for a in acc], w, label=m, color=style[m][0])
+    ax.set_xticks(np.arange(len(names)) + w * (len(present) - 1) / 2, names, rotation=45, ha="right")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"per-class accuracy (forgotten: {', '.join(audit['forgotten_classes'])})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths["per_class_accuracy"] = str(out / "per_class_accuracy.png")
+    fig.savefig(paths["per_class_accuracy"], dpi=120)
+    plt.close(fig)
+
+    hm = [m for m in ("audited", "reference", "original") if "mia_scores" in models.get(m, {})]
+    if hm:
+        fig, axes = plt.subplots(1, len(hm), figsize=(4 * len(hm), 3.2), squeeze=False)
+        for ax, m in zip(axes[0], hm):
+            sc = models[m]["mia_scores"]["no_mask"]
+            for split, color in (("forget_train", "tab:red"), ("forget_test", "tab:blue")):
+                if split in sc:
+                    v = np.asarray(sc[split]["confidence"])
+                    ax.hist(v, bins=30, range=(0, 1), alpha=0.55, density=True, color=color, label=split)
+            auc = (models[m]["mia"]["no_mask"].get("forget_train_vs_test_auc") or {}).get("confidence")
+            ax.set_title(f"{m}: p_y on forgotten class" + (f" (AUC {auc:.2f})" if auc is not None else ""), fontsize=9)
+            ax.set_xlabel("confidence p_y")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths["mia_histograms"] = str(out / "mia_histograms.png")
+        fig.savefig(paths["mia_histograms"], dpi=120)
+        plt.close(fig)
+
+    for attack in ("key_recovery", "relearn"):
+        have = [m for m in ("audited", "reference") if models.get(m, {}).get(attack)]
+        if not have:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        ns = sorted({int(n) for m in have for n in models[m][attack]})
+        cmap = plt.get_cmap("viridis")
+        for j, n in enumerate(ns):
+            for m in have:
+                s = models[m][attack].get(str(n))
+                if s:
+                    ax.plot([r["step"] for r in s["curve"]], [r["youden"] for r in s["curve"]],
+                            linestyle=style[m][1], color=cmap(j / max(len(ns) - 1, 1)), label=f"{m}, n={n}")
+        ax.set_xlabel("optimiser steps")
+        ax.set_ylabel("Youden's J of the forgotten class")
+        ax.set_ylim(-1.02, 1.02)
+        ax.set_title(f"{attack.replace('_', ' ')}: audited (solid) vs retrained reference (dashed)", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        paths[f"{attack}_curves"] = str(out / f"{attack}_curves.png")
+        fig.savefig(paths[f"{attack}_curves"], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+def write_report(audit: dict, out_dir: str | os.PathLike, config: dict | None = None, dataset: str | None = None,
+                 with_plots: bool = True) -> dict[str, str]:
+    """Write audit.json, audit.md, plots and README.md (model card) into ``out_dir``. Returns the paths."""
+    rows = report_table(audit)
+    figures = plots(audit, out_dir) if with_plots else {}
+    c = len(audit["class_names"])
+    intro = (f"Run: `{audit.get('run_dir', '-')}`; {c} classes (chance {1 / c:.3f}); {audit['n_train']} train / "
+             f"{audit['n_test']} test samples. *audited* = after the forget, *reference* = retrained from scratch "
+             "without the forgotten classes (gold standard), *original* = before the forget. Unlearning is as good "
+             "as retraining on a row when audited ~= reference (within the tolerance).")
+    text = markdown(f"Unlearning audit: {', '.join(audit['forgotten_classes'])} forgotten", intro, rows,
+                    "reference" in audit["models"], figures, audit.get("settings"))
+    cfg = config or {}
+    kept = [c for c in audit["class_names"] if c not in audit["forgotten_classes"]]
+    sections = {
+        "Model description":
+            f"Backbone `{cfg.get('backbone', '?')}` adapted with {cfg.get('adapt', '?')} "
+            f"(r={cfg.get('lora_r', '?')}); one learnable prompt ({cfg.get('prompt_tokens', '?')} token(s)) per class "
+            "prepended before CLS; linear head on CLS. A class is known only while its prompt exists; forgetting "
+            "deletes the prompt from the weights file.\n\n"
+            f"- classes still known: {', '.join(kept)}\n"
+            f"- classes forgotten: {', '.join(audit['forgotten_classes'])}",
+        "Intended use and limits":
+            "Classification over the classes still known. Forgetting is by design (prompt deletion); the audit "
+            "below measures what remains extractable from the shared weights, and should be re-run after every "
+            "forget. The head keeps a row for every original class; serve with the head mask on.",
+        "Training": "```json\n" + json.dumps({k: cfg[k] for k in sorted(cfg) if k != "class_names"}, indent=2) + "\n```",
+    }
+    card = model_card("Pre-Forgettable Model (promptforget)", sections, rows,
+                      tags=["machine-unlearning", "pre-forgettable-model", "prompt-tuning"],
+                      base_model=cfg.get("backbone"), dataset=dataset)
+    return write_files(out_dir, audit, rows, METRICS, text, card, figures)

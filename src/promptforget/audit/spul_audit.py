@@ -20,25 +20,27 @@ Figures per model (definitions, signs and ideal values in :data:`SPUL_METRICS`):
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from promptforget.audit import blackbox, llm_mia, mia
-from promptforget.audit.report import Metric, _fmt, _num
+from promptforget.audit.report import MODELS, Metric, is_number, markdown, model_card, table, write_files
 from promptforget.spul import ops
 from promptforget.spul.evaluate import evaluate_splits, predict
 from promptforget.spul.tasks import check_label_tokens, encode_examples
 
 SPLITS = ("train_retain", "train_forget", "test_retain", "test_forget")
-MODELS = ("audited", "reference", "original")
 
 SPUL_METRICS: dict[str, Metric] = {
     **{f"acc_{s}": Metric(f"teacher-forced accuracy on {s.replace('_', '-')} (full-vocabulary argmax at the label "
                           "position equals the true label)",
                           "higher = answered" + (" (utility)" if "retain" in s else " (not forgotten)"),
-                          "the original's value" if "retain" in s else "reference value", 0.03)
+                          "the original's value" if "retain" in s else "reference value", 0.03,
+                          kind="utility" if "retain" in s else "leak")
        for s in SPLITS},
     **{f"mia_auc_{f}": Metric(f"ROC-AUC of the label-position {f.replace('m_', 'modified ')} score, forget-train "
                               "(members) vs forget-test", "0.5 = no signal; > 0.5 = training examples recognisable",
@@ -46,7 +48,7 @@ SPUL_METRICS: dict[str, Metric] = {
        for f in ("confidence", "loss", "entropy", "m_entropy")},
     "mia_efficacy": Metric("SalUn MIA-efficacy: share of forget-train that an RBF-SVC on the label confidence, fitted "
                            "on retain-train (members) vs test-retain (non-members), calls non-member",
-                           "higher = forget set looks unseen", "reference value", 0.05),
+                           "higher = forget set looks unseen", "reference value", 0.05, direction=-1),
     **{f"llm_auc_{s}": Metric(f"ROC-AUC of the sequence {s} score (higher = member) of prompt + true label, "
                               "forget-train vs forget-test", "0.5 = no signal", "reference value (about 0.5)", 0.05)
        for s in llm_mia.SCORES},
@@ -123,12 +125,13 @@ def audit_model(name: str, scorer, lm, tokenizer, task, split: dict, *, prefix_e
 
 
 def flatten(model_result: dict) -> dict:
+    """The figures of one model's audit result (see :data:`SPUL_METRICS`), in the registry's order."""
     r = {f"acc_{s}": model_result["accuracy"][s]["accuracy"] for s in SPLITS}
     m = model_result["mia"]
-    r["mia_efficacy"] = m["mia_efficacy"]
     for f, v in (m.get("forget_train_vs_test_auc") or {}).items():
         if f"mia_auc_{f}" in SPUL_METRICS:
             r[f"mia_auc_{f}"] = v
+    r["mia_efficacy"] = m["mia_efficacy"]
     for s in llm_mia.SCORES:
         if "llm_mia" in model_result:
             r[f"llm_auc_{s}"] = model_result["llm_mia"][s]
@@ -138,47 +141,12 @@ def flatten(model_result: dict) -> dict:
     return r
 
 
-def table(audit: dict) -> list[dict]:
-    flat = {name: flatten(res) for name, res in audit["models"].items()}
-    rows = []
-    for mid, meta in SPUL_METRICS.items():
-        vals = {name: flat.get(name, {}).get(mid) for name in MODELS}
-        if all(v is None for v in vals.values()):
-            continue
-        a, ref = vals["audited"], vals["reference"]
-        if _num(a) and _num(ref):
-            verdict = "matches reference" if abs(a - ref) <= meta.tol else f"differs ({a - ref:+.3f})"
-        else:
-            verdict = "no reference"
-        rows.append({"metric": mid, **vals, "verdict": verdict, "definition": meta.definition, "sign": meta.sign,
-                     "ideal": meta.ideal, "tolerance": meta.tol})
-    return rows
+def report_table(audit: dict) -> list[dict]:
+    return table({name: flatten(res) for name, res in audit["models"].items()}, SPUL_METRICS)
 
 
-def markdown(audit: dict, rows: list[dict]) -> str:
-    sizes = audit["split_sizes"]
-    lines = [
-        "# SPUL unlearning audit",
-        "",
-        f"Run: `{audit.get('run_dir', '-')}`; forget set: {audit.get('forget_info', {}).get('spec', '?')}; "
-        + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".",
-        "*audited* = stage-1 model + SPUL soft prompt; *reference* = stage 1 retrained on the retain set only; "
-        "*original* = the stage-1 model without the prompt. SPUL leaves the weights untouched, so anyone "
-        "holding them gets *original* back: every white-box figure of *original* applies to the audited "
-        "deployment's weights.",
-        "",
-        "| metric | audited | reference | original | verdict |",
-        "|---|---:|---:|---:|---|",
-    ]
-    lines += [f"| {r['metric']} | {_fmt(r['audited'])} | {_fmt(r['reference'])} | {_fmt(r['original'])} | "
-              f"{r['verdict']} |" for r in rows]
-    lines += ["", "## Definitions", ""]
-    lines += [f"- **{r['metric']}**: {r['definition']}. {r['sign']}; ideal: {r['ideal']} (tolerance {r['tolerance']})."
-              for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def plot(audit: dict, path) -> str:
+def plots(audit: dict, out_dir) -> dict[str, str]:
+    """Accuracy per split and the membership-inference AUCs, one bar per model. Returns {name: path}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,7 +163,7 @@ def plot(audit: dict, path) -> str:
         x = np.arange(len(keys))
         w = 0.8 / len(names)
         for i, n in enumerate(names):
-            ax.bar(x + i * w, [flat[n].get(k) if _num(flat[n].get(k)) else 0 for k in keys], w, label=n)
+            ax.bar(x + i * w, [flat[n].get(k) if is_number(flat[n].get(k)) else 0 for k in keys], w, label=n)
         ax.set_xticks(x + 0.4 - w / 2, [k.replace("acc_", "").replace("_auc", "") for k in keys], rotation=30, ha="right")
         ax.set_ylabel(ylabel)
         ax.set_ylim(*ylim)
@@ -203,26 +171,41 @@ def plot(audit: dict, path) -> str:
     axes[0].legend(fontsize=8)
     fig.suptitle("SPUL audit: audited vs reference (retrained without the forget set) vs original")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
-
-
-def write_spul_report(audit: dict, out_dir, with_plots: bool = True) -> dict:
-    from pathlib import Path
-
-    from promptforget.utils.io import atomic_write_json, atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = table(audit)
-    audit = {**audit, "table": rows}
-    paths = {"json": str(out / "audit.json"), "markdown": str(out / "audit.md")}
-    atomic_write_json(out / "audit.json", audit)
-    atomic_write_text(out / "audit.md", markdown(audit, rows))
-    if with_plots:
-        paths["plot"] = plot(audit, out / "spul_audit.png")
-    return paths
+    path = str(out / "spul_audit.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return {"spul_audit": path}
+
+
+def write_spul_report(audit: dict, out_dir, with_plots: bool = True) -> dict[str, str]:
+    """Write audit.json, audit.md, the plot and README.md (model card) into ``out_dir``. Returns the paths."""
+    rows = report_table(audit)
+    figures = plots(audit, out_dir) if with_plots else {}
+    sizes = audit["split_sizes"]
+    intro = (f"Run: `{audit.get('run_dir', '-')}`; forget set: {audit.get('forget_info', {}).get('spec', '?')}; "
+             + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".\n"
+             "*audited* = stage-1 model + SPUL soft prompt; *reference* = stage 1 retrained on the retain set only; "
+             "*original* = the stage-1 model without the prompt. SPUL leaves the weights untouched, so anyone "
+             "holding them gets *original* back: every white-box figure of *original* applies to the audited "
+             "deployment's weights.")
+    text = markdown("SPUL unlearning audit", intro, rows, "reference" in audit["models"], figures,
+                    audit.get("settings"))
+    sections = {
+        "Model description":
+            f"Stage-1 model `{audit.get('stage1_model', '?')}` with a SPUL soft prompt prepended to every input; "
+            f"the prompt makes the model answer the forget set ({audit.get('forget_info', {}).get('spec', '?')}) "
+            "with a generic label. The model's weights are not changed.",
+        "Intended use and limits":
+            "Serve the model only with its prompt, behind an interface that does not expose the weights or the "
+            "prompt: whoever holds the weights gets the original model back (the *original* column).",
+        "SPUL configuration": "```json\n" + json.dumps(audit.get("spul_config", {}), indent=2, sort_keys=True) + "\n```",
+    }
+    card = model_card("SPUL soft prompt (promptforget)", sections, rows,
+                      tags=["machine-unlearning", "soft-prompt", "prompt-tuning"],
+                      base_model=audit.get("stage1_model"))
+    return write_files(out_dir, audit, rows, SPUL_METRICS, text, card, figures)
 
 
 class CachedScorer:
