@@ -30,10 +30,9 @@ class LabelCE:
     """Stage 1's objective: cross-entropy of the true label tokens. Its single term is named "loss",
     so the history logs the loss once; the training set comes in as the loop's forget data."""
 
-    weights = {"loss": 1.0}
-
     def __init__(self, model):
         self.model = model
+        self.weights = {"loss": 1.0}
 
     def loss_terms(self, batch: dict | None, retain: dict | None, counts: dict) -> dict[str, torch.Tensor]:
         return {"loss": ops.label_ce(ops.label_logits(self.model, batch), batch["label_ids"], counts["forget_labels"])}
