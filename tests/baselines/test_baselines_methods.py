@@ -1,5 +1,7 @@
 """GA, RL, GA+KL, GA+GD on a tiny random Llama: objectives, KL reference without a model copy, unload."""
 
+import math
+
 import pytest
 import torch
 
@@ -43,6 +45,7 @@ def test_ga_raises_forget_loss(tiny):
     bl = Baseline(model, tok, SentimentTask(), _cfg("ga"))
     hist = bl.forget(forget, EXS[2:])
     assert all(s["loss"] == pytest.approx(-s["l_forget"]) for s in hist["steps"])  # pure ascent
+    assert [s["lr"] for s in hist["steps"]] == pytest.approx([5e-2 * 0.5 * (1 + math.cos(math.pi * k / 5)) for k in range(1, 6)])
     assert _ce(bl.peft_model, tok, forget) > before + 0.5
 
 

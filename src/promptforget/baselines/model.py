@@ -1,21 +1,73 @@
 """Fine-tuning unlearning baselines on the stage-1 model: GA, RL, GA+KL, GA+GD (Bhaila et al. 2025).
 
-The KL reference (stage-1 distribution) is the same model with the LoRA adapter disabled, cached
-once over the retain set before training, so no second model copy exists.
+Each method is a small objective for the shared unlearning loop: a term on the forget rows (the true
+label's CE, ascended; RL descends towards a random generic label instead) and, for GA+KL and GA+GD,
+a term on the retain rows. The KL reference (stage-1 distribution) is the same model with the LoRA
+adapter disabled, cached once over the retain set before training, so no second model copy exists.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from promptforget.baselines.config import BaselineConfig
 from promptforget.spul import ops
-from promptforget.spul.tasks import check_label_tokens, encode_examples
+from promptforget.spul.tasks import check_label_tokens, collate, encode_examples
 from promptforget.spul.train import lora_wrap
+from promptforget.unlearn.loop import train_loop
+from promptforget.unlearn.parallel import make_accelerator
 from promptforget.utils.io import atomic_write_json
+
+
+class GradientAscent:
+    """GA: climb the forget rows' cross-entropy (weight -1). ``l_retain`` stays 0 unless a subclass
+    adds a retain term."""
+
+    forget_weight = -1.0
+
+    def __init__(self, model, retain_weight: float, kl_cache: torch.Tensor | None = None):
+        self.model, self.kl_cache = model, kl_cache
+        self.weights = {"l_forget": self.forget_weight, "l_retain": retain_weight}
+
+    def loss_terms(self, forget: dict | None, retain: dict | None, counts: dict) -> dict[str, torch.Tensor]:
+        terms = {}
+        if forget is not None:
+            logits = ops.label_logits(self.model, forget)
+            terms["l_forget"] = ops.label_ce(logits, forget["label_ids"], counts["forget_labels"])
+        if retain is not None:
+            terms["l_retain"] = self.retain_loss(ops.label_logits(self.model, retain), retain, counts)
+        return terms
+
+    def retain_loss(self, logits: torch.Tensor, retain: dict, counts: dict) -> torch.Tensor:
+        raise ValueError(f"{type(self).__name__} takes no retain batches")
+
+
+class RandomLabels(GradientAscent):
+    """RL: descend the cross-entropy towards the generic label drawn for each forget row (the forget
+    set is encoded with those labels)."""
+
+    forget_weight = 1.0
+
+
+class GradientAscentKL(GradientAscent):
+    """GA+KL: GA plus KL(p_stage1 || p) at the label position of the retain rows (``kl_cache``)."""
+
+    def retain_loss(self, logits, retain, counts):
+        ref = self.kl_cache[retain["index"].to(self.kl_cache.device)]
+        return ops.label_kl(ref, logits[:, 0], counts["retain_rows"])
+
+
+class GradientDifference(GradientAscent):
+    """GA+GD: GA plus the retain rows' true-label cross-entropy."""
+
+    def retain_loss(self, logits, retain, counts):
+        return ops.label_ce(logits, retain["label_ids"], counts["retain_labels"])
+
+
+OBJECTIVES = {"ga": GradientAscent, "rl": RandomLabels, "ga_kl": GradientAscentKL, "ga_gd": GradientDifference}
 
 
 class Baseline:
@@ -45,7 +97,7 @@ class Baseline:
         needs_retain = cfg.method in ("ga_kl", "ga_gd") and cfg.retain_weight > 0
         if needs_retain and not retain_examples:
             raise ValueError(f"{cfg.method} needs retain examples")
-        acc = ops.make_accelerator(accelerator)
+        acc = make_accelerator(accelerator)
         self.peft_model.to(acc.device)
         tok, pad = self.tokenizer, self.tokenizer.pad_token_id
         generic = None
@@ -53,54 +105,19 @@ class Baseline:
             generic = ops.draw_generic_labels(len(forget_examples), cfg.generic_labels, cfg.seed)
         forget_enc = encode_examples(tok, self.task, forget_examples, cfg.max_length, label_words=generic)
         retain_enc = encode_examples(tok, self.task, retain_examples, cfg.max_length) if needs_retain else []
-        ref = None
+        kl_cache = None
         if cfg.method == "ga_kl" and needs_retain:
             with self.peft_model.disable_adapter():  # stage-1 model = this model without the adapter
-                ref = ops.cache_label_logprobs(self.scorer(), retain_enc, pad, cfg.batch_size)
+                kl_cache = ops.cache_label_logprobs(self.scorer(), retain_enc, pad, cfg.batch_size)
 
-        params = self.trainable_parameters()
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total = cfg.epochs * -(-len(forget_enc) // cfg.batch_size)
-        sched = ops.cosine_schedule(opt, total, cfg.warmup_ratio)
-        retain_iter = ops.cycle_batches(retain_enc, cfg.batch_size, pad, cfg.seed) if retain_enc else None
         self.peft_model.train()
-        history, step = [], 0
-        bar = tqdm(total=total, desc=f"baseline {cfg.method}", leave=False, disable=not acc.is_local_main_process)
-        for epoch in range(cfg.epochs):
-            for fb_all in ops.iterate_batches(forget_enc, cfg.batch_size, pad, shuffle=True, seed=cfg.seed + epoch):
-                rb_all = next(retain_iter) if retain_iter is not None else None
-                fb, rb = ops.local_rows(fb_all, acc), ops.local_rows(rb_all, acc)
-                opt.zero_grad(set_to_none=True)
-                parts = torch.zeros(2)
-                if fb is not None or rb is not None:
-                    l_forget = l_retain = torch.zeros((), device=acc.device)
-                    if fb is not None:
-                        l_forget = ops.label_ce(ops.label_logits(self.peft_model, fb), fb["label_ids"], ops.label_count(fb_all["label_ids"]))
-                    if rb is not None:
-                        r_logits = ops.label_logits(self.peft_model, rb)
-                        if cfg.method == "ga_gd":
-                            l_retain = ops.label_ce(r_logits, rb["label_ids"], ops.label_count(rb_all["label_ids"]))
-                        else:
-                            l_retain = ops.label_kl(ref[rb["index"].to(ref.device)], r_logits[:, 0], len(rb_all["input_ids"]))
-                    # GA ascends the true-label CE; RL descends towards the random generic label.
-                    loss = (l_forget if cfg.method == "rl" else -l_forget) + cfg.retain_weight * l_retain
-                    if loss.requires_grad:
-                        loss.backward()
-                    parts = torch.stack([l_forget, l_retain]).detach().cpu()
-                ops.sum_gradients(params, acc)
-                opt.step()
-                sched.step()
-                l_forget, l_retain = ops.global_sum(parts.to(acc.device), acc).tolist()
-                sign = 1.0 if cfg.method == "rl" else -1.0
-                info = {"step": step, "epoch": epoch, "loss": sign * l_forget + cfg.retain_weight * l_retain,
-                        "l_forget": l_forget, "l_retain": l_retain}
-                history.append(info)
-                bar.update(1)
-                bar.set_postfix(l_forget=f"{l_forget:.3f}", l_retain=f"{l_retain:.3f}")
-                if callback is not None:
-                    callback(step, info)
-                step += 1
-        bar.close()
+        history = train_loop(
+            OBJECTIVES[cfg.method](self.peft_model, cfg.retain_weight, kl_cache), self.trainable_parameters(),
+            forget_enc, retain_enc, partial(collate, pad_id=pad), counts=ops.label_counts,
+            batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, accelerator=acc, callback=callback,
+            desc=f"baseline {cfg.method}",
+        )
         self.peft_model.eval()
         return {"steps": history, "generic_labels": generic}
 

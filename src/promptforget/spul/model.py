@@ -11,15 +11,17 @@ the prompt (cached once, or recomputed), so no second copy of the LLM is ever he
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from promptforget.spul import ops
 from promptforget.spul.config import SPULConfig
-from promptforget.spul.tasks import check_label_tokens, encode_examples, task_from_dict
+from promptforget.spul.tasks import check_label_tokens, collate, encode_examples, task_from_dict
+from promptforget.unlearn.loop import train_loop
+from promptforget.unlearn.parallel import make_accelerator
 from promptforget.utils.io import atomic_write_json
 
 SPUL_META = "spul_config.json"
@@ -77,88 +79,34 @@ class SPUL:
 
         Runs under Hugging Face Accelerate: started with ``accelerate launch`` (or torchrun) it splits
         every global batch of ``config.batch_size`` rows across the processes and takes the same steps
-        as one process would (see ``ops.local_rows``).
+        as one process would (see ``promptforget.unlearn.parallel``).
         """
         cfg = self.config
         if not forget_examples:
             raise ValueError("the forget set is empty; nothing to unlearn")
         if not retain_examples and (cfg.alpha > 0 or cfg.beta > 0):
             raise ValueError("the retain set is empty but alpha/beta > 0 need retain examples")
-        acc = ops.make_accelerator(accelerator)
+        acc = make_accelerator(accelerator)
         self.peft_model.to(acc.device)
         tok, pad = self.tokenizer, self.tokenizer.pad_token_id
         generic = ops.draw_generic_labels(len(forget_examples), cfg.generic_labels, cfg.seed)
         forget_enc = encode_examples(tok, self.task, forget_examples, cfg.max_length, label_words=generic)
         retain_enc = encode_examples(tok, self.task, retain_examples, cfg.max_length) if retain_examples else []
 
-        ref = None
+        kl_cache = None
         if cfg.beta > 0 and cfg.kl_reference == "cache":
-            ref = ops.cache_label_logprobs(self.scorer(prompted=False), retain_enc, pad, cfg.batch_size)
-
-        params = self.trainable_parameters()
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = -(-len(forget_enc) // cfg.batch_size)
-        total = steps_per_epoch * cfg.epochs
-        sched = ops.cosine_schedule(opt, total, cfg.warmup_ratio)
-        retain_iter = ops.cycle_batches(retain_enc, cfg.batch_size, pad, cfg.seed) if retain_enc else None
+            kl_cache = ops.cache_label_logprobs(self.scorer(prompted=False), retain_enc, pad, cfg.batch_size)
 
         self.peft_model.prompt_encoder.train()
-        history, step = [], 0
-        bar = tqdm(total=total, desc="SPUL", leave=False, disable=not acc.is_local_main_process)
-        for epoch in range(cfg.epochs):
-            for fb_all in ops.iterate_batches(forget_enc, cfg.batch_size, pad, shuffle=True, seed=cfg.seed + epoch):
-                rb_all = next(retain_iter) if retain_iter is not None else None
-                # Normalisers come from the global batch; each process sums over its own rows.
-                n_f = ops.label_count(fb_all["label_ids"])
-                n_r = ops.label_count(rb_all["label_ids"]) if rb_all is not None else 1
-                n_kl = len(rb_all["input_ids"]) if rb_all is not None else 1
-                fb, rb = ops.local_rows(fb_all, acc), ops.local_rows(rb_all, acc)
-                opt.zero_grad(set_to_none=True)
-                parts = torch.zeros(3)
-                if fb is not None or rb is not None:
-                    l_f, l_r, l_kl = self._loss_terms(fb, rb, ref, n_f, n_r, n_kl)
-                    loss = l_f + cfg.alpha * l_r + cfg.beta * l_kl
-                    loss.backward()
-                    parts = torch.stack([l_f, l_r, l_kl]).detach().cpu()
-                ops.sum_gradients(params, acc)
-                opt.step()
-                sched.step()
-                l_f, l_r, l_kl = ops.global_sum(parts.to(acc.device), acc).tolist()
-                info = {
-                    "step": step, "epoch": epoch, "loss": l_f + cfg.alpha * l_r + cfg.beta * l_kl, "l_f": l_f,
-                    "l_r": l_r, "l_kl": l_kl, "lr": sched.get_last_lr()[0],
-                }
-                history.append(info)
-                bar.update(1)
-                bar.set_postfix(l_f=f"{l_f:.3f}", l_r=f"{l_r:.3f}", kl=f"{l_kl:.3f}")
-                if callback is not None:
-                    callback(step, info)
-                step += 1
-        bar.close()
+        history = train_loop(
+            SPULObjective(self, kl_cache), self.trainable_parameters(), forget_enc, retain_enc,
+            partial(collate, pad_id=pad), counts=ops.label_counts, batch_size=cfg.batch_size, epochs=cfg.epochs,
+            lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
+            accelerator=acc, callback=callback, desc="SPUL",
+        )
         self.peft_model.prompt_encoder.eval()
-        return {"steps": history, "generic_labels": generic, "kl_cache_shape": list(ref.shape) if ref is not None else None}
-
-    def _loss_terms(self, fb, rb, ref, n_f, n_r, n_kl):
-        """(L_f, L_r, L_kl) of this process's rows, each a sum divided by the global batch's count."""
-        pad = self.tokenizer.pad_token_id
-        # One forward over forget + retain together: bigger matmuls, one prompt-encoder pass.
-        parts = [b for b in (fb, rb) if b is not None]
-        both = _concat_batches(*parts, pad) if len(parts) == 2 else parts[0]
-        logits = self.label_logits(both)
-        nf = fb["input_ids"].shape[0] if fb is not None else 0
-        zero = logits.sum() * 0.0  # keeps the graph for a process whose share of one set is empty
-        l_f = ops.label_ce(logits[:nf], fb["label_ids"], n_f) if fb is not None else zero
-        l_r = l_kl = zero
-        if rb is not None:
-            l_r = ops.label_ce(logits[nf:], rb["label_ids"], n_r)
-            if self.config.beta > 0:
-                if ref is not None:
-                    ref_b = ref[rb["index"].to(ref.device)]
-                else:
-                    with torch.no_grad():
-                        ref_b = torch.log_softmax(self.label_logits(rb, prompted=False)[:, 0], dim=-1)
-                l_kl = ops.label_kl(ref_b, logits[nf:, 0], n_kl)
-        return l_f, l_r, l_kl
+        return {"steps": history, "generic_labels": generic,
+                "kl_cache_shape": list(kl_cache.shape) if kl_cache is not None else None}
 
     # --- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
@@ -179,6 +127,37 @@ class SPUL:
         peft_model = PeftModel.from_pretrained(model, str(path))
         peft_model.eval()
         return cls(model, tokenizer, task_from_dict(meta["task"]), SPULConfig.from_dict(meta["config"]), peft_model=peft_model)
+
+
+class SPULObjective:
+    """L_f + alpha * L_r + beta * L_kl (the module docstring) on this process's rows, each term a sum
+    divided by the global batch's count. ``kl_cache`` holds the unprompted log-probabilities of the
+    retain set (None: recompute them per batch)."""
+
+    def __init__(self, spul: SPUL, kl_cache: torch.Tensor | None = None):
+        self.spul, self.kl_cache = spul, kl_cache
+        self.weights = {"l_f": 1.0, "l_r": spul.config.alpha, "l_kl": spul.config.beta}
+
+    def loss_terms(self, forget: dict | None, retain: dict | None, counts: dict) -> dict[str, torch.Tensor]:
+        spul = self.spul
+        # One forward over forget + retain together: bigger matmuls, one prompt-encoder pass.
+        parts = [b for b in (forget, retain) if b is not None]
+        both = _concat_batches(*parts, spul.tokenizer.pad_token_id) if len(parts) == 2 else parts[0]
+        logits = spul.label_logits(both)
+        n_forget = forget["input_ids"].shape[0] if forget is not None else 0
+        terms = {}
+        if forget is not None:
+            terms["l_f"] = ops.label_ce(logits[:n_forget], forget["label_ids"], counts["forget_labels"])
+        if retain is not None:
+            terms["l_r"] = ops.label_ce(logits[n_forget:], retain["label_ids"], counts["retain_labels"])
+            if spul.config.beta > 0:
+                if self.kl_cache is not None:
+                    ref = self.kl_cache[retain["index"].to(self.kl_cache.device)]
+                else:
+                    with torch.no_grad():
+                        ref = torch.log_softmax(spul.label_logits(retain, prompted=False)[:, 0], dim=-1)
+                terms["l_kl"] = ops.label_kl(ref, logits[n_forget:, 0], counts["retain_rows"])
+        return terms
 
 
 def _concat_batches(a: dict, b: dict, pad_id: int) -> dict:

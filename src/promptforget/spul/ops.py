@@ -1,16 +1,18 @@
-"""Building blocks shared by stage-1 fine-tuning, SPUL and the baselines: label-position logits,
-the loss terms, generic-label draws, batching, the LR schedule and the unprompted-distribution cache."""
+"""Causal-LM building blocks shared by stage-1 fine-tuning, SPUL and the baselines: label-position
+logits, the loss terms and their global-batch counts, generic-label draws, batching of encoded
+examples and the unprompted-distribution cache. The training loop itself is promptforget.unlearn."""
 
 from __future__ import annotations
 
-import math
 import random
+from functools import partial
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from promptforget.spul.tasks import collate
+from promptforget.unlearn import loop
 
 
 def hf_model(model):
@@ -61,7 +63,7 @@ def label_logits(model, batch: dict, prompts: torch.Tensor | None = None) -> tor
 def label_ce(logits: torch.Tensor, targets: torch.Tensor, count: torch.Tensor | int | None = None) -> torch.Tensor:
     """Cross-entropy summed over label tokens (``targets`` uses -100 for padding slots), divided by
     ``count``: by default this batch's label-token count (the mean); under data parallelism the count
-    of the global batch, so that the processes' losses add up to the global mean (see local_rows)."""
+    of the global batch, so that the processes' losses add up to the global mean (see unlearn.parallel)."""
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device), ignore_index=-100, reduction="sum")
     return total / (label_count(targets) if count is None else count)
 
@@ -90,35 +92,17 @@ def draw_generic_labels(n: int, choices, seed: int) -> list[str]:
 
 
 def iterate_batches(encoded: list[dict], batch_size: int, pad_id: int, shuffle: bool, seed: int) -> Iterator[dict]:
-    idx = list(range(len(encoded)))
-    if shuffle:
-        random.Random(seed).shuffle(idx)
-    for s in range(0, len(idx), batch_size):
-        chunk = idx[s : s + batch_size]
-        b = collate([encoded[i] for i in chunk], pad_id)
-        b["index"] = torch.tensor(chunk)
-        yield b
+    """Collated batches of encoded examples in a seeded order (see unlearn.loop.iterate_batches)."""
+    return loop.iterate_batches(encoded, batch_size, partial(collate, pad_id=pad_id), shuffle, seed)
 
 
-def cycle_batches(encoded: list[dict], batch_size: int, pad_id: int, seed: int) -> Iterator[dict]:
-    """Endless reshuffled passes over ``encoded`` (retain batches that accompany forget batches)."""
-    epoch = 0
-    while True:
-        yield from iterate_batches(encoded, batch_size, pad_id, shuffle=True, seed=seed + 1000 * epoch)
-        epoch += 1
-
-
-def cosine_schedule(optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warm-up then cosine decay to zero (the reference schedule), as a LambdaLR."""
-    warmup = int(round(warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def label_counts(forget: dict, retain: dict | None) -> dict:
+    """Normalisers of a global batch: label tokens of each set, retain rows (1 where there is no retain batch)."""
+    return {
+        "forget_labels": label_count(forget["label_ids"]),
+        "retain_labels": label_count(retain["label_ids"]) if retain is not None else 1,
+        "retain_rows": len(retain["input_ids"]) if retain is not None else 1,
+    }
 
 
 @torch.no_grad()
@@ -134,50 +118,3 @@ def cache_label_logprobs(
     for b in iterate_batches(encoded, batch_size, pad_id, shuffle=False, seed=0):
         out.append(F.log_softmax(scorer(b)[:, 0].float(), dim=-1))
     return torch.cat(out)
-
-
-# --- data parallelism (Hugging Face Accelerate) ----------------------------------------------------
-# Every process draws the same global batch (the batch order is seeded) and keeps a contiguous slice
-# of its rows. Losses are local sums divided by the *global* counts and gradients are summed across
-# processes, so N processes take exactly the step that one process takes on the global batch, uneven
-# last batches included. The LLM is frozen and is never wrapped in DDP: only the small trainable
-# tensors' gradients travel, in one all-reduce per step.
-
-
-def make_accelerator(accelerator=None):
-    """The caller's Accelerator, or one for this launch (``accelerate launch``/torchrun set the world)."""
-    if accelerator is not None:
-        return accelerator
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=not torch.cuda.is_available())
-
-
-def local_rows(batch: dict | None, acc) -> dict | None:
-    """This process's contiguous share of a global batch, on its device; None if the share is empty."""
-    if batch is None:
-        return None
-    n = batch["input_ids"].shape[0]
-    lo, hi = n * acc.process_index // acc.num_processes, n * (acc.process_index + 1) // acc.num_processes
-    if hi == lo:
-        return None
-    return {k: v[lo:hi].to(acc.device) for k, v in batch.items()}
-
-
-def sum_gradients(params: list[torch.Tensor], acc) -> None:
-    """All-reduce (sum) the gradients of ``params`` across processes, in one flat buffer."""
-    if acc.num_processes == 1:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = acc.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="sum")
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n
-
-
-def global_sum(values: torch.Tensor, acc) -> torch.Tensor:
-    """Sum of a small tensor of (detached) loss parts over processes: the global batch's values."""
-    values = values.detach()
-    return values if acc.num_processes == 1 else acc.reduce(values.clone(), reduction="sum")

@@ -3,12 +3,15 @@ label tokens only, then merge the adapter so that the unlearning methods start f
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
-from tqdm.auto import tqdm
 
 from promptforget.spul import ops
 from promptforget.spul.config import FinetuneConfig
-from promptforget.spul.tasks import check_label_tokens, encode_examples
+from promptforget.spul.tasks import check_label_tokens, collate, encode_examples
+from promptforget.unlearn.loop import train_loop
+from promptforget.unlearn.parallel import make_accelerator
 
 
 def lora_wrap(model, r: int, alpha: int, dropout: float, target_modules, seed: int):
@@ -23,6 +26,18 @@ def lora_wrap(model, r: int, alpha: int, dropout: float, target_modules, seed: i
     return get_peft_model(model, cfg)
 
 
+class LabelCE:
+    """Stage 1's objective: cross-entropy of the true label tokens. Its single term is named "loss",
+    so the history logs the loss once; the training set comes in as the loop's forget data."""
+
+    def __init__(self, model):
+        self.model = model
+        self.weights = {"loss": 1.0}
+
+    def loss_terms(self, batch: dict | None, retain: dict | None, counts: dict) -> dict[str, torch.Tensor]:
+        return {"loss": ops.label_ce(ops.label_logits(self.model, batch), batch["label_ids"], counts["forget_labels"])}
+
+
 def finetune(
     model, tokenizer, task, examples: list[dict], config: FinetuneConfig | None = None, callback=None,
     merge: bool = True, accelerator=None,
@@ -31,43 +46,24 @@ def finetune(
 
     With ``merge=True`` the adapter is merged and the plain HF model is returned (weights updated in
     place, no copy); otherwise the PEFT model is returned (``save_pretrained`` gives the adapter).
-    Under ``accelerate launch`` each global batch is split across the processes (``ops.local_rows``).
+    Under ``accelerate launch`` each global batch is split across the processes (``unlearn.parallel``).
     """
     cfg = config or FinetuneConfig()
     if not examples:
         raise ValueError("no training examples")
     check_label_tokens(tokenizer, task.labels)
-    acc = ops.make_accelerator(accelerator)
+    acc = make_accelerator(accelerator)
     encoded = encode_examples(tokenizer, task, examples, cfg.max_length)
     peft_model = lora_wrap(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.seed)
     peft_model.to(acc.device)
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * -(-len(encoded) // cfg.batch_size)
-    sched = ops.cosine_schedule(opt, total, cfg.warmup_ratio)
     peft_model.train()
-    history, step = [], 0
-    bar = tqdm(total=total, desc="stage-1 LoRA", leave=False, disable=not acc.is_local_main_process)
-    for epoch in range(cfg.epochs):
-        for b_all in ops.iterate_batches(encoded, cfg.batch_size, tokenizer.pad_token_id, shuffle=True, seed=cfg.seed + epoch):
-            b = ops.local_rows(b_all, acc)
-            opt.zero_grad(set_to_none=True)
-            loss = torch.zeros(())
-            if b is not None:
-                loss = ops.label_ce(ops.label_logits(peft_model, b), b["label_ids"], ops.label_count(b_all["label_ids"]))
-                loss.backward()
-            ops.sum_gradients(params, acc)
-            opt.step()
-            sched.step()
-            loss = ops.global_sum(loss.detach().to(acc.device), acc)
-            info = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]}
-            history.append(info)
-            bar.update(1)
-            bar.set_postfix(loss=f"{info['loss']:.3f}")
-            if callback is not None:
-                callback(step, info)
-            step += 1
-    bar.close()
+    history = train_loop(
+        LabelCE(peft_model), params, encoded, [], partial(collate, pad_id=tokenizer.pad_token_id),
+        counts=ops.label_counts, batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, accelerator=acc,
+        callback=callback, desc="stage-1 LoRA",
+    )
     peft_model.eval()
     trainable = sum(p.numel() for p in params)
     if merge:
