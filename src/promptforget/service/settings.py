@@ -13,13 +13,17 @@ MIN_TOKEN_CHARS = 16
 class ServiceSettings:
     admin_token: str = field(default="", repr=False)
     predict_token: str | None = field(default=None, repr=False)
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_items: int = 64  # texts or images per request
-    max_text_chars: int = 10_000
-    max_image_pixels: int = 2048 * 2048
-    mask_forgotten: bool = True
-    grace_timeout_s: float = 30.0
-    poll_interval_s: float = 1.0  # notice forgets made by another process (the CLI); 0 = off
+    max_body_bytes: int = field(default=2 * 1024 * 1024, metadata={"help": "request body cap in bytes"})
+    max_items: int = field(default=64, metadata={"help": "texts or images per request"})
+    max_text_chars: int = field(default=10_000, metadata={"help": "characters per text"})
+    max_image_pixels: int = field(default=2048 * 2048, metadata={"help": "pixels per decoded image"})
+    mask_forgotten: bool = field(default=True, metadata={
+        "help": "mask forgotten classes in the head (their prompts are gone either way)"})
+    grace_timeout_s: float = field(default=30.0, metadata={
+        "flag": "--grace-timeout", "help": "seconds a forget waits for predictions started before it (grace period)"})
+    # Notices forgets made by another process (the CLI).
+    poll_interval_s: float = field(default=1.0, metadata={
+        "flag": "--poll-interval", "help": "seconds between checks for forgets made by another process (0 = off)"})
 
     def validate(self) -> None:
         if not isinstance(self.admin_token, str) or len(self.admin_token) < MIN_TOKEN_CHARS:
