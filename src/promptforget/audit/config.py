@@ -3,37 +3,35 @@ shadows. Every field is a command-line flag (see utils/config.py); torch-free.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from promptforget.utils.config import ConfigMixin
+from promptforget.utils.config import ConfigMixin, knob
 
 DEFAULT_NS = (1, 5, 25, 100)
 
 
 @dataclass
 class AuditConfig(ConfigMixin):
-    reference_epochs: int | None = field(default=None, metadata={
-        "help": "override the reference's epochs (None: the run's)"})
-    ns: list[int] = field(default_factory=lambda: list(DEFAULT_NS), metadata={
-        "nargs": "+", "help": "adversary sample counts"})
-    key_steps: int = field(default=100, metadata={"help": "key-recovery optimiser steps"})
-    key_lr: float = field(default=1e-2, metadata={"help": "key-recovery learning rate"})
-    relearn_steps: int = field(default=50, metadata={"help": "relearning optimiser steps"})
-    relearn_lr: float = field(default=1e-3, metadata={"help": "relearning learning rate"})
-    n_retain: int = field(default=100, metadata={"help": "retained-class samples in the adversary's set"})
-    max_eval_retain: int = field(default=300, metadata={"help": "retained-class test samples checked during attacks"})
-    eval_every: int = field(default=10, metadata={"help": "attack steps between evaluations"})
-    threshold: float = field(default=0.5, metadata={"help": "accuracy that counts as 'recovered'"})
-    max_eval: int | None = field(default=None, metadata={"help": "use at most N held-out samples (stratified)"})
-    max_mia: int = field(default=1000, metadata={"help": "retain-train samples used as shadow members"})
-    ulira_shadows: int = field(default=0, metadata={"help": "U-LiRA shadow models (even; 0 = skip)"})
-    ulira_epochs: int = field(default=1, metadata={"help": "epochs of each U-LiRA shadow"})
-    ulira_pool: int | None = field(default=None, metadata={"help": "subsample train+test to N for U-LiRA shadows"})
-    retained_probes: list[str] | None = field(default=None, metadata={
-        "nargs": "*", "help": "probe modes on retained-class samples (None: all; none given = skip)"})
-    attacks: bool = field(default=True, metadata={"help": "key recovery, relearning and linear probes"})
-    plots: bool = field(default=True, metadata={"help": "draw the report's plots"})
-    batch_size: int = field(default=64, metadata={"help": "examples per forward pass"})
+    reference_epochs: int | None = knob(None, "override the reference's epochs (None: the run's)")
+    ns: list[int] = knob(list(DEFAULT_NS), "adversary sample counts", nargs="+")
+    key_steps: int = knob(100, "key-recovery optimiser steps")
+    key_lr: float = knob(1e-2, "key-recovery learning rate")
+    relearn_steps: int = knob(50, "relearning optimiser steps")
+    relearn_lr: float = knob(1e-3, "relearning learning rate")
+    n_retain: int = knob(100, "retained-class samples in the adversary's set")
+    max_eval_retain: int = knob(300, "retained-class test samples checked during attacks")
+    eval_every: int = knob(10, "attack steps between evaluations")
+    threshold: float = knob(0.5, "accuracy that counts as 'recovered'")
+    max_eval: int | None = knob(None, "use at most N held-out samples (stratified)")
+    max_mia: int = knob(1000, "retain-train samples used as shadow members")
+    ulira_shadows: int = knob(0, "U-LiRA shadow models (even; 0 = skip)")
+    ulira_epochs: int = knob(1, "epochs of each U-LiRA shadow")
+    ulira_pool: int | None = knob(None, "subsample train+test to N for U-LiRA shadows")
+    retained_probes: list[str] | None = knob(None, "probe modes on retained-class samples (None: all; the flag "
+                                             "with no mode: skip)", nargs="*")
+    attacks: bool = knob(True, "key recovery, relearning and linear probes")
+    plots: bool = knob(True, "draw the report's plots")
+    batch_size: int = knob(64, "examples per forward pass")
     seed: int = 0
 
     def __post_init__(self):

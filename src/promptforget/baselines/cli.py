@@ -10,17 +10,21 @@ import json
 
 from promptforget.baselines.config import METHODS, BaselineConfig
 from promptforget.spul.config import DataConfig
-from promptforget.spul.options import add_data_args, add_model_args
+from promptforget.spul.options import add_data_args, add_model_args, recorded_args
 from promptforget.spul.pipeline import accuracies
+from promptforget.utils.cli_args import add_command
 from promptforget.utils.config import add_config_args, config_from_args
 
 
 def cmd_baseline(args) -> int:
+    """Unlearn the forget set from a stage-1 model with a fine-tuning baseline (a LoRA adapter, OUT/adapter):
+    ga (gradient ascent), rl (random generic labels), ga_kl (GA + KL to stage 1 on the retain set) or
+    ga_gd (GA + retain CE); evaluate the four splits."""
     from promptforget.baselines.model import Baseline
     from promptforget.spul.pipeline import unlearn_run
 
     cfg = config_from_args(BaselineConfig, args)
-    record = {"command": f"baseline {args.method}", "args": {k: v for k, v in vars(args).items() if k != "func"},
+    record = {"command": f"baseline {args.method}", "args": recorded_args(args),
               "baseline": cfg.to_dict()}
     results = unlearn_run(args.out, args.model, config_from_args(DataConfig, args),
                           lambda m, tok, task: Baseline(m, tok, task, cfg), "adapter", record)
@@ -30,10 +34,10 @@ def cmd_baseline(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("baseline", help="unlearning baselines (GA, RL, GA+KL, GA+GD) on a stage-1 model")
+    p = add_command(subparsers, "baseline", cmd_baseline,
+                    help="unlearning baselines (GA, RL, GA+KL, GA+GD) on a stage-1 model")
     p.add_argument("method", choices=METHODS, metavar="NAME", help=f"one of {', '.join(METHODS)}")
     add_model_args(p)
     add_data_args(p)
     # --seed and --max-length come with the data flags; the method is the positional NAME.
     add_config_args(p.add_argument_group("baseline"), BaselineConfig, exclude=("method", "seed", "max_length"))
-    p.set_defaults(func=cmd_baseline)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from promptforget.utils.config import ConfigMixin, check_positive
+from promptforget.utils.config import ConfigMixin, check_positive, knob
 
 METHODS = ("ga", "rl", "ga_kl", "ga_gd")
 
@@ -20,18 +20,16 @@ class BaselineConfig(ConfigMixin):
     - ``ga_gd``: GA + ``retain_weight`` * CE of the true label on retain examples.
     """
 
-    method: str = field(default="ga", metadata={"choices": METHODS, "help": "which baseline"})
+    method: str = knob("ga", "which baseline", choices=METHODS)
     lr: float = 1e-4
     epochs: int = 1
     batch_size: int = 32
-    retain_weight: float = field(default=1.0, metadata={"help": "weight of the KL (ga_kl) or retain CE (ga_gd) term"})
-    generic_labels: list[str] = field(default_factory=lambda: ["neutral", "unknown"],
-                                      metadata={"help": "rl: labels drawn for forget examples"})
+    retain_weight: float = knob(1.0, "weight of the KL (ga_kl) or retain CE (ga_gd) term")
+    generic_labels: list[str] = knob(["neutral", "unknown"], "rl: labels drawn for forget examples")
     lora_r: int = 16
     lora_alpha: int = 64
     lora_dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"],
-                                      metadata={"help": "modules that get LoRA"})
+    target_modules: list[str] = knob(["q_proj", "v_proj"], "modules that get LoRA")
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     max_length: int = 128

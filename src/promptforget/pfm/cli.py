@@ -8,15 +8,12 @@ import time
 from pathlib import Path
 
 from promptforget.pfm.config import PFMConfig
+from promptforget.utils.cli_args import add_command
 from promptforget.utils.config import add_config_args, config_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a Pre-Forgettable Model (one prompt per class) into a run directory",
-        description="Train a PFM: backbone + LoRA on query/value + one learnable prompt per class + linear head.",
-    )
+    p = add_command(sub, "train", cmd_train, help="train a Pre-Forgettable Model (one prompt per class) into a run directory")
     p.add_argument("--dataset", default="bbc_news", help="bbc_news | mnist5k | digits | csv:PATH | jsonl:PATH | cifar10:DIR | cifar100:DIR | medmnist:FILE (default: bbc_news)")
     p.add_argument("--out", required=True, help="run directory to create")
     add_config_args(p.add_argument_group("model and training (PFMConfig)"), PFMConfig, exclude=("class_names",),
@@ -26,27 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-size", type=float, default=0.2, help="held-out share, stratified (default 0.2)")
     p.add_argument("--max-train", type=int, default=None, help="subsample the training split to N examples (stratified)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
-        "forget",
-        help="forget classes: delete their prompts from the saved model (no data, no training)",
-        description="Delete class prompts from a run directory. The weights file is rewritten atomically; "
-        "an unknown or already-forgotten class is an error and leaves every file untouched.",
-    )
+    p = add_command(sub, "forget", cmd_forget,
+                    help="forget classes: delete their prompts from the saved model (no data, no training)")
     p.add_argument("run_dir")
     p.add_argument("--classes", nargs="+", required=True, help="class names to forget")
     p.add_argument("--reason", default="", help="why (recorded in the deletion ledger)")
     p.add_argument("--request-id", default=None, help="idempotency key: repeating it changes nothing (default: a new uuid)")
     p.add_argument("--json", action="store_true", help="also print the result (ledger hashes, timings) as JSON")
-    p.set_defaults(func=cmd_forget)
 
-    p = sub.add_parser(
-        "evaluate",
-        help="accuracy on retained vs forgotten classes, the k-combination protocol and probe modes",
-        description="Evaluate a run on its held-out split: current state, the forgetting protocol "
-        "(k in {1, C/2, C-1}, every combination or a sample), and the probe modes.",
-    )
+    p = add_command(sub, "evaluate", cmd_evaluate,
+                    help="accuracy on retained vs forgotten classes, the k-combination protocol and probe modes")
     p.add_argument("run_dir")
     p.add_argument("--k", type=int, nargs="*", default=None, help="numbers of forgotten classes (default: 1, C/2, C-1)")
     p.add_argument("--max-combinations", type=int, default=50, help="sample at most N combinations per k (default 50)")
@@ -55,13 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-eval", type=int, default=None, help="evaluate on at most N held-out examples (stratified)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--output", default=None, help="JSON output path (default RUN_DIR/evaluation.json)")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
-        "demo",
-        help="train, evaluate, forget one class, evaluate again, print the before/after table",
-        description="The end-to-end demo on an offline default (text: MiniLM-L6 on BBC News).",
-    )
+    p = add_command(sub, "demo", cmd_demo,
+                    help="train, evaluate, forget one class, evaluate again, print the before/after table")
     p.add_argument("--task", choices=["text", "mnist"], default="text")
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<task>)")
     p.add_argument("--forget", default=None, help="class to forget (default: the first class)")
@@ -70,10 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=None, help="override the task's backbone")
     p.add_argument("--max-train", type=int, default=None, help="subsample the training split")
     p.add_argument("--prompt-layer", type=int, default=None, help="override the task's prompt layer")
-    p.set_defaults(func=cmd_demo)
 
 
 def cmd_train(args) -> int:
+    """Train a PFM: backbone + LoRA on query/value + one learnable prompt per class + linear head."""
     from promptforget.pfm.run import train_run
 
     train_run(args.out, args.dataset, test_size=args.test_size, max_train=args.max_train, overwrite=args.overwrite,
@@ -82,6 +65,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_forget(args) -> int:
+    """Delete class prompts from a run directory. The weights file is rewritten atomically; an unknown or
+    already-forgotten class is an error and leaves every file untouched."""
     # The same durable path as the service's POST /forget: artefact + hash-chained ledger, crash-safe.
     from promptforget.store.durable import forget
 
@@ -125,6 +110,8 @@ def _f(x) -> str:
 
 
 def cmd_evaluate(args) -> int:
+    """Evaluate a run on its held-out split: current state, the forgetting protocol (k in {1, C/2, C-1},
+    every combination or a sample), and the probe modes."""
     from promptforget.pfm.run import evaluate_run
     from promptforget.store.layout import EVAL_NAME
     from promptforget.utils.io import atomic_write_json
@@ -152,6 +139,7 @@ DEMOS = {
 
 
 def cmd_demo(args) -> int:
+    """The end-to-end demo on an offline default (text: MiniLM-L6 on BBC News)."""
     from promptforget.pfm.run import evaluate_run, train_run
     from promptforget.store.durable import forget as durable_forget
     from promptforget.utils.io import atomic_write_json

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from promptforget.utils.config import ConfigMixin
+from promptforget.utils.config import ConfigMixin, knob
 
 ADAPT_MODES = ("lora", "frozen", "full")
 PROMPT_INITS = ("normal", "zeros", "cls")
@@ -16,54 +16,49 @@ VIEW_B_SIZES = ("uniform", "harmonic")
 
 @dataclass
 class PFMConfig(ConfigMixin):
-    backbone: str = field(default="minilm", metadata={"help": "hub name, local directory, or alias minilm | dinov2-s14"})
-    adapt: str = field(default="lora", metadata={
-        "choices": ADAPT_MODES, "help": "LoRA on query/value, frozen backbone, or full fine-tune"})
+    backbone: str = knob("minilm", "hub name, local directory, or alias minilm | dinov2-s14")
+    adapt: str = knob("lora", "LoRA on query/value, frozen backbone, or full fine-tune", choices=ADAPT_MODES)
     lora_r: int = 4
     lora_alpha: int = 4
     lora_dropout: float = 0.1
     # Class prompts: learnable tokens per class, prepended before CLS, no position embedding.
-    prompt_tokens: int = field(default=1, metadata={"help": "learnable tokens per class"})
-    prompt_init: str = field(default="normal", metadata={
-        "choices": PROMPT_INITS, "help": "initial prompts: normal = N(0,1) (paper), zeros, or cls = the image CLS token (text: normal)"})
+    prompt_tokens: int = knob(1, "learnable tokens per class")
+    prompt_init: str = knob("normal", "initial prompts: normal = N(0,1) (paper), zeros, or cls = the image CLS "
+                            "token (text: normal)", choices=PROMPT_INITS)
     # prefix: C prompts add no MLP work (see pfm/prefix.py).
-    prompt_style: str = field(default="token", metadata={
-        "choices": PROMPT_STYLES,
-        "help": "token: prompts are input tokens (paper); prefix: prompts are extra attention keys/values only"})
+    prompt_style: str = knob("token", "token: prompts are input tokens (paper); prefix: prompts are extra "
+                             "attention keys/values only", choices=PROMPT_STYLES)
     # Blocks below prompt_layer are frozen and never see a prompt, so their output is computed once per
     # example and cached: a speed knob for CPUs. Forgetting is unchanged: the prompt is still the only
     # key to its class.
-    prompt_layer: int = field(default=0, metadata={
-        "help": "insert prompts before this block; the frozen blocks below are computed once and cached (0 = input)"})
+    prompt_layer: int = knob(0, "insert prompts before this block; the frozen blocks below are computed once "
+                             "and cached (0 = input)")
     # Objective: view A (own + random wrong prompts, CE) + view B (only wrong prompts, KL to uniform).
-    kl_weight: float = field(default=1.0, metadata={"help": "weight of the KL-to-uniform term (view B)"})
+    kl_weight: float = knob(1.0, "weight of the KL-to-uniform term (view B)")
     # "harmonic" trains more on no prompt / one wrong prompt: the case that leaks when most classes
     # are forgotten.
-    view_b_sizes: str = field(default="uniform", metadata={
-        "choices": VIEW_B_SIZES,
-        "help": "how many wrong prompts a view-B sample sees: uniform over 0..C-1 (paper) or harmonic, P(k) ~ 1/(k+1)"})
-    # "plain": an ordinary LoRA fine-tune of the same backbone and head, the utility reference a PFM is
-    # compared against.
-    objective: str = field(default="pfm", metadata={
-        "choices": OBJECTIVES, "help": "pfm, or plain: CE without prompts, the utility reference"})
+    view_b_sizes: str = knob("uniform", "how many wrong prompts a view-B sample sees: uniform over 0..C-1 (paper) "
+                             "or harmonic, P(k) ~ 1/(k+1)", choices=VIEW_B_SIZES)
+    # "plain" is an ordinary LoRA fine-tune of the same backbone and head, the utility reference a PFM
+    # is compared against.
+    objective: str = knob("pfm", "pfm, or plain: CE without prompts, the utility reference", choices=OBJECTIVES)
     # Decoy keys (not in the paper). The audit's key-recovery attack shows that a fresh, optimised prompt
     # can unlock a forgotten class through the shared LoRA and head. With decoy_share > 0, that share of
     # view-B samples also sees a fresh random prompt, pushed towards the sample's class as the adversary
     # would, and must still answer uniformly: the shared weights learn to give nothing to a foreign key.
-    decoy_share: float = field(default=0.0, metadata={
-        "help": "share of view-B samples that also see a decoy key (a fresh prompt of no class); 0 = off (paper)"})
-    decoy_steps: int = field(default=0, metadata={
-        "help": "signed-gradient steps pushing each decoy towards its sample's class (adversarial decoys)"})
-    decoy_eps: float = field(default=0.1, metadata={"help": "per-coordinate size of a decoy step"})
+    decoy_share: float = knob(0.0, "share of view-B samples that also see a decoy key (a fresh prompt of no "
+                              "class); 0 = off (paper)")
+    decoy_steps: int = knob(0, "signed-gradient steps pushing each decoy towards its sample's class")
+    decoy_eps: float = knob(0.1, "per-coordinate size of a decoy step")
     lr: float = 1e-3
-    lr_schedule: str = field(default="constant", metadata={
-        "choices": LR_SCHEDULES, "help": "constant (published recipe) or cosine decay to 0 over the run"})
+    lr_schedule: str = knob("constant", "constant (published recipe) or cosine decay to 0 over the run",
+                            choices=LR_SCHEDULES)
     batch_size: int = 32
     epochs: int = 10
     seed: int = 42
-    max_length: int = field(default=128, metadata={"help": "text: max tokens per example (truncation)"})
-    image_size: int | None = field(default=None, metadata={"help": "images: side in pixels (None: the backbone's)"})
-    class_names: list[str] = field(default_factory=list)
+    max_length: int = knob(128, "text: max tokens per example (truncation)")
+    image_size: int | None = knob(None, "images: side in pixels (None: the backbone's)")
+    class_names: list[str] = knob([], "the classes, in label order (from the data)")
 
     def __post_init__(self) -> None:
         self.validate()

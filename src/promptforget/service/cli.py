@@ -7,19 +7,15 @@ import json
 import sys
 
 from promptforget.service.settings import ServiceSettings
+from promptforget.utils.cli_args import add_command
 from promptforget.utils.config import add_config_args, config_from_args
 
 TOKEN_FIELDS = ("admin_token", "predict_token")  # from files or the environment, never from flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="serve a PFM run over HTTP: predict, forget on request (admin token), deletion ledger",
-        description="Run the forget service (FastAPI + uvicorn; OpenAPI page at /docs). The admin token comes "
-        "from PROMPTFORGET_ADMIN_TOKEN or --admin-token-file; predictions are open unless "
-        "PROMPTFORGET_PREDICT_TOKEN or --predict-token-file is set. Forgotten classes are masked in the head.",
-    )
+    p = add_command(sub, "serve", cmd_serve,
+                    help="serve a PFM run over HTTP: predict, forget on request (admin token), deletion ledger")
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (0 = any free port; the URL is printed)")
@@ -28,7 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p.add_argument_group("service (ServiceSettings)"), ServiceSettings, exclude=TOKEN_FIELDS)
     p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ledger", help="check or show a run's deletion ledger",
                        description="The deletion ledger (RUN_DIR/forget_ledger.jsonl): append-only, hash-chained.")
@@ -44,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args) -> int:
+    """Run the forget service (FastAPI + uvicorn; OpenAPI page at /docs). The admin token comes from
+    PROMPTFORGET_ADMIN_TOKEN or --admin-token-file; predictions are open unless PROMPTFORGET_PREDICT_TOKEN
+    or --predict-token-file is set. Forgotten classes are masked in the head."""
     import logging
     import socket
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 
 from promptforget.spul.config import DataConfig, FinetuneConfig, SPULConfig
-from promptforget.spul.options import add_data_args, add_model_args
+from promptforget.spul.options import add_data_args, add_model_args, recorded_args
 from promptforget.spul.pipeline import accuracies
+from promptforget.utils.cli_args import add_command
 from promptforget.utils.config import add_config_args, config_from_args
 
 # --seed and --max-length come with the data flags and reach the training configs too.
@@ -20,7 +21,7 @@ SHARED_WITH_DATA = ("seed", "max_length")
 
 def run_record(args) -> dict:
     """What was asked, as ``config.json`` records it."""
-    return {"command": f"spul {args.spul_command}", "args": {k: v for k, v in vars(args).items() if k != "func"}}
+    return {"command": f"spul {args.spul_command}", "args": recorded_args(args)}
 
 
 def print_summary(out, results: dict | None) -> None:
@@ -29,6 +30,8 @@ def print_summary(out, results: dict | None) -> None:
 
 
 def cmd_finetune(args) -> int:
+    """Stage 1: LoRA fine-tune the causal LM on the task (loss on the label tokens), merge it, save it to
+    OUT/model and evaluate it on the train and test splits."""
     from promptforget.spul.pipeline import finetune_run
 
     results = finetune_run(args.out, args.model, config_from_args(DataConfig, args),
@@ -40,6 +43,8 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
+    """Train a SPUL soft prompt (OUT/prompt) that makes the frozen stage-1 model forget the forget set and
+    keep its behaviour on the rest; evaluate the four splits."""
     from promptforget.spul.model import SPUL
     from promptforget.spul.pipeline import unlearn_run
 
@@ -52,6 +57,8 @@ def cmd_unlearn(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """Accuracy and F1 on the four splits (train/test x retain/forget) of a model, alone, with a SPUL
+    prompt (--prompt) or with a baseline LoRA adapter (--adapter)."""
     from promptforget.spul.pipeline import evaluate_run
 
     results = evaluate_run(args.out, args.model, config_from_args(DataConfig, args), run_record(args),
@@ -64,24 +71,23 @@ def register(subparsers) -> None:
     spul = subparsers.add_parser("spul", help="SPUL: soft-prompt unlearning for frozen causal LLMs")
     sub = spul.add_subparsers(dest="spul_command", metavar="STEP")
 
-    p = sub.add_parser("finetune", help="stage 1: LoRA fine-tune on the task, merge, save the model")
+    p = add_command(sub, "finetune", cmd_finetune, help="stage 1: LoRA fine-tune on the task, merge, save the model")
     add_model_args(p)
     add_data_args(p, forget=False)
     add_config_args(p.add_argument_group("fine-tuning"), FinetuneConfig, exclude=SHARED_WITH_DATA)
-    p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("unlearn", help="train a soft prompt that makes the (frozen) model forget the forget set")
+    p = add_command(sub, "unlearn", cmd_unlearn,
+                    help="train a soft prompt that makes the (frozen) model forget the forget set")
     add_model_args(p)
     add_data_args(p)
     add_config_args(p.add_argument_group("SPUL"), SPULConfig, exclude=SHARED_WITH_DATA)
-    p.set_defaults(func=cmd_unlearn)
 
-    p = sub.add_parser("evaluate", help="4-split accuracy/F1 of a model, optionally with a SPUL prompt or LoRA adapter")
+    p = add_command(sub, "evaluate", cmd_evaluate,
+                    help="4-split accuracy/F1 of a model, optionally with a SPUL prompt or LoRA adapter")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--prompt", help="SPUL prompt directory (RUN/prompt)")
     p.add_argument("--adapter", help="baseline LoRA adapter directory (RUN/adapter)")
-    p.set_defaults(func=cmd_evaluate)
 
     def _need_step(args):
         spul.print_help()

@@ -3,9 +3,9 @@ data a SPUL or baseline run works on. Every field is a command-line flag (see ut
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from promptforget.utils.config import ConfigMixin, check_positive
+from promptforget.utils.config import ConfigMixin, check_positive, knob
 
 DATA_CHOICES = ("rotten_tomatoes", "sst2", "yelp_polarity", "jsonl", "bigbench")
 KL_REFERENCES = ("cache", "recompute")
@@ -15,23 +15,19 @@ KL_REFERENCES = ("cache", "recompute")
 class DataConfig(ConfigMixin):
     """Which task data a run uses, which part of it is forgotten, and how it is fed to the model."""
 
-    data: str = field(default="rotten_tomatoes", metadata={"choices": DATA_CHOICES, "help": "task data set"})
-    data_file: str | None = field(default=None, metadata={
-        "help": 'for --data jsonl: one {"id", "text", "label"} object per line'})
-    bigbench_forget: str | None = field(default=None, metadata={
-        "help": "for --data bigbench: task JSON whose examples are forgotten"})
-    bigbench_retain: str | None = field(default=None, metadata={
-        "help": "for --data bigbench: task JSON whose examples are retained"})
-    max_choices: int = field(default=4, metadata={"help": "bigbench: keep at most this many choices"})
-    n_train: int | None = field(default=None, metadata={"help": "subsample the training split (label-balanced)"})
-    n_test: int | None = field(default=None, metadata={"help": "subsample the test split"})
-    test_size: float = field(default=0.2, metadata={"help": "held-out share"})
-    seed: int = field(default=0, metadata={"help": "seed of the split, the subsamples, the forget set and training"})
-    max_length: int = field(default=128, metadata={"help": "max tokens per prompt+label (text is truncated)"})
-    eval_batch_size: int = field(default=32, metadata={"help": "examples per evaluation forward pass"})
-    forget: str | None = field(default=None, metadata={
-        "help": "forget set: entity:Name1,Name2 | cluster:K:N[:MIN_SIZE] | random:FRACTION | ids:FILE_OR_LIST "
-        "(not used with --data bigbench, where the forget task is the forget set)"})
+    data: str = knob("rotten_tomatoes", "task data set", choices=DATA_CHOICES)
+    data_file: str | None = knob(None, 'for --data jsonl: one {"id", "text", "label"} object per line')
+    bigbench_forget: str | None = knob(None, "for --data bigbench: task JSON whose examples are forgotten")
+    bigbench_retain: str | None = knob(None, "for --data bigbench: task JSON whose examples are retained")
+    max_choices: int = knob(4, "bigbench: keep at most this many choices")
+    n_train: int | None = knob(None, "subsample the training split (label-balanced)")
+    n_test: int | None = knob(None, "subsample the test split")
+    test_size: float = knob(0.2, "held-out share")
+    seed: int = knob(0, "seed of the split, the subsamples, the forget set and training")
+    max_length: int = knob(128, "max tokens per prompt+label (text is truncated)")
+    eval_batch_size: int = knob(32, "examples per evaluation forward pass")
+    forget: str | None = knob(None, "forget set: entity:Name1,Name2 | cluster:K:N[:MIN_SIZE] | random:FRACTION | "
+                              "ids:FILE_OR_LIST (not used with --data bigbench, where the forget task is the forget set)")
 
     def __post_init__(self):
         if self.data not in DATA_CHOICES:
@@ -48,13 +44,12 @@ class FinetuneConfig(ConfigMixin):
     lora_r: int = 16
     lora_alpha: int = 64
     lora_dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"],
-                                      metadata={"help": "modules that get LoRA"})
+    target_modules: list[str] = knob(["q_proj", "v_proj"], "modules that get LoRA")
     lr: float = 1e-4
     weight_decay: float = 0.0
     epochs: int = 2
     batch_size: int = 16
-    warmup_ratio: float = field(default=0.0, metadata={"help": "share of the steps with a linear warm-up"})
+    warmup_ratio: float = knob(0.0, "share of the steps with a linear warm-up")
     max_length: int = 128
     seed: int = 0
 
@@ -76,20 +71,18 @@ class SPULConfig(ConfigMixin):
     recomputes them per step from the same frozen model without the prompt (no cache memory).
     """
 
-    num_virtual_tokens: int = field(default=30, metadata={"help": "soft-prompt length in tokens"})
-    encoder_hidden_size: int = field(default=128, metadata={"help": "hidden size of the P-tuning prompt encoder"})
-    alpha: float = field(default=1.0, metadata={"help": "weight of the retain CE loss"})
-    beta: float = field(default=0.5, metadata={"help": "weight of the retain KL loss"})
-    generic_labels: list[str] = field(default_factory=lambda: ["neutral", "unknown"],
-                                      metadata={"help": "label words the forget set is steered to"})
+    num_virtual_tokens: int = knob(30, "soft-prompt length in tokens")
+    encoder_hidden_size: int = knob(128, "hidden size of the P-tuning prompt encoder")
+    alpha: float = knob(1.0, "weight of the retain CE loss")
+    beta: float = knob(0.5, "weight of the retain KL loss")
+    generic_labels: list[str] = knob(["neutral", "unknown"], "label words the forget set is steered to")
     lr: float = 1e-4
     weight_decay: float = 0.0
     epochs: int = 10
     batch_size: int = 32
-    warmup_ratio: float = field(default=0.1, metadata={"help": "share of the steps with a linear warm-up"})
+    warmup_ratio: float = knob(0.1, "share of the steps with a linear warm-up")
     max_length: int = 128
-    kl_reference: str = field(default="cache", metadata={
-        "choices": KL_REFERENCES, "help": "retain KL target: cached once, or recomputed per step"})
+    kl_reference: str = knob("cache", "retain KL target: cached once, or recomputed per step", choices=KL_REFERENCES)
     seed: int = 0
 
     def __post_init__(self):

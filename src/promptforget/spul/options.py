@@ -18,3 +18,8 @@ def add_model_args(parser) -> None:
 def add_data_args(parser, forget: bool = True) -> None:
     """The :class:`DataConfig` flags, ``--forget`` only for commands that forget."""
     add_config_args(parser.add_argument_group("data"), DataConfig, exclude=() if forget else ("forget",))
+
+
+def recorded_args(args) -> dict:
+    """The parsed arguments as a run's ``config.json`` records them (``args``)."""
+    return {k: v for k, v in vars(args).items() if k != "func"}

@@ -6,7 +6,8 @@ default (shown in --help) and choices; a bool -> ``--x/--no-x``; ``X | None`` ->
 a ``list`` -> comma-separated (``--generic-labels neutral,unknown``) or, with ``metadata["nargs"]``,
 space-separated. A knob added to a config is on the command line with no second edit.
 
-Metadata keys: ``help``, ``choices``, ``flag`` (a flag name other than the field's), ``nargs``.
+Metadata keys: ``help``, ``choices``, ``flag`` (a flag name other than the field's), ``nargs``;
+:func:`knob` writes such a field in one line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, asdict, field, fields
 from typing import Any, Iterable, Mapping
 
 
@@ -30,6 +31,14 @@ class ConfigMixin:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
         return cls(**d)
+
+
+def knob(default, help: str = "", **metadata):
+    """A config field with its help and flag metadata; a list default is copied for every instance."""
+    metadata = {"help": help, **metadata}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def check_positive(config, *names: str) -> None:
@@ -51,13 +60,13 @@ def _default(f):
     raise TypeError(f"config field {f.name!r} needs a default to become a flag")
 
 
-def _split_optional(tp):
-    """``(X, True)`` for ``X | None`` / ``Optional[X]``, else ``(tp, False)``."""
+def _without_none(tp):
+    """``X`` for ``X | None`` / ``Optional[X]``, else ``tp``."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
-            return args[0], True
-    return tp, False
+            return args[0]
+    return tp
 
 
 def _comma_list(item_type):
@@ -70,33 +79,31 @@ def _comma_list(item_type):
 
 def _argument(f, tp, default, help_text: str) -> dict[str, Any]:
     """``add_argument`` keywords for a field of type ``tp``."""
-    md = f.metadata
-    tp, _ = _split_optional(tp)
+    md, tp = f.metadata, _without_none(tp)
     kw: dict[str, Any] = {"default": default, "dest": f.name}
+    shown = default
     if "choices" in md:
         kw["choices"] = md["choices"]
     if tp is bool:
         kw["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(tp) in (list, tuple):
         item = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        separator = " " if "nargs" in md else ","
+        if default is not None:
+            kw["default"] = list(default)  # each parse gets its own list
+            shown = separator.join(map(str, default))
         if "nargs" in md:
             kw.update(nargs=md["nargs"], type=item)
-            if default is not None:
-                kw["default"] = list(default)
         else:
-            kw["type"] = _comma_list(item)
-            kw["metavar"] = f.name.upper().rstrip("S") + ",..."
-            if default is not None:
-                kw["default"] = list(default)
+            kw.update(type=_comma_list(item), metavar=f.name.upper().rstrip("S") + ",...")
     elif tp in (int, float, str):
         kw["type"] = tp
         if "choices" not in md:
             kw["metavar"] = flag_name(f).lstrip("-").upper().replace("-", "_")
     else:
         raise TypeError(f"config field {f.name!r}: no flag for type {tp!r}")
-    shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) and "nargs" not in md else default
-    kw["help"] = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
-    kw["help"] = kw["help"].replace("%", "%%")
+    text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
+    kw["help"] = text.replace("%", "%%")  # argparse %-formats help
     return kw
 
 
