@@ -6,32 +6,38 @@ Writes ``RUN/adapter/`` (LoRA adapter, safetensors, loadable with PEFT onto the 
 
 from __future__ import annotations
 
-from promptforget.baselines.config import METHODS
+import json
+
+from promptforget.baselines.config import METHODS, BaselineConfig
+from promptforget.spul.config import DataConfig
+from promptforget.spul.options import add_data_args, add_model_args, recorded_args
+from promptforget.spul.pipeline import accuracies
+from promptforget.utils.cli_args import add_command
+from promptforget.utils.config import add_config_args, config_from_args
 
 
 def cmd_baseline(args) -> int:
-    from promptforget.baselines.config import BaselineConfig
+    """Unlearn the forget set from a stage-1 model with a fine-tuning baseline (a LoRA adapter, OUT/adapter):
+    ga (gradient ascent), rl (random generic labels), ga_kl (GA + KL to stage 1 on the retain set) or
+    ga_gd (GA + retain CE); evaluate the four splits."""
     from promptforget.baselines.model import Baseline
-    from promptforget.spul.cli import generic_labels, run_unlearner
+    from promptforget.spul.pipeline import unlearn_run
 
-    cfg = BaselineConfig(method=args.method, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                         retain_weight=args.retain_weight, max_length=args.max_length, seed=args.seed,
-                         generic_labels=generic_labels(args))
-    return run_unlearner(args, lambda m, tok, task: Baseline(m, tok, task, cfg), "adapter", f"baseline {args.method}",
-                         "baseline", cfg)
+    cfg = config_from_args(BaselineConfig, args)
+    record = {"command": f"baseline {args.method}", "args": recorded_args(args),
+              "baseline": cfg.to_dict()}
+    results = unlearn_run(args.out, args.model, config_from_args(DataConfig, args),
+                          lambda m, tok, task: Baseline(m, tok, task, cfg), "adapter", record)
+    if results is not None:  # None: a rank other than 0
+        print(json.dumps({"out": str(args.out), **accuracies(results["evaluation"])}))
+    return 0
 
 
 def register(subparsers) -> None:
-    from promptforget.spul.cli import add_data_args, add_model_args
-
-    p = subparsers.add_parser("baseline", help="unlearning baselines (GA, RL, GA+KL, GA+GD) on a stage-1 model")
+    p = add_command(subparsers, "baseline", cmd_baseline,
+                    help="unlearning baselines (GA, RL, GA+KL, GA+GD) on a stage-1 model")
     p.add_argument("method", choices=METHODS, metavar="NAME", help=f"one of {', '.join(METHODS)}")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--retain-weight", type=float, default=1.0, help="weight of the KL (ga_kl) or retain CE (ga_gd) term")
-    p.add_argument("--generic-labels", default="neutral,unknown", help="rl: labels drawn for forget examples")
-    p.add_argument("--eval-batch-size", type=int, default=32)
-    p.set_defaults(func=cmd_baseline)
+    # --seed and --max-length come with the data flags; the method is the positional NAME.
+    add_config_args(p.add_argument_group("baseline"), BaselineConfig, exclude=("method", "seed", "max_length"))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from promptforget.spul.config import _check_positive, _Dictable
+from promptforget.utils.config import ConfigMixin, check_positive, knob
 
 METHODS = ("ga", "rl", "ga_kl", "ga_gd")
 
 
 @dataclass
-class BaselineConfig(_Dictable):
+class BaselineConfig(ConfigMixin):
     """One epoch over the forget set by default; updates are LoRA on the stage-1 model (the same
     adapter shape as stage 1), so the stage-1 weights stay intact and can serve as the KL reference.
 
@@ -20,16 +20,16 @@ class BaselineConfig(_Dictable):
     - ``ga_gd``: GA + ``retain_weight`` * CE of the true label on retain examples.
     """
 
-    method: str = "ga"
+    method: str = knob("ga", "which baseline", choices=METHODS)
     lr: float = 1e-4
     epochs: int = 1
     batch_size: int = 32
-    retain_weight: float = 1.0
-    generic_labels: list[str] = field(default_factory=lambda: ["neutral", "unknown"])
+    retain_weight: float = knob(1.0, "weight of the KL (ga_kl) or retain CE (ga_gd) term")
+    generic_labels: list[str] = knob(["neutral", "unknown"], "rl: labels drawn for forget examples")
     lora_r: int = 16
     lora_alpha: int = 64
     lora_dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: list[str] = knob(["q_proj", "v_proj"], "modules that get LoRA")
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     max_length: int = 128
@@ -38,7 +38,7 @@ class BaselineConfig(_Dictable):
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown baseline {self.method!r}; choose from {list(METHODS)}")
-        _check_positive(self, "lr", "epochs", "batch_size", "lora_r", "lora_alpha", "max_length")
+        check_positive(self, "lr", "epochs", "batch_size", "lora_r", "lora_alpha", "max_length")
         if self.retain_weight < 0:
             raise ValueError(f"retain_weight must be >= 0, got {self.retain_weight}")
         if not self.generic_labels:

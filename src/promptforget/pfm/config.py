@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+
+from promptforget.utils.config import ConfigMixin, knob
 
 ADAPT_MODES = ("lora", "frozen", "full")
 PROMPT_INITS = ("normal", "zeros", "cls")
@@ -14,50 +15,50 @@ VIEW_B_SIZES = ("uniform", "harmonic")
 
 
 @dataclass
-class PFMConfig:
-    # Backbone: hub name, local directory, or alias (minilm, dinov2-s14).
-    backbone: str = "minilm"
-    adapt: str = "lora"  # lora on query/value | frozen backbone | full fine-tune
+class PFMConfig(ConfigMixin):
+    backbone: str = knob("minilm", "hub name, local directory, or alias minilm | dinov2-s14")
+    adapt: str = knob("lora", "LoRA on query/value, frozen backbone, or full fine-tune", choices=ADAPT_MODES)
     lora_r: int = 4
     lora_alpha: int = 4
     lora_dropout: float = 0.1
-    # Class prompts: `prompt_tokens` learnable tokens per class, prepended before CLS, no position embedding.
-    prompt_tokens: int = 1
-    prompt_init: str = "normal"  # N(0,1) as in the paper
-    # token: prompts are input tokens (the paper). prefix: prompts are only extra keys/values in each
-    # attention layer, so C prompts add no MLP work (see pfm/prefix.py).
-    prompt_style: str = "token"
-    # Insert the prompts before block `prompt_layer` (0 = at the input, the paper). Blocks below it are
-    # frozen and never see a prompt, so their output is computed once per example and cached: a speed
-    # knob for CPUs. Forgetting is unchanged: the prompt is still the only key to its class.
-    prompt_layer: int = 0
+    # Class prompts: learnable tokens per class, prepended before CLS, no position embedding.
+    prompt_tokens: int = knob(1, "learnable tokens per class")
+    prompt_init: str = knob("normal", "initial prompts: normal = N(0,1) (paper), zeros, or cls = the image CLS "
+                            "token (text: normal)", choices=PROMPT_INITS)
+    # prefix: C prompts add no MLP work (see pfm/prefix.py).
+    prompt_style: str = knob("token", "token: prompts are input tokens (paper); prefix: prompts are extra "
+                             "attention keys/values only", choices=PROMPT_STYLES)
+    # Blocks below prompt_layer are frozen and never see a prompt, so their output is computed once per
+    # example and cached: a speed knob for CPUs. Forgetting is unchanged: the prompt is still the only
+    # key to its class.
+    prompt_layer: int = knob(0, "insert prompts before this block; the frozen blocks below are computed once "
+                             "and cached (0 = input)")
     # Objective: view A (own + random wrong prompts, CE) + view B (only wrong prompts, KL to uniform).
-    kl_weight: float = 1.0
-    # How many wrong prompts a view-B sample sees: "uniform" over 0..C-1 (the paper) or "harmonic",
-    # P(k) ~ 1/(k+1), which trains more on no prompt / one wrong prompt: the case that leaks when
-    # most classes are forgotten.
-    view_b_sizes: str = "uniform"
-    # "pfm": the objective above. "plain": cross-entropy with no prompt at all, i.e. an ordinary LoRA
-    # fine-tune of the same backbone and head: the utility reference a PFM is compared against.
-    objective: str = "pfm"
-    # Decoy keys (off by default; not in the paper). The audit's key-recovery attack shows that a fresh,
-    # optimised prompt can unlock a forgotten class through the shared LoRA and head. With
-    # decoy_share > 0, that share of view-B samples also sees a fresh random prompt, pushed `decoy_steps`
-    # signed-gradient steps of `decoy_eps` (per coordinate) towards the sample's class as the adversary
+    kl_weight: float = knob(1.0, "weight of the KL-to-uniform term (view B)")
+    # "harmonic" trains more on no prompt / one wrong prompt: the case that leaks when most classes
+    # are forgotten.
+    view_b_sizes: str = knob("uniform", "how many wrong prompts a view-B sample sees: uniform over 0..C-1 (paper) "
+                             "or harmonic, P(k) ~ 1/(k+1)", choices=VIEW_B_SIZES)
+    # "plain" is an ordinary LoRA fine-tune of the same backbone and head, the utility reference a PFM
+    # is compared against.
+    objective: str = knob("pfm", "pfm, or plain: CE without prompts, the utility reference", choices=OBJECTIVES)
+    # Decoy keys (not in the paper). The audit's key-recovery attack shows that a fresh, optimised prompt
+    # can unlock a forgotten class through the shared LoRA and head. With decoy_share > 0, that share of
+    # view-B samples also sees a fresh random prompt, pushed towards the sample's class as the adversary
     # would, and must still answer uniformly: the shared weights learn to give nothing to a foreign key.
-    decoy_share: float = 0.0
-    decoy_steps: int = 0
-    decoy_eps: float = 0.1
-    # Optimisation. lr_schedule: "constant" (as published) or "cosine" (decays to 0 over the run).
+    decoy_share: float = knob(0.0, "share of view-B samples that also see a decoy key (a fresh prompt of no "
+                              "class); 0 = off (paper)")
+    decoy_steps: int = knob(0, "signed-gradient steps pushing each decoy towards its sample's class")
+    decoy_eps: float = knob(0.1, "per-coordinate size of a decoy step")
     lr: float = 1e-3
-    lr_schedule: str = "constant"
+    lr_schedule: str = knob("constant", "constant (published recipe) or cosine decay to 0 over the run",
+                            choices=LR_SCHEDULES)
     batch_size: int = 32
     epochs: int = 10
     seed: int = 42
-    # Inputs.
-    max_length: int = 128  # text: tokens per example (truncation)
-    image_size: int | None = None  # images: side in pixels (None = backbone default)
-    class_names: list[str] = field(default_factory=list)
+    max_length: int = knob(128, "text: max tokens per example (truncation)")
+    image_size: int | None = knob(None, "images: side in pixels (None: the backbone's)")
+    class_names: list[str] = knob([], "the classes, in label order (from the data)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,14 +95,3 @@ class PFMConfig:
             raise ValueError("class_names must be unique")
         if any(not isinstance(c, str) or not c for c in self.class_names):
             raise ValueError("class_names must be non-empty strings")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PFMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown PFMConfig keys: {sorted(unknown)}")
-        return cls(**d)

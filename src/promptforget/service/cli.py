@@ -6,29 +6,24 @@ import argparse
 import json
 import sys
 
+from promptforget.service.settings import ServiceSettings
+from promptforget.utils.cli_args import add_command
+from promptforget.utils.config import add_config_args, config_from_args
+
+TOKEN_FIELDS = ("admin_token", "predict_token")  # from files or the environment, never from flags
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="serve a PFM run over HTTP: predict, forget on request (admin token), deletion ledger",
-        description="Run the forget service (FastAPI + uvicorn; OpenAPI page at /docs). The admin token comes "
-        "from PROMPTFORGET_ADMIN_TOKEN or --admin-token-file; predictions are open unless "
-        "PROMPTFORGET_PREDICT_TOKEN or --predict-token-file is set. Forgotten classes are masked in the head.",
-    )
+    p = add_command(sub, "serve", cmd_serve,
+                    help="serve a PFM run over HTTP: predict, forget on request (admin token), deletion ledger")
     p.add_argument("run_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (0 = any free port; the URL is printed)")
     p.add_argument("--admin-token-file", default=None, help="file holding the admin token (else $PROMPTFORGET_ADMIN_TOKEN)")
     p.add_argument("--predict-token-file", default=None, help="file holding the predict token (else $PROMPTFORGET_PREDICT_TOKEN; unset = open)")
-    p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, help="request body cap (default 2 MiB)")
-    p.add_argument("--max-items", type=int, default=64, help="texts or images per request (default 64)")
-    p.add_argument("--max-text-chars", type=int, default=10_000, help="characters per text (default 10000)")
-    p.add_argument("--no-mask-forgotten", action="store_true",
-                   help="do not mask forgotten classes in the head (their prompts are still gone)")
-    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between checks for forgets made by another process (0 = off)")
+    add_config_args(p.add_argument_group("service (ServiceSettings)"), ServiceSettings, exclude=TOKEN_FIELDS)
     p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ledger", help="check or show a run's deletion ledger",
                        description="The deletion ledger (RUN_DIR/forget_ledger.jsonl): append-only, hash-chained.")
@@ -44,19 +39,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args) -> int:
+    """Run the forget service (FastAPI + uvicorn; OpenAPI page at /docs). The admin token comes from
+    PROMPTFORGET_ADMIN_TOKEN or --admin-token-file; predictions are open unless PROMPTFORGET_PREDICT_TOKEN
+    or --predict-token-file is set. Forgotten classes are masked in the head."""
     import logging
     import socket
 
     import uvicorn
 
     from promptforget.service.app import create_app
-    from promptforget.service.settings import ServiceSettings, read_token
+    from promptforget.service.settings import read_token
 
-    settings = ServiceSettings(
+    settings = config_from_args(
+        ServiceSettings, args,
         admin_token=read_token("PROMPTFORGET_ADMIN_TOKEN", args.admin_token_file) or "",
         predict_token=read_token("PROMPTFORGET_PREDICT_TOKEN", args.predict_token_file),
-        max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_text_chars=args.max_text_chars,
-        mask_forgotten=not args.no_mask_forgotten, poll_interval_s=args.poll_interval,
     )
     settings.validate()  # before loading the model: a missing token is a one-line error
     if args.torch_threads:

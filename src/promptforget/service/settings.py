@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from promptforget.utils.config import knob
+
 MIN_TOKEN_CHARS = 16
 
 
@@ -13,13 +15,15 @@ MIN_TOKEN_CHARS = 16
 class ServiceSettings:
     admin_token: str = field(default="", repr=False)
     predict_token: str | None = field(default=None, repr=False)
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_items: int = 64  # texts or images per request
-    max_text_chars: int = 10_000
-    max_image_pixels: int = 2048 * 2048
-    mask_forgotten: bool = True
-    grace_timeout_s: float = 30.0
-    poll_interval_s: float = 1.0  # notice forgets made by another process (the CLI); 0 = off
+    max_body_bytes: int = knob(2 * 1024 * 1024, "request body cap in bytes")
+    max_items: int = knob(64, "texts or images per request")
+    max_text_chars: int = knob(10_000, "characters per text")
+    max_image_pixels: int = knob(2048 * 2048, "pixels per decoded image")
+    mask_forgotten: bool = knob(True, "mask forgotten classes in the head (their prompts are gone either way)")
+    grace_timeout_s: float = knob(30.0, "seconds a forget waits for predictions started before it (grace period)",
+                                  flag="--grace-timeout")
+    poll_interval_s: float = knob(1.0, "seconds between checks for forgets made by another process (0 = off)",
+                                  flag="--poll-interval")
 
     def validate(self) -> None:
         if not isinstance(self.admin_token, str) or len(self.admin_token) < MIN_TOKEN_CHARS:

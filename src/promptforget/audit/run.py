@@ -1,0 +1,174 @@
+"""Audit a run directory: a PFM run (its forgotten classes, or ``forget`` forgotten in memory) or a
+``spul unlearn`` run, each beside a retrain-from-scratch reference, into a report directory
+(audit.json, audit.md, plots, model card). Heavy imports happen inside the functions."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+from promptforget.audit.config import AuditConfig
+
+AUDIT_DIR = "audit"
+
+
+def is_spul_run(run_dir: Path) -> bool:
+    """A ``promptforget spul unlearn`` run: it holds the soft prompt and the forget split's ids."""
+    return (run_dir / "prompt" / "spul_config.json").is_file() and (run_dir / "forget_split.json").is_file()
+
+
+def audit_run(run_dir, config: AuditConfig, *, out=None, forget: Sequence[str] | None = None,
+              reference: str | None = None, train_reference: bool = False, no_reference: bool = False) -> dict:
+    """Audit ``run_dir`` into ``out`` (default ``RUN_DIR/audit``). The reference is a trained run
+    directory (``reference``), trained into ``OUT/reference`` (``train_reference``, reused if there), or
+    knowingly absent (``no_reference``). Returns the report's paths, ``out`` included."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / AUDIT_DIR
+    settings = {"run_dir": str(run_dir), "forget": forget, "reference": reference, "train_reference": train_reference,
+                "no_reference": no_reference, "out": str(out), **config.to_dict()}
+    if not (reference or train_reference or no_reference):
+        raise ValueError("give --reference DIR, --train-reference, or --no-reference")
+    audit = audit_spul_run if is_spul_run(run_dir) else audit_pfm_run
+    return audit(run_dir, out, config, forget=forget, reference=reference, train_reference=train_reference,
+                 settings=settings)
+
+
+def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None, reference=None,
+                  train_reference=False, settings=None) -> dict:
+    import torch
+
+    from promptforget.audit.pfm_audit import audit_pfm, pfm_ulira
+    from promptforget.audit.reference import train_pfm_reference
+    from promptforget.audit.report import write_report
+    from promptforget.pfm.evaluate import PROBES
+    from promptforget.pfm.model import PFMModel
+    from promptforget.pfm.run import load_split, stratified_cap
+    from promptforget.store.layout import WEIGHTS_NAME, read_split_record
+
+    t0 = time.perf_counter()
+    model = PFMModel.from_pretrained(run_dir)
+    forgotten = model.forgotten_classes or list(forget or [])
+    if not forgotten:
+        raise ValueError("the run has forgotten nothing: pass --forget CLASS [CLASS ...]")
+    for c in forgotten:
+        model.class_index(c)  # unknown names fail here, before any expensive work
+    train, test = load_split(run_dir)
+    test = stratified_cap(test, config.max_eval, model.config.seed)
+    print(f"[audit] {run_dir}: forgetting {forgotten}; {len(train)} train / {len(test)} test samples", flush=True)
+    xtr, ytr = model.encode_dataset(train.inputs), torch.as_tensor(train.labels)
+    xte, yte = model.encode_dataset(test.inputs), torch.as_tensor(test.labels)
+
+    reference_model = None
+    if reference:
+        reference_model = PFMModel.from_pretrained(reference)
+    elif train_reference:
+        ref_dir = out / "reference"
+        if (ref_dir / WEIGHTS_NAME).is_file():
+            reference_model = PFMModel.from_pretrained(ref_dir)
+            print(f"[audit] reusing the reference in {ref_dir}", flush=True)
+        else:
+            overrides = {"epochs": config.reference_epochs} if config.reference_epochs is not None else None
+            print("[audit] training the retrain-from-scratch reference ...", flush=True)
+            reference_model = train_pfm_reference(model.config, xtr, ytr, forgotten, ref_dir, config_overrides=overrides)
+
+    c = config
+    audit = audit_pfm(model, xtr, ytr, xte, yte, forget=forgotten, reference=reference_model, ns=c.ns,
+                      max_mia=c.max_mia, attacks=c.attacks, key_steps=c.key_steps, key_lr=c.key_lr,
+                      relearn_steps=c.relearn_steps, relearn_lr=c.relearn_lr, n_retain=c.n_retain,
+                      max_eval_retain=c.max_eval_retain, eval_every=c.eval_every,
+                      retained_probes=PROBES if c.retained_probes is None else c.retained_probes,
+                      threshold=c.threshold, seed=c.seed, batch_size=c.batch_size)
+    if c.ulira_shadows:
+        import copy
+
+        audited = model
+        if not model.forgotten_classes:
+            audited = copy.deepcopy(model)
+            audited.forget(forgotten)
+        targets = {"audited": audited} | ({"reference": reference_model} if reference_model is not None else {})
+        print(f"[audit] U-LiRA: training {c.ulira_shadows} shadow models ...", flush=True)
+        shadows = pfm_ulira(model.config, xtr, ytr, xte, yte, targets, forgotten, n_shadow=c.ulira_shadows,
+                            config_overrides={"epochs": c.ulira_epochs}, max_pool=c.ulira_pool, seed=c.seed)
+        for name, res in shadows.items():
+            audit["models"][name]["ulira"] = res
+    audit["run_dir"] = str(run_dir)
+    audit["settings"] = settings or config.to_dict()
+    audit["audit_seconds"] = time.perf_counter() - t0
+    dataset = read_split_record(run_dir).get("dataset")
+    paths = write_report(audit, out, config=model.config.to_dict(), dataset=dataset, with_plots=c.plots)
+    return {**paths, "out": out, "audit_seconds": audit["audit_seconds"]}
+
+
+def split_from_ids(train: list[dict], test: list[dict], ids: dict) -> dict:
+    """The forget split a SPUL run recorded (by example id), taken again from its data."""
+    by_id = {ex["id"]: ex for ex in train + test}
+    missing = [i for v in ids.values() for i in v if i not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} example id(s) of the forget split are not in the run's data "
+                         f"(first: {missing[0]!r}); has the data changed since the run?")
+    return {name: [by_id[i] for i in v] for name, v in ids.items()}
+
+
+def stage1_run(model_path: str) -> tuple[str, dict]:
+    """The base model and fine-tuning config of the stage-1 run whose ``model/`` the SPUL run used."""
+    cfg_path = Path(model_path).parent / "config.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"cannot train the reference: {cfg_path} (the stage-1 run's config) not found; "
+                         "train it yourself with `spul finetune` on the retain set and pass --reference DIR")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("command") != "spul finetune" or "finetune" not in cfg:
+        raise ValueError(f"{cfg_path} is not a `spul finetune` run config")
+    return cfg["args"]["model"], cfg["finetune"]
+
+
+def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None, reference=None,
+                   train_reference=False, settings=None) -> dict:
+    """The SPUL prompt, the stage-1 model it sits on, and stage 1 retrained on the retain set only (the
+    reference), audited side by side. ``forget`` does not apply: the run's forget split is audited."""
+    from promptforget.audit.spul_audit import audit_spul, write_spul_report
+    from promptforget.backbones.causal_lm import load_causal_lm
+    from promptforget.spul.config import DataConfig, FinetuneConfig
+    from promptforget.spul.model import SPUL
+    from promptforget.spul.pipeline import load_task_data
+    from promptforget.spul.train import finetune
+    from promptforget.utils.config import config_from_args
+
+    t0 = time.perf_counter()
+    run_args = json.loads((run_dir / "config.json").read_text())["args"]
+    data = config_from_args(DataConfig, run_args)
+    forget_split = json.loads((run_dir / "forget_split.json").read_text())
+    task, train, test = load_task_data(data)
+    split = split_from_ids(train, test, forget_split["ids"])
+    print(f"[audit] SPUL run {run_dir}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), flush=True)
+
+    reference_model = None
+    if reference:
+        ref_path = Path(reference)
+        reference_model, _ = load_causal_lm(str(ref_path / "model" if (ref_path / "model").is_dir() else ref_path))
+    elif train_reference:
+        ref_dir = out / "reference" / "model"
+        if (ref_dir / "config.json").is_file():
+            print(f"[audit] reusing the reference in {ref_dir}", flush=True)
+            reference_model, _ = load_causal_lm(str(ref_dir))
+        else:
+            base, ft = stage1_run(run_args["model"])
+            if config.reference_epochs is not None:
+                ft = {**ft, "epochs": config.reference_epochs}
+            print(f"[audit] training the reference: stage 1 ({base}) on the {len(split['train_retain'])} retain "
+                  "examples only ...", flush=True)
+            reference_model, ref_tok = load_causal_lm(base)
+            reference_model, _ = finetune(reference_model, ref_tok, task, split["train_retain"],
+                                          FinetuneConfig.from_dict(ft))
+            reference_model.save_pretrained(str(ref_dir), safe_serialization=True)
+            ref_tok.save_pretrained(str(ref_dir))
+
+    model, tok = load_causal_lm(run_args["model"])
+    spul = SPUL.from_pretrained(model, tok, run_dir / "prompt")
+    audit = audit_spul(spul, split, reference_model, max_length=data.max_length, batch_size=config.batch_size,
+                       seed=config.seed, progress=lambda m: print(m, flush=True))
+    audit.update(run_dir=str(run_dir), forget_info=forget_split["info"], stage1_model=run_args["model"],
+                 settings=settings or config.to_dict(), audit_seconds=time.perf_counter() - t0)
+    paths = write_spul_report(audit, out, with_plots=config.plots)
+    return {**paths, "out": out, "audit_seconds": audit["audit_seconds"]}

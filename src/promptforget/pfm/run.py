@@ -1,0 +1,107 @@
+"""A PFM run directory end to end: train one from a dataset and config knobs, rebuild the split it was
+trained on, evaluate it. Heavy imports happen inside the functions."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from promptforget.store.layout import CONFIG_NAME, DATA_NAME, TRAIN_LOG_NAME, read_split_record, split_record
+
+
+def stratified_cap(ds, n: int | None, seed: int):
+    """At most ``n`` examples of ``ds``, every class kept in proportion (``ds`` itself if it is small enough)."""
+    if n is None or n >= len(ds):
+        return ds
+    if n < len(ds.class_names):
+        raise ValueError(f"cannot keep {n} examples of {len(ds.class_names)} classes")
+    kept, _ = ds.train_test_split(test_size=len(ds) - n, seed=seed)
+    return kept
+
+
+def load_split(run_dir: Path):
+    """The (train, test) split a run was trained with, rebuilt from its data.json."""
+    from promptforget.data import load_splits
+
+    info = read_split_record(run_dir)
+    train, test = load_splits(info["dataset"], info["test_size"], info["seed"])
+    return stratified_cap(train, info.get("max_train"), info["seed"]), test
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """A fresh, empty run directory. ``overwrite`` replaces an old run whole (its ledger included: a
+    new model's ledger must not continue an old model's chain), and never a directory that is not a run."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
+        if not (out / CONFIG_NAME).is_file():
+            raise ValueError(f"{out} is not a PFM run directory (no {CONFIG_NAME}); refusing to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_train: int | None = None,
+              overwrite: bool = False, backbone: str | None = None, **knobs) -> Path:
+    """Train a PFM on ``dataset`` into the run directory ``out``. ``knobs`` are :class:`PFMConfig` fields
+    (its defaults for the rest; ``seed`` also draws the split); the class names come from the data, and
+    ``backbone=None`` means minilm for text, dinov2-s14 for images."""
+    import torch
+
+    from promptforget.data import load_splits
+    from promptforget.pfm.config import PFMConfig
+    from promptforget.pfm.model import PFMModel
+    from promptforget.pfm.train import fit
+    from promptforget.utils.dist import is_main_process
+    from promptforget.utils.io import atomic_write_json
+
+    out = Path(out)
+    cfg = PFMConfig(**knobs)  # bad knobs fail here, before any data is loaded
+    train, _ = load_splits(dataset, test_size, cfg.seed)
+    train = stratified_cap(train, max_train, cfg.seed)
+    is_text = hasattr(train, "texts")
+    cfg = replace(cfg, backbone=backbone or ("minilm" if is_text else "dinov2-s14"), class_names=list(train.class_names))
+    model = PFMModel(cfg)
+    # Rank 0 alone prepares and writes the run directory (if it refuses, torchrun stops the other ranks).
+    main = is_main_process()
+    if main:
+        prepare_run_dir(out, overwrite)  # after every input check: a bad argument deletes nothing
+    print(f"[train] {dataset}: {len(train)} examples, {len(cfg.class_names)} classes; backbone {cfg.backbone} "
+          f"({model.encoder.family}); trainable parameters {model.num_parameters():,}", flush=True)
+    t0 = time.perf_counter()
+    inputs = model.encode_dataset(train.inputs)
+    history = fit(model, inputs, torch.as_tensor(train.labels),
+                  on_epoch_end=lambda e, log: print(f"[train] epoch {e}: loss {log['loss']:.4f} (ce {log['ce']:.4f}, kl {log['kl']:.4f})", flush=True))
+    seconds = time.perf_counter() - t0
+    if not main:  # every rank trained the same model; rank 0 writes it
+        return out
+    model.save_pretrained(out)
+    atomic_write_json(out / DATA_NAME, split_record(dataset, test_size, cfg.seed, max_train))
+    atomic_write_json(out / TRAIN_LOG_NAME, {"history": history, "train_seconds": seconds, "n_train": len(train)})
+    print(f"[train] done in {seconds:.1f}s -> {out}", flush=True)
+    return out
+
+
+def evaluate_run(run_dir: Path, ks=None, max_combinations=50, protocol=True, probes=True, max_eval=None, batch_size=64, progress=True) -> dict:
+    """The run's current state on its held-out split, the k-combination forgetting protocol and the probe modes."""
+    import torch
+
+    from promptforget.pfm.evaluate import evaluate_probes, evaluate_protocol, evaluate_state
+    from promptforget.pfm.model import PFMModel
+
+    model = PFMModel.from_pretrained(run_dir)
+    _, test = load_split(run_dir)
+    test = stratified_cap(test, max_eval, model.config.seed)
+    inputs = model.encode_dataset(test.inputs)
+    labels = torch.as_tensor(test.labels)
+    t0 = time.perf_counter()
+    report = {"run_dir": str(run_dir), "n_test": len(test), "state": evaluate_state(model, inputs, labels, batch_size)}
+    if model.config.objective == "plain":  # no prompts: nothing to forget, only the utility figure
+        protocol = probes = False
+    if protocol and len(model.active_classes) >= 2:
+        report["protocol"] = evaluate_protocol(model, inputs, labels, ks, max_combinations, model.config.seed, batch_size, progress)
+    if probes and len(model.active_classes) >= 2:
+        report["probes"] = evaluate_probes(model, inputs, labels, model.config.seed, batch_size)
+    report["eval_seconds"] = time.perf_counter() - t0
+    return report
