@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as exc:
         # Input problems: one clear line, no traceback, non-zero exit.
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"promptforget {args.command}: error: {msg}", file=sys.stderr)

@@ -187,11 +187,3 @@ def write_files(out_dir: str | os.PathLike, audit: dict, rows: list[dict], metri
     atomic_write_text(out / MODEL_CARD, card_text)
     return {"json": str(out / REPORT_JSON), "markdown": str(out / REPORT_MD), "model_card": str(out / MODEL_CARD),
             **figures}
-
-
-def write_report(audit: dict, out_dir: str | os.PathLike, config: dict | None = None, dataset: str | None = None,
-                 with_plots: bool = True) -> dict[str, str]:
-    """The PFM audit report: see :func:`promptforget.audit.pfm_audit.write_report`."""
-    from promptforget.audit.pfm_audit import write_report as write_pfm_report
-
-    return write_pfm_report(audit, out_dir, config=config, dataset=dataset, with_plots=with_plots)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from promptforget.audit.config import AuditConfig
+from promptforget.store.layout import AUDIT_DIR
 
-AUDIT_DIR = "audit"
 
 
 def is_spul_run(run_dir: Path) -> bool:
@@ -41,7 +41,8 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
 
     from promptforget.audit.pfm_audit import audit_pfm, pfm_ulira
     from promptforget.audit.reference import train_pfm_reference
-    from promptforget.audit.report import write_report
+    from promptforget.audit.pfm_audit import write_report
+    from promptforget.pfm.card import write_model_card
     from promptforget.pfm.evaluate import PROBES
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.run import load_split, stratified_cap
@@ -98,6 +99,9 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
     audit["audit_seconds"] = time.perf_counter() - t0
     dataset = read_split_record(run_dir).get("dataset")
     paths = write_report(audit, out, config=model.config.to_dict(), dataset=dataset, with_plots=c.plots)
+    # The run's own card carries the verdicts (read from audit/audit.json) when the audit lives in the run.
+    if Path(out).resolve() == (Path(run_dir) / AUDIT_DIR).resolve():
+        write_model_card(run_dir)
     return {**paths, "out": out, "audit_seconds": audit["audit_seconds"]}
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from promptforget.data.registry import CLASSIFICATION, dataset_help
 from promptforget.pfm.config import PFMConfig
 from promptforget.utils.cli_args import add_command
 from promptforget.utils.config import add_config_args, config_kwargs
@@ -14,7 +15,7 @@ from promptforget.utils.config import add_config_args, config_kwargs
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "train", cmd_train, help="train a Pre-Forgettable Model (one prompt per class) into a run directory")
-    p.add_argument("--dataset", default="bbc_news", help="bbc_news | mnist5k | digits | csv:PATH | jsonl:PATH | cifar10:DIR | cifar100:DIR | medmnist:FILE (default: bbc_news)")
+    p.add_argument("--dataset", default="bbc_news", help=dataset_help(CLASSIFICATION) + " (default: bbc_news)")
     p.add_argument("--out", required=True, help="run directory to create")
     add_config_args(p.add_argument_group("model and training (PFMConfig)"), PFMConfig, exclude=("class_names",),
                     defaults={"backbone": None},
@@ -31,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", default="", help="why (recorded in the deletion ledger)")
     p.add_argument("--request-id", default=None, help="idempotency key: repeating it changes nothing (default: a new uuid)")
     p.add_argument("--json", action="store_true", help="also print the result (ledger hashes, timings) as JSON")
+
+    p = add_command(sub, "export", cmd_export,
+                    help="write a run as a directory that plain transformers loads (trust_remote_code) + a PEFT adapter")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="directory to create (must not exist or be empty)")
+    p.add_argument("--backbone", default=None, help="where to find the frozen backbone, if not where the run says")
 
     p = add_command(sub, "evaluate", cmd_evaluate,
                     help="accuracy on retained vs forgotten classes, the k-combination protocol and probe modes")
@@ -71,11 +78,27 @@ def cmd_forget(args) -> int:
     from promptforget.store.durable import forget
 
     r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli")
+    if not r.replayed:
+        from promptforget.pfm.card import write_model_card
+
+        write_model_card(args.run_dir)
     what = "already forgotten by this request id (no change)" if r.replayed else "forgot"
     print(f"[forget] {what} {r.classes} in {r.timings_ms.get('total', 0.0):.1f} ms (ledger seq {r.ledger_seq}, "
           f"request id {r.request_id}); remaining classes: {r.active_classes}")
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write RUN as a directory that loads without promptforget:
+    ``AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)`` (text) or
+    ``AutoModelForImageClassification`` (images), with the LoRA also as a PEFT adapter in ``DIR/adapter``.
+    Forgotten classes are left out: no byte of their prompts is in DIR, and their logits are -inf."""
+    from promptforget.pfm.export import export_run
+
+    out = export_run(args.run_dir, args.out, backbone=args.backbone)
+    print(f"[export] {args.run_dir} -> {out}")
     return 0
 
 
@@ -120,6 +143,9 @@ def cmd_evaluate(args) -> int:
     report = evaluate_run(run_dir, args.k, args.max_combinations, not args.no_protocol, not args.no_probes, args.max_eval, args.batch_size)
     out = Path(args.output) if args.output else run_dir / EVAL_NAME
     atomic_write_json(out, report)
+    from promptforget.pfm.card import write_model_card
+
+    write_model_card(run_dir, evaluation=None if args.output is None else report)
     print(format_report(report))
     print(f"[evaluate] JSON -> {out}")
     return 0
@@ -140,6 +166,7 @@ DEMOS = {
 
 def cmd_demo(args) -> int:
     """The end-to-end demo on an offline default (text: MiniLM-L6 on BBC News)."""
+    from promptforget.pfm.card import write_model_card
     from promptforget.pfm.run import evaluate_run, train_run
     from promptforget.store.durable import forget as durable_forget
     from promptforget.utils.io import atomic_write_json
@@ -157,6 +184,7 @@ def cmd_demo(args) -> int:
     t1 = time.perf_counter()
     durable_forget(out, [cls], reason="demo", source="demo")  # the same path as the CLI and the service
     forget_ms = 1000 * (time.perf_counter() - t1)
+    write_model_card(out)
     after = evaluate_run(out, protocol=False, progress=False)
     total = time.perf_counter() - t0
     a, am = after["state"]["no_mask"], after["state"]["head_masked"]

@@ -53,6 +53,7 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
+    from promptforget.pfm.card import write_model_card
     from promptforget.utils.dist import is_main_process
     from promptforget.utils.io import atomic_write_json
 
@@ -79,6 +80,7 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     model.save_pretrained(out)
     atomic_write_json(out / DATA_NAME, split_record(dataset, test_size, cfg.seed, max_train))
     atomic_write_json(out / TRAIN_LOG_NAME, {"history": history, "train_seconds": seconds, "n_train": len(train)})
+    write_model_card(out)
     print(f"[train] done in {seconds:.1f}s -> {out}", flush=True)
     return out
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from promptforget.data.registry import PROMPTING, dataset_names
 from promptforget.utils.config import ConfigMixin, check_positive, knob
 
-DATA_CHOICES = ("rotten_tomatoes", "sst2", "yelp_polarity", "jsonl", "bigbench")
+DATA_CHOICES = tuple(dataset_names(PROMPTING))
 KL_REFERENCES = ("cache", "recompute")
 
 

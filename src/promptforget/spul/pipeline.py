@@ -22,20 +22,20 @@ def load_task_data(data: DataConfig):
 
     if data.data == "bigbench":
         from promptforget.data.bigbench import load_bigbench_task
-        from promptforget.data.sentiment import subsample, train_test_split
+        from promptforget.data.splits import split_examples, subsample
 
         if not (data.bigbench_forget and data.bigbench_retain):
             raise ValueError("--data bigbench needs --bigbench-forget and --bigbench-retain task files")
         train, test = [], []
         for path in (data.bigbench_forget, data.bigbench_retain):
             exs = load_bigbench_task(path, max_choices=data.max_choices, seed=data.seed)
-            tr, te = train_test_split(exs, data.test_size, data.seed)
+            tr, te = split_examples(exs, data.test_size, data.seed)
             train += subsample(tr, data.n_train // 2 if data.n_train else None, data.seed, stratify=False)
             test += subsample(te, data.n_test // 2 if data.n_test else None, data.seed, stratify=False)
         n_choices = max(len(ex["choices"]) for ex in train + test)
         return MultipleChoiceTask(num_choices=n_choices), train, test
     if data.data == "jsonl":
-        from promptforget.data.sentiment import subsample, train_test_split
+        from promptforget.data.splits import split_examples, subsample
 
         if not data.data_file:
             raise ValueError("--data jsonl needs --data-file")
@@ -43,7 +43,7 @@ def load_task_data(data: DataConfig):
         labels = tuple(sorted({r["label"] for r in rows}))
         if len(labels) < 2:
             raise ValueError(f"{data.data_file}: need at least two distinct labels, got {list(labels)}")
-        train, test = train_test_split(rows, data.test_size, data.seed)
+        train, test = split_examples(rows, data.test_size, data.seed)
         return (SentimentTask(labels=labels), subsample(train, data.n_train, data.seed),
                 subsample(test, data.n_test, data.seed))
     from promptforget.data.sentiment import load_sentiment
@@ -54,17 +54,13 @@ def load_task_data(data: DataConfig):
 
 
 def _read_labelled_jsonl(path) -> list[dict]:
+    from promptforget.data.files import iter_jsonl
+
     rows = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{i + 1}: not valid JSON ({exc})") from None
+    for number, r in iter_jsonl(path):
         if not {"text", "label"} <= set(r):
-            raise ValueError(f"{path}:{i + 1}: each line needs 'text' and 'label'")
-        r.setdefault("id", f"row-{i}")
+            raise ValueError(f"{path}:{number}: each line needs 'text' and 'label'")
+        r.setdefault("id", f"row-{number - 1}")
         rows.append(r)
     return rows
 

@@ -7,8 +7,19 @@ deletion ledger, and the one durable forget path that keeps artefact and ledger 
 - :mod:`promptforget.store.durable`  the crash-consistent forget (CLI, Python, HTTP all use it)
 """
 
-from promptforget.store.durable import ForgetError, ForgetResult, forget, recover
-from promptforget.store.layout import LEDGER_NAME
-from promptforget.store.ledger import Ledger, LedgerError, verify
+from __future__ import annotations
 
-__all__ = ["forget", "recover", "verify", "Ledger", "LedgerError", "ForgetError", "ForgetResult", "LEDGER_NAME"]
+import importlib
+
+# Exported lazily: reading a file name from ``store.layout`` must not load the forget machinery.
+_EXPORTS = {
+    "forget": "durable", "recover": "durable", "ForgetError": "durable", "ForgetResult": "durable",
+    "verify": "ledger", "Ledger": "ledger", "LedgerError": "ledger", "LEDGER_NAME": "layout",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"promptforget.store.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'promptforget.store' has no attribute {name!r}")
