@@ -128,3 +128,53 @@ def test_mnist_through_dinov2_at_small_resolutions(tmp_path, size):
     with torch.no_grad():
         h = model(pixel_values=pixels).last_hidden_state
     assert h.shape == (4, 1 + (size // 14) ** 2, 32) and torch.isfinite(h).all()
+
+
+# --------------------------------------------------------------------------- parity with AutoImageProcessor
+# DINOv2-S/14's preprocessor_config.json, as resolve_backbone("dinov2-s14") writes it.
+DINOV2_PREPROCESSOR = {
+    "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
+    "do_rescale": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "BitImageProcessor",
+    "image_std": [0.229, 0.224, 0.225], "resample": 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": 256},
+}
+# Today's numbers: 64 MNIST-5k digits through ImagePreprocessor.for_backbone(dinov2-s14, image_size=S), in float64:
+# (sum, sum of |x|, sum of x^2, pixel [5, 1, S//2, S//3]).
+MNIST_64_NUMBERS = {
+    28: (-181563.67390825553, 289116.74059577053, 582019.8198581934, 1.0805323123931885),
+    224: (-11570812.795775216, 18147606.02404107, 36161770.25015147, 1.874565839767456),
+}
+
+
+def _dinov2_settings_dir(tmp_path):
+    from transformers import Dinov2Config
+
+    Dinov2Config(hidden_size=384, num_attention_heads=6, image_size=518, patch_size=14).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(DINOV2_PREPROCESSOR))
+    return tmp_path
+
+
+@pytest.mark.parametrize("size", [28, 224])
+def test_mnist_5k_numbers_and_parity_with_the_backbone_processor(tmp_path, size):
+    """Ours equals the backbone's AutoImageProcessor where no resize happens; resizing 28 -> 224 px, PIL's
+    bicubic (a=-0.5, rounded to uint8) differs from torch's by < 0.6 (mean < 0.025), which is why the
+    transform stays ours. Grey MNIST goes through ours as is; the processor needs it as RGB."""
+    from transformers import AutoImageProcessor
+
+    from promptforget.data.images import load_mnist_5k
+
+    d = _dinov2_settings_dir(tmp_path)
+    digits = load_mnist_5k().images[:64]
+    ours = ImagePreprocessor.for_backbone(d, image_size=size)(digits)
+    assert ours.shape == (64, 3, size, size)
+    x = ours.double()
+    got = (x.sum().item(), x.abs().sum().item(), (x**2).sum().item(), x[5, 1, size // 2, size // 3].item())
+    assert got == pytest.approx(MNIST_64_NUMBERS[size], rel=1e-6)
+
+    processor = AutoImageProcessor.from_pretrained(d, backend="pil")
+    theirs = processor(list(np.repeat(digits[..., None], 3, axis=-1)), size={"height": size, "width": size},
+                       do_center_crop=False, return_tensors="pt")["pixel_values"]
+    diff = (theirs - ours).abs()
+    if size == 28:
+        assert diff.max().item() < 1e-6
+    else:
+        assert diff.max().item() < 0.6 and diff.mean().item() < 0.025

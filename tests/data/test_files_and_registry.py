@@ -42,7 +42,10 @@ def test_text_file_through_the_readers(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     ds = load_text_file(tmp_path / "d.jsonl", fmt="jsonl")
     assert ds.texts == [r["text"] for r in rows] and ds.class_names == ["a", "b"] and ds.labels.tolist() == [0, 1] * 3
-    with pytest.raises(ValueError, match="row 1 lacks"):
+    with pytest.raises(ValueError, match="row 2 lacks a 'text' or 'label' field"):
+        (tmp_path / "e.jsonl").write_text('{"text": "x", "label": "a"}\n{"text": "y"}')
+        load_text_file(tmp_path / "e.jsonl", fmt="jsonl")
+    with pytest.raises(ValueError, match=r"cannot tell the label column from the columns found: \['text'\]"):
         (tmp_path / "e.jsonl").write_text('{"text": "x"}')
         load_text_file(tmp_path / "e.jsonl", fmt="jsonl")
     with pytest.raises(ValueError, match="csv or jsonl"):
@@ -57,6 +60,7 @@ def test_registry_names_and_help():
     ]
     assert dataset_names("prompting") == ["rotten_tomatoes", "sst2", "yelp_polarity", "jsonl", "bigbench"]
     assert dataset_names(kind="image") == ["mnist5k", "digits", "cifar10:DIR", "cifar100:DIR", "medmnist:FILE.npz", "hf:REPO_ID"]
+    assert dataset_names("classification", kind="text") == ["bbc_news", "csv:PATH", "jsonl:PATH", "hf:REPO_ID"]
     assert all(f"{n}: " in dataset_help("classification") for n in dataset_names("classification"))
     assert get_dataset("mnist-5k").name == "mnist5k" and get_dataset("jsonl", "prompting").location is None
     assert get_dataset("csv:some/file.csv").location == "PATH"

@@ -5,11 +5,14 @@ Every loader returns an :class:`~promptforget.data.images.ImageDataset`::
     load_cifar10(root, split)                CIFAR-10, python pickle batches (dir or .tar.gz)
     load_cifar100(root, split, label_mode)   CIFAR-100, python pickle (fine or coarse labels)
     load_medmnist(path, split)               a MedMNIST ``.npz`` (e.g. pathmnist.npz)
-    load_hf_image_dataset(repo_id, split)    Hugging Face ``datasets`` (online, optional dependency)
+    load_hf_image_dataset(repo_id, split)    Hugging Face ``datasets`` (hub id, online or cached)
     load_torchvision_dataset(name, root)     torchvision download (online, optional dependency)
     load_image_dataset(spec, ...)            one entry point by name ("mnist-5k", "cifar10", "hf:...")
 
-The CIFAR files are pickles; they are read with an unpickler that only rebuilds numpy arrays.
+The CIFAR files are pickles; they are read with an unpickler that only rebuilds numpy arrays. Not
+torchvision's ``CIFAR10(download=False)``: no torchvision release imports beside the pinned CPU
+``torch==2.13.0`` ("operator torchvision::nms does not exist"), the pair that does is a 5.5 GB CUDA
+build, and torchvision unpickles the files unrestricted.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from promptforget.data.hub import fetch_hub_dataset, image_column_of
 from promptforget.data.images import ImageDataset, load_digits, load_mnist_5k
 
 
@@ -221,25 +225,21 @@ def load_hf_image_dataset(
     label_column: str | None = None,
     limit: int | None = None,
 ) -> ImageDataset:
-    """Download through Hugging Face ``datasets`` (e.g. ``uoft-cs/cifar10``, ``ylecun/mnist``). Online only."""
-    try:
-        import datasets
-    except ImportError as e:
-        raise ImportError(
-            "loading from the Hugging Face hub needs `pip install datasets`; offline, use mnist-5k, digits, "
-            "or a local CIFAR/MedMNIST copy"
-        ) from e
-    try:
-        ds = datasets.load_dataset(repo_id, split=split)
-    except Exception as e:
-        raise ConnectionError(f"could not load {repo_id!r} ({split}) from the Hugging Face hub: {e}") from e
+    """One split through Hugging Face ``datasets`` (e.g. ``uoft-cs/cifar10``, ``ylecun/mnist``; online or cached)."""
+    ds = fetch_hub_dataset(repo_id, split)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return image_dataset_from_table(ds, repo_id, split, image_column, label_column)
+
+
+def image_dataset_from_table(ds, repo_id: str, split: str, image_column: str | None = None,
+                             label_column: str | None = None) -> ImageDataset:
+    """A ``datasets.Dataset`` of images and integer labels as an :class:`ImageDataset`."""
     cols = ds.column_names
-    image_column = image_column or next((c for c in ("image", "img", "pixel_values") if c in cols), None)
+    image_column = image_column or image_column_of(ds) or next((c for c in ("image", "img", "pixel_values") if c in cols), None)
     label_column = label_column or next((c for c in ("label", "fine_label", "labels") if c in cols), None)
     if image_column is None or label_column is None:
         raise ValueError(f"{repo_id}: cannot tell the image/label columns from {cols}; pass image_column/label_column")
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
     feature = ds.features[label_column]
     classes = list(feature.names) if hasattr(feature, "names") else None
     images = _stack_images([np.asarray(im) for im in ds[image_column]], repo_id)

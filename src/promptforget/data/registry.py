@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLASSIFICATION, PROMPTING = "classification", "prompting"
+ANY = "text or image"
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    kind: str  # "text" or "image"
+    kind: str  # "text", "image", or ANY (text or images, told by the source's columns)
     use: str  # CLASSIFICATION or PROMPTING
     description: str  # one line for --help
     location: str | None = None  # what follows "name:" (PATH, DIR, ...); None for bundled sets
@@ -65,13 +66,21 @@ def _digits(location, test_size, seed):
 
 
 def _official_split(name: str) -> Callable:
-    """Local copies and hub sets ship their own test split; test_size and seed do not apply."""
+    """Local copies ship their own test split; test_size and seed do not apply."""
 
     def load(location, test_size, seed):
         from promptforget.data.image_files import load_image_dataset
 
-        spec, root = (f"hf:{location}", None) if name == "hf" else (name, location)
-        return load_image_dataset(spec, root, split="train"), load_image_dataset(spec, root, split="test")
+        return load_image_dataset(name, location, split="train"), load_image_dataset(name, location, split="test")
+
+    return load
+
+
+def _hub(location, test_size, seed):
+    """The source's own test split where it has one; else a stratified split of its train split."""
+    from promptforget.data.hub import load_hub_splits
+
+    return load_hub_splits(location, test_size, seed)
 
     return load
 
@@ -90,15 +99,17 @@ REGISTRY: tuple[DatasetSpec, ...] = (
     DatasetSpec("bbc_news", "text", CLASSIFICATION, "BBC News articles, 5 topics (offline)", load=_bbc_news),
     DatasetSpec("mnist5k", "image", CLASSIFICATION, "5,000 MNIST digits (offline)", aliases=("mnist-5k",), load=_mnist_5k),
     DatasetSpec("digits", "image", CLASSIFICATION, "scikit-learn's 1,797 8x8 digits (offline)", load=_digits),
-    DatasetSpec("csv", "text", CLASSIFICATION, "your CSV file with text,label columns", "PATH", load=_text_file("csv")),
-    DatasetSpec("jsonl", "text", CLASSIFICATION, "your JSON lines with text and label fields", "PATH", load=_text_file("jsonl")),
+    DatasetSpec("csv", "text", CLASSIFICATION, "your CSV file with text and label columns", "PATH", load=_text_file("csv")),
+    DatasetSpec("jsonl", "text", CLASSIFICATION, "your JSON lines with text and label fields", "PATH",
+                load=_text_file("jsonl")),
     DatasetSpec("cifar10", "image", CLASSIFICATION, "local CIFAR-10 python copy (directory or .tar.gz)", "DIR",
                 load=_official_split("cifar10")),
     DatasetSpec("cifar100", "image", CLASSIFICATION, "local CIFAR-100 python copy (directory or .tar.gz)", "DIR",
                 load=_official_split("cifar100")),
     DatasetSpec("medmnist", "image", CLASSIFICATION, "local MedMNIST .npz (2-D, single-label)", "FILE.npz",
                 load=_official_split("medmnist")),
-    DatasetSpec("hf", "image", CLASSIFICATION, "Hugging Face image dataset (online)", "REPO_ID", load=_official_split("hf")),
+    DatasetSpec("hf", ANY, CLASSIFICATION, "Hugging Face dataset, text or images (hub id: online or cached; or a "
+                "local dataset folder)", "REPO_ID", load=_hub),
     DatasetSpec("rotten_tomatoes", "text", PROMPTING, "Rotten Tomatoes review snippets, positive/negative (offline)",
                 load=_sentiment("rotten_tomatoes")),
     DatasetSpec("sst2", "text", PROMPTING, "SST-2 sentences (online, Hugging Face datasets)", load=_sentiment("sst2")),
@@ -111,7 +122,7 @@ REGISTRY: tuple[DatasetSpec, ...] = (
 
 
 def datasets(use: str | None = None, kind: str | None = None) -> list[DatasetSpec]:
-    return [d for d in REGISTRY if use in (None, d.use) and kind in (None, d.kind)]
+    return [d for d in REGISTRY if use in (None, d.use) and (kind in (None, d.kind) or d.kind == ANY)]
 
 
 def dataset_names(use: str | None = None, kind: str | None = None) -> list[str]:

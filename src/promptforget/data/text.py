@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from promptforget.data.files import read_csv, read_jsonl
+from promptforget.data.files import load_table
 from promptforget.data.splits import stratified_split
 from promptforget.utils.packages import package_dir
 
@@ -64,22 +64,82 @@ def load_bbc_news() -> TextDataset:
     return TextDataset(texts, np.array(labels), class_names, name="bbc_news")
 
 
-def load_text_file(path, fmt: str = "csv", text_column: str = "text", label_column: str = "label") -> TextDataset:
-    """A user's own text data: CSV with a header, or JSON lines, with ``text`` and ``label`` fields.
+TEXT_COLUMNS = ("text", "sentence", "content", "document", "review")
+LABEL_COLUMNS = ("label", "labels", "label_text", "category", "class", "topic", "target")
 
-    Labels may be any strings; classes are their sorted unique values.
+
+def load_text_file(path, fmt: str = "csv", text_column: str | None = None, label_column: str | None = None) -> TextDataset:
+    """A user's own text data: CSV with a header, or JSON lines, read by ``datasets``.
+
+    Columns: ``text_column`` / ``label_column``, else found by :func:`find_text_columns` (``text`` and
+    ``label`` first). Labels may be any JSON scalars; classes are their sorted unique values as strings
+    (numerically sorted when all are integers).
     """
-    if fmt not in ("csv", "jsonl"):
-        raise ValueError(f"unknown text file format {fmt!r}; use csv or jsonl")
     path = Path(path)
-    rows = read_csv(path) if fmt == "csv" else read_jsonl(path)
-    if not rows:
+    table = load_table(path, fmt)
+    if len(table) == 0:
         raise ValueError(f"{path}: no rows")
-    for i, r in enumerate(rows, 1):
-        if text_column not in r or label_column not in r:
-            raise ValueError(f"{path}: row {i} lacks a {text_column!r} or {label_column!r} field")
-    class_names = sorted({str(r[label_column]) for r in rows})
+    text_column, label_column = find_text_columns(table, str(path), text_column, label_column)
+    return text_dataset_from_table(table, path.stem, text_column, label_column, where=str(path))
+
+
+def find_text_columns(table, where: str, text_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
+    """The ``(text, label)`` columns of a ``datasets.Dataset``: those given, else a ``ClassLabel`` column or
+    one named like :data:`LABEL_COLUMNS` for the label, and one named like :data:`TEXT_COLUMNS` (or the only
+    other string column) for the text."""
+    from datasets import ClassLabel, Value
+
+    features = table.features
+    columns = list(features)
+    for given in (text_column, label_column):
+        if given is not None and given not in features:
+            raise ValueError(f"{where}: no column {given!r}; columns found: {columns}")
+    if label_column is None:
+        class_labels = [c for c in columns if isinstance(features[c], ClassLabel)]
+        label_column = next(iter(class_labels), None) or next((c for c in LABEL_COLUMNS if c in features), None)
+    if text_column is None:
+        strings = [c for c in columns if c != label_column and features[c] == Value("string")]
+        text_column = next((c for c in TEXT_COLUMNS if c in strings), None) or (strings[0] if len(strings) == 1 else None)
+    if text_column is None or label_column is None:
+        missing = " and ".join(w for w, c in (("text", text_column), ("label", label_column)) if c is None)
+        raise ValueError(
+            f"{where}: cannot tell the {missing} column from the columns found: {columns} "
+            f"(name them text and label, or pass text_column / label_column)"
+        )
+    return text_column, label_column
+
+
+def text_dataset_from_table(table, name: str, text_column: str, label_column: str,
+                            class_names: list[str] | None = None, where: str | None = None) -> TextDataset:
+    """A ``datasets.Dataset`` as a :class:`TextDataset`. A ``ClassLabel`` column keeps its names and ids;
+    other labels become strings, indexed into ``class_names`` (default: :func:`label_classes` of this table)."""
+    from datasets import ClassLabel
+
+    where = where or name
+    texts, raw = list(table[text_column]), list(table[label_column])
+    for i, (text, label) in enumerate(zip(texts, raw), 1):
+        if text is None or label is None:
+            raise ValueError(f"{where}: row {i} lacks a {text_column!r} or {label_column!r} field")
+    feature = table.features[label_column]
+    if isinstance(feature, ClassLabel):
+        return TextDataset([str(t) for t in texts], np.asarray(raw, dtype=np.int64), list(feature.names), name)
+    labels = [str(v) for v in raw]
+    class_names = class_names if class_names is not None else label_classes(raw)
     index = {c: i for i, c in enumerate(class_names)}
-    return TextDataset(
-        [str(r[text_column]) for r in rows], np.array([index[str(r[label_column])] for r in rows]), class_names, path.stem
-    )
+    unknown = sorted(set(labels) - index.keys())
+    if unknown:
+        raise ValueError(f"{where}: labels {unknown[:5]} are not among the classes {class_names[:10]}")
+    return TextDataset([str(t) for t in texts], np.array([index[v] for v in labels], dtype=np.int64), class_names, name)
+
+
+def label_classes(labels) -> list[str]:
+    """Class names of raw label values: their unique string forms, sorted numerically when every label is
+    an integer (``1, 2, 10``; ``"10"`` in a CSV too), else as strings."""
+    names = {str(v) for v in labels}
+    if all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and _is_int(v) for v in labels):
+        return sorted(names, key=lambda c: (int(c), c))
+    return sorted(names)
+
+
+def _is_int(text: str) -> bool:
+    return text.strip().lstrip("+-").isdigit()
