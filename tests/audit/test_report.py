@@ -138,7 +138,7 @@ def test_spul_report_files(tmp_path):
     assert rec["audit"]["kind"] == "spul" and rec["figures"] == {}
     assert rec["metrics"]["mia_efficacy"]["direction"] == -1
     rows = {r["metric"]: r for r in rec["table"]}
-    assert rows["blackbox_best"]["verdict"] == LEAKS_MORE and rows["blackbox_best"]["original"] == 0.9
+    assert rows["blackbox_best"]["verdict"] == LEAKS_MORE and rows["blackbox_best"]["original"]["value"] == 0.9
     md = (tmp_path / "audit.md").read_text()
     assert md.startswith("# SPUL unlearning audit") and "## Definitions" in md and "## Verdict" in md
     card = (tmp_path / "README.md").read_text()
