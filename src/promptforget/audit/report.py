@@ -19,7 +19,8 @@ residual knowledge, or more utility):
                    d + h < 0                            -> forgets more than retraining
                    otherwise                            -> inconclusive: the interval is wider than the
                                                            tolerance; ``needed_n`` = the sample size at which
-                                                           it would settle (half-width ~ 1/sqrt(n))
+                                                           the half-width falls to tol/2 (~ 1/sqrt(n)), which
+                                                           settles the verdict whatever d turns out to be
   utility metrics  d - h >= -tol -> utility kept; d + h < 0 -> utility lost; otherwise inconclusive
   every model at the metric's saturation value -> uninformative (the attack cannot tell anything apart)
 
@@ -102,9 +103,11 @@ def _value(fig, none_is_infinite: bool):
     return fig["value"]
 
 
-def _needed_n(n, h_examples: float, h_seeds: float, targets: list[float]) -> tuple[int | None, str]:
-    """The sample size at which the interval would settle (examples' half-width ~ 1/sqrt(n)), and why not."""
-    target = max([t for t in targets if t > 0], default=0.0)
+def _needed_n(n, h_examples: float, h_seeds: float, tol: float) -> tuple[int | None, str]:
+    """The sample size at which the interval settles whatever the difference turns out to be: a half-width
+    of tol/2 gives "indistinguishable" when |d| <= tol/2 and a difference otherwise. The examples' part of
+    the half-width shrinks as 1/sqrt(n); the seeds' part does not."""
+    target = tol / 2
     if target <= h_seeds:
         return None, f"the retrained seeds alone spread +-{h_seeds:.3f}: more reference seeds are needed"
     if not n or h_examples == 0:
@@ -148,7 +151,7 @@ def judge(metric: Metric, audited, reference, others=()) -> dict:
             return {**out, "verdict": UTILITY_KEPT}
         if hi < 0:
             return {**out, "verdict": UTILITY_LOST}
-        needed, why = _needed_n(n, h_ex, h_seed, [d + metric.tol, -d])
+        needed, why = _needed_n(n, h_ex, h_seed, metric.tol)
         return {**out, "verdict": INCONCLUSIVE, "needed_n": needed,
                 "why": f"difference {d:+.3f} +-{h:.3f} straddles 0 and -{metric.tol}; {why}"}
     if -metric.tol <= lo and hi <= metric.tol:
@@ -157,7 +160,7 @@ def judge(metric: Metric, audited, reference, others=()) -> dict:
         return {**out, "verdict": LEAKS_MORE}
     if hi < 0:
         return {**out, "verdict": FORGETS_MORE}
-    needed, why = _needed_n(n, h_ex, h_seed, [metric.tol - abs(d), abs(d)])
+    needed, why = _needed_n(n, h_ex, h_seed, metric.tol)
     return {**out, "verdict": INCONCLUSIVE, "needed_n": needed,
             "why": f"difference {d:+.3f} +-{h:.3f} is wider than the tolerance +-{metric.tol}; {why}"}
 
