@@ -100,3 +100,10 @@ def test_mia_efficacy_saturated_everywhere_is_uninformative():
     assert verdict(EFFICACY, one, one, [one]) == UNINFORMATIVE
     assert verdict(EFFICACY, stats.figure(0.6, (0.5, 0.7), 50), one) == LEAKS_MORE  # lower efficacy = member-like
     assert verdict(EFFICACY, one, stats.figure(0.6, (0.5, 0.7), 50)) == FORGETS_MORE
+
+
+def test_markdown_shows_value_and_interval():
+    from promptforget.audit.report import format_number
+
+    assert format_number(stats.figure(0.5, (0.4, 0.6), 10)) == "0.500 [0.400, 0.600]"
+    assert format_number(stats.figure(0.5)) == "0.500" and format_number(None) == "-"

@@ -286,11 +286,13 @@ def model_card(title: str, sections: dict[str, str], rows: list[dict], tags: lis
 
 def write_files(out_dir: str | os.PathLike, audit: dict, rows: list[dict], metrics: dict[str, Metric],
                 markdown_text: str, card_text: str, figures: dict[str, str]) -> dict[str, str]:
-    """Write audit.json (the table, the metric registry, the figures and the raw audit record), audit.md and
-    the model card into ``out_dir``. Returns their paths and the figures'."""
+    """Write audit.json (the number of retrained reference seeds, the table -- each model's figure as
+    ``{value, ci95, n, how}`` -- the metric registry, the figures and the raw audit record), audit.md and the
+    model card into ``out_dir``. Returns their paths and the figures'."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"table": rows, "metrics": {k: asdict(v) for k, v in metrics.items()}, "figures": figures, "audit": audit}
+    record = {"reference_seeds": audit.get("reference_seeds", 1 if "reference" in audit.get("models", {}) else 0),
+              "table": rows, "metrics": {k: asdict(v) for k, v in metrics.items()}, "figures": figures, "audit": audit}
     atomic_write_json(out / REPORT_JSON, record)
     atomic_write_text(out / REPORT_MD, markdown_text)
     atomic_write_text(out / MODEL_CARD, card_text)
