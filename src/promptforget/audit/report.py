@@ -103,7 +103,7 @@ def _value(fig, none_is_infinite: bool):
     return fig["value"]
 
 
-def _needed_n(n, h_examples: float, h_seeds: float, tol: float) -> tuple[int | None, str]:
+def _needed_n(n, h_examples: float, h_seeds: float, tol: float, unit: str = "examples") -> tuple[int | None, str]:
     """The sample size at which the interval settles whatever the difference turns out to be: a half-width
     of tol/2 gives "indistinguishable" when |d| <= tol/2 and a difference otherwise. The examples' part of
     the half-width shrinks as 1/sqrt(n); the seeds' part does not."""
@@ -113,7 +113,7 @@ def _needed_n(n, h_examples: float, h_seeds: float, tol: float) -> tuple[int | N
     if not n or h_examples == 0:
         return None, "no sample size would settle it"
     needed = math.ceil(n * h_examples**2 / (target**2 - h_seeds**2))
-    return needed, f"about n={needed} examples (now {n}) would settle it"
+    return needed, f"about n={needed} {unit} (now {n}) would settle it"
 
 
 def judge(metric: Metric, audited, reference, others=()) -> dict:
@@ -146,12 +146,13 @@ def judge(metric: Metric, audited, reference, others=()) -> dict:
     lo, hi = d - h, d + h
     out["difference"] = {"value": d, "ci95": [lo, hi], "direction": metric.direction}
     n = (a or {}).get("n")
+    unit = "runs" if (a or {}).get("how") == "over seeds" else "examples"
     if metric.kind == "utility":
         if lo >= -metric.tol:
             return {**out, "verdict": UTILITY_KEPT}
         if hi < 0:
             return {**out, "verdict": UTILITY_LOST}
-        needed, why = _needed_n(n, h_ex, h_seed, metric.tol)
+        needed, why = _needed_n(n, h_ex, h_seed, metric.tol, unit)
         return {**out, "verdict": INCONCLUSIVE, "needed_n": needed,
                 "why": f"difference {d:+.3f} +-{h:.3f} straddles 0 and -{metric.tol}; {why}"}
     if -metric.tol <= lo and hi <= metric.tol:
@@ -160,7 +161,7 @@ def judge(metric: Metric, audited, reference, others=()) -> dict:
         return {**out, "verdict": LEAKS_MORE}
     if hi < 0:
         return {**out, "verdict": FORGETS_MORE}
-    needed, why = _needed_n(n, h_ex, h_seed, metric.tol)
+    needed, why = _needed_n(n, h_ex, h_seed, metric.tol, unit)
     return {**out, "verdict": INCONCLUSIVE, "needed_n": needed,
             "why": f"difference {d:+.3f} +-{h:.3f} is wider than the tolerance +-{metric.tol}; {why}"}
 
