@@ -174,3 +174,115 @@ def test_forgotten_probes(trained):
     from promptforget.pfm.evaluate import evaluate_state
 
     assert p["all_wrong"]["acc"] == pytest.approx(evaluate_state(forgot, xte, yte)["no_mask"]["forgotten_acc"])
+
+
+def test_recovery_scores_sign():
+    """Youden's J = recall - FPR: a perfect recovery is +1, a key that floods every input 0."""
+    y_forget, y_retain = torch.full((10,), 2), torch.tensor([0, 1] * 10)
+    perfect = kr.recovery_scores(torch.full((10,), 2), y_forget, y_retain, y_retain)
+    assert perfect["youden"] == 1.0 and perfect["forgotten_fpr"] == 0.0 and perfect["retained_acc"] == 1.0
+    flood = kr.recovery_scores(torch.full((10,), 2), y_forget, torch.full((20,), 2), y_retain)
+    assert flood["youden"] == 0.0
+    hits, flagged = kr.recovery_hits(torch.full((10,), 2), y_forget, torch.full((20,), 2))
+    assert hits.sum() == 10 and flagged.sum() == 20
+
+
+def test_worst_forgotten_class_shows_beside_the_mean():
+    """Three forgotten classes; class b is still answered for 34% of its images, a and c never: the mean
+    (0.113) hides it, the worst class does not."""
+    from promptforget.audit.pfm_audit import class_figures
+
+    labels = torch.tensor([0] * 50 + [1] * 50 + [2] * 50 + [3] * 50)
+    logits = torch.rand(200, 4, generator=torch.Generator().manual_seed(0)) * 0.5
+    logits[:, 3] = 1.0  # everything answered "d" ...
+    logits[50:67, 1] = 2.0  # ... except 17 of b's 50 images
+    logits[100:150, 2] = -1.0  # c is always the least likely: its argmin accuracy is 1
+    f = class_figures(logits, labels, [0, 1, 2], ["a", "b", "c", "d"])
+    assert f["forgotten_class_acc"]["value"] == pytest.approx(0.34 / 3)
+    worst = f["forgotten_class_acc_worst"]
+    assert worst["value"] == pytest.approx(0.34) and worst["worst_class"] == "b" and worst["ci95"][0] > 0.15
+    assert f["forgotten_class_argmin_acc_worst"]["worst_class"] == "c"
+    assert f["forgotten_class_argmin_acc_worst"]["value"] == 1.0
+
+
+def test_protocol_reports_the_worst_removed_class(trained):
+    from promptforget.pfm.evaluate import evaluate_protocol, evaluate_state, wilson_interval
+
+    model, _, _, xte, yte = trained
+    res = evaluate_protocol(model, xte, yte, ks=[1, 2], progress=False)
+    for k in ("1", "2"):
+        s = res["by_k"][k]
+        for row in s["runs"]:
+            assert row["worst_forgotten_acc"] >= row["forgotten_acc"] - 1e-9  # the max over classes >= their mean
+            if len(row["forgotten"]) == 1:
+                assert row["worst_forgotten_acc"] == pytest.approx(row["forgotten_acc"])
+        w = s["worst_forgotten"]["acc"]
+        assert w["value"] == max(r["worst_forgotten_acc"] for r in s["runs"]) and w["class"] in CLASSES
+        assert w["ci95"][0] <= w["value"] <= w["ci95"][1]
+    forgot = copy.deepcopy(model)
+    forgot.forget(["food"])
+    assert evaluate_state(forgot, xte, yte)["worst_forgotten_class"]["acc"]["class"] == "food"
+    lo, hi = wilson_interval(0, 50)
+    assert lo == pytest.approx(0.0, abs=1e-12) and 0.05 < hi < 0.1  # sound at 0, unlike a normal approximation
+
+
+def test_several_references_and_several_forgotten_classes(trained, tmp_path):
+    from promptforget.audit.pfm_audit import report_table
+    from promptforget.audit.reference import train_pfm_references
+    from promptforget.audit.report import VERDICTS
+
+    model, xtr, ytr, xte, yte = trained
+    forget = ["music", "food"]
+    refs = train_pfm_references(model.config, xtr, ytr, forget, tmp_path / "ref", reference_seeds=2, progress=False,
+                                config_overrides={"epochs": 1}, log=lambda m: None)
+    assert [r.config.seed for r in refs] == [model.config.seed, model.config.seed + 1]
+    assert (tmp_path / "ref" / f"seed-{model.config.seed + 1}" / "reference.json").is_file()
+    messages = []
+    again = train_pfm_references(model.config, xtr, ytr, forget, tmp_path / "ref", reference_seeds=2,
+                                 log=messages.append)
+    assert len(again) == 2 and all("reusing" in m for m in messages)  # saved references are not retrained
+    audit = audit_pfm(model, xtr, ytr, xte, yte, forget=forget, reference=refs, ns=(2,), key_steps=4,
+                      key_budgets=(2, 4), key_restarts=2, relearn_steps=2, attack_seeds=2, eval_every=2, n_retain=6,
+                      retained_probes=(), progress=False)
+    assert audit["reference_seeds"] == 2
+    a, ref = audit["models"]["audited"], audit["models"]["reference"]
+    kr2 = a["key_recovery"]["2"]
+    assert set(kr2["per_class"]) == set(forget) and kr2["worst_class"] in forget  # each class attacked
+    assert len(kr2["restarts"]) == 2 and set(kr2["at_budget"]) == {"2", "4"}
+    assert len(a["linear_probe"]["2"]["seeds"]) == 2 and "forgotten_fpr" in a["linear_probe"]["2"]
+    assert ref["reference_seeds"] == 2 and len(ref["seed_figures"]) == 2
+    assert ref["figures"]["mia_auc_loss"]["how"] == "over reference seeds" and "seed_sd" in ref["figures"]["mia_auc_loss"]
+    rows = {r["metric"]: r for r in report_table(audit)}
+    assert {"key_recovery_j_s2_n2", "key_recovery_j_n2", "linear_probe_fpr_n2", "relearn_j_n2",
+            "forgotten_class_acc_worst", "forgotten_class_argmin_acc_worst"} <= set(rows)
+    for r in rows.values():
+        assert r["verdict"] in VERDICTS and r["verdict"] != "no reference"
+        fig = r["audited"]
+        if fig is not None and fig["value"] is not None and fig["ci95"] is not None:
+            assert set(fig) >= {"value", "ci95", "n", "how"}
+    assert rows["key_recovery_j_s2_n2"]["definition"].count("steps=2") == 1
+    # bad input: one-line errors
+    with pytest.raises(ValueError, match="n=99"):
+        audit_pfm(model, xtr, ytr, xte, yte, forget=forget, reference=refs, ns=(99,), progress=False)
+    with pytest.raises(ValueError, match="cars"):
+        audit_pfm(model, xtr, ytr, xte, yte, forget=["cars"], attacks=False, progress=False)
+
+
+def test_ulira_as_published(trained):
+    from promptforget.audit.pfm_audit import pfm_ulira
+
+    model, xtr, ytr, _, _ = trained
+    audited = copy.deepcopy(model)
+    audited.forget(["food"])
+    with pytest.raises(ValueError, match=">= 4"):
+        pfm_ulira(model.config, xtr, ytr, {"audited": audited, "reference": [audited]}, ["food"], n_shadow=2)
+    refs = [train_pfm_reference(model.config, xtr, ytr, ["food"], progress=False, config_overrides={"epochs": 2},
+                                seed=s) for s in (1, 2)]
+    res = pfm_ulira(model.config, xtr, ytr, {"audited": audited, "reference": refs}, ["food"], n_shadow=4,
+                    config_overrides={"epochs": 2}, progress=False, log=lambda m: None)
+    a = res["audited"]
+    assert a["n_shadow"] == 4 and a["n_forget_train"] == 12
+    assert a["auc"]["n_member"] == 12 and a["auc"]["n_nonmember"] == 24  # the audited model vs both references
+    assert {"tpr_at_0.01_fpr", "tpr_at_0.001_fpr", "roc"} <= set(a)
+    assert 0 <= a["auc"]["ci95"][0] <= a["auc"]["value"] <= a["auc"]["ci95"][1] <= 1
+    assert res["reference"]["auc"]["reference_seeds"] == 2  # each reference against the other

@@ -62,3 +62,24 @@ def test_run_lira_detects_memorisation_and_not_random_scores():
     assert lira.lira_attack(target, shadows, target_in, target_out, online=False)["auc"] > 0.9
     noise = np.random.default_rng(3).normal(size=len(y))
     assert abs(lira.lira_attack(noise, shadows, target_in, target_out)["auc"] - 0.5) < 0.2
+
+
+def test_pooled_variance_scales_the_likelihood_ratio():
+    """IN ~ N(2, 0.1^2), OUT ~ N(0, 0.1^2): at phi = 2 the log-ratio is (2 / 0.1)^2 / 2 = 200, not 2 (which a
+    variance of 1 would give); the offline score is (phi - mu_out) / s_out = 20."""
+    rng = np.random.default_rng(0)
+    masks = lira.balanced_in_masks(32, 100, seed=0)
+    shadow = np.where(masks, rng.normal(2, 0.1, masks.shape), rng.normal(0, 0.1, masks.shape))
+    t = np.full(100, 2.0)
+    assert np.median(lira.lira_scores(t, shadow, masks)) == pytest.approx(200, rel=0.15)
+    assert np.median(lira.lira_scores(t, shadow, masks, online=False)) == pytest.approx(20, rel=0.1)
+
+
+def test_too_few_shadows_are_refused():
+    with pytest.raises(ValueError, match=">= 4"):
+        lira.balanced_in_masks(2, 10)
+    with pytest.raises(ValueError, match=">= 4"):
+        lira.run_lira(lambda idx: None, lambda m: np.zeros(10), 10, n_shadow=2, progress=False)
+    one_out = np.array([[True], [True], [False]])  # one OUT shadow: no variance
+    with pytest.raises(ValueError, match="at least 2 OUT"):
+        lira.lira_scores(np.zeros(1), np.zeros((3, 1)), one_out)

@@ -113,6 +113,8 @@ def test_population_audit_structure():
     sets = {"retain_train": s(60, 0.9), "test": s(40, 0.5), "forget_train": s(30, 0.9), "forget_test": s(20, 0.5)}
     r = mia.population_audit({k: v[0] for k, v in sets.items()}, {k: v[1] for k, v in sets.items()})
     assert r["mia_efficacy"] == r["svc_efficacy"]["confidence"] < 0.1  # forget-train still looks like members
+    # per example: 1 = called non-member; MIA-efficacy (what the interval is bootstrapped from) is their mean
+    assert np.mean(r["svc_nonmember"]["confidence"]) == pytest.approx(r["mia_efficacy"])
     assert r["forget_train_vs_test_auc"]["confidence"] == 1.0
     assert r["forget_train_vs_test_tpr_at_1pct_fpr"]["confidence"] == 1.0
     with pytest.raises(ValueError, match="forget_train"):

@@ -135,10 +135,10 @@ def test_spul_report_files(tmp_path):
              "stage1_model": "stage1/model", "spul_config": {"num_virtual_tokens": 3}}
     paths = spul_audit.write_spul_report(audit, tmp_path, with_plots=False)
     rec = json.loads((tmp_path / "audit.json").read_text())
-    assert rec["audit"]["kind"] == "spul" and rec["figures"] == {}
+    assert rec["audit"]["kind"] == "spul" and rec["figures"] == {} and rec["reference_seeds"] == 1
     assert rec["metrics"]["mia_efficacy"]["direction"] == -1
     rows = {r["metric"]: r for r in rec["table"]}
-    assert rows["blackbox_best"]["verdict"] == LEAKS_MORE and rows["blackbox_best"]["original"] == 0.9
+    assert rows["blackbox_best"]["verdict"] == LEAKS_MORE and rows["blackbox_best"]["original"]["value"] == 0.9
     md = (tmp_path / "audit.md").read_text()
     assert md.startswith("# SPUL unlearning audit") and "## Definitions" in md and "## Verdict" in md
     card = (tmp_path / "README.md").read_text()

@@ -119,7 +119,11 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
     # The reference was trained on the retain set only and saved for reuse; it is a different model.
     ref_dir = out / "reference" / "model"
     assert (ref_dir / "model.safetensors").is_file()
-    assert audit["models"]["reference"]["llm_mia"]["n_member"] == len(ids["train_forget"])
+    # sequence MIAs: the non-member set is at least as large as the member set (members subsampled)
+    sizes = audit["models"]["reference"]["llm_mia"]
+    assert sizes["n_member"] == min(len(ids["train_forget"]), len(ids["test_forget"]))
+    assert sizes["n_nonmember"] == len(ids["test_forget"]) >= sizes["n_member"]
+    assert "fewer than 100" in audit["models"]["reference"]["llm_mia_sets"]["note"]
     ref_conf = audit["models"]["reference"]["mia_scores"]["forget_train"]
     assert ref_conf != audit["models"]["original"]["mia_scores"]["forget_train"]
     rows = {r["metric"]: r for r in record["table"]}
@@ -127,7 +131,9 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
     for r in rows.values():
         assert r["definition"] and r["verdict"] in VERDICTS and r["verdict"] != NO_REFERENCE
         for m in ("audited", "reference", "original"):
-            assert r[m] is None or 0.0 <= r[m] <= 1.0
+            assert r[m] is None or 0.0 <= r[m]["value"] <= 1.0
+            if r[m] is not None and r[m]["ci95"] is not None:
+                assert r[m]["ci95"][0] <= r[m]["value"] <= r[m]["ci95"][1] and r[m]["n"] >= 1
 
     capsys.readouterr()
     assert main(["audit", str(run), "--train-reference", "--out", str(out), "--batch-size", "8", "--no-plots"]) == 0

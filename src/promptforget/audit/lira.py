@@ -8,11 +8,12 @@ IN about half of them and OUT of the others. For a target model and example x:
   offline  Lambda(x) = (phi - mu_out) / s_out   (one-sided: only OUT shadows are needed)
 
 Higher Lambda = more likely a member. With few shadows the per-example variances are noisy, so
-``fix_variance`` (default) uses one variance pooled over all examples, as the paper recommends.
+``fix_variance`` (default) uses one variance pooled over all examples, as the paper recommends. Fewer than
+:data:`MIN_SHADOWS` shadows (2 per side) are refused: with one shadow a side the variance is undefined.
 
 U-LiRA (Hayes et al. 2024) is the same test applied to unlearned models: shadows are trained with
-x, then unlearn x (here: train, then forget the class), versus trained without x. The attack's AUC
-on the audited model should equal the retrained reference's (about 0.5).
+x, then unlearn x (here: train, then forget the class), versus trained without x. See
+:func:`promptforget.audit.pfm_audit.pfm_ulira`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from promptforget.audit.mia import roc_auc
+from promptforget.audit.mia import roc_auc, tpr_at_fpr
 
 SCALE_EPS = 1e-12
+MIN_SHADOWS = 4
 
 
 def scaled_confidence(probs, labels) -> np.ndarray:
@@ -49,8 +51,8 @@ def scaled_logit(logits, labels) -> np.ndarray:
 
 def balanced_in_masks(n_shadow: int, n_examples: int, seed: int = 0) -> np.ndarray:
     """[n_shadow, n_examples] boolean: each example IN exactly half of the shadows (Carlini's scheme)."""
-    if n_shadow < 2 or n_shadow % 2:
-        raise ValueError(f"n_shadow must be an even number >= 2, got {n_shadow}")
+    if n_shadow < MIN_SHADOWS or n_shadow % 2:
+        raise ValueError(f"LiRA: n_shadow must be an even number >= {MIN_SHADOWS}, got {n_shadow}")
     rng = np.random.default_rng(seed)
     ranks = np.argsort(rng.random((n_shadow, n_examples)), axis=0)
     return ranks < n_shadow // 2
@@ -65,8 +67,9 @@ def lira_scores(target_phi, shadow_phi, in_mask, online: bool = True, fix_varian
     m = np.asarray(in_mask, dtype=bool)
     if s.shape != m.shape or s.shape[1] != len(t):
         raise ValueError(f"shapes disagree: target {t.shape}, shadow {s.shape}, in_mask {m.shape}")
-    if (~m).sum(0).min() < 1 or (online and m.sum(0).min() < 1):
-        raise ValueError("every example needs at least one OUT shadow (and one IN shadow for the online attack)")
+    if (~m).sum(0).min() < 2 or (online and m.sum(0).min() < 2):
+        raise ValueError("LiRA: every example needs at least 2 OUT shadows (and 2 IN shadows for the online "
+                         f"attack), so that a variance exists; use >= {MIN_SHADOWS} shadows")
 
     def moments(sel):
         cnt = sel.sum(0)
@@ -115,6 +118,7 @@ def lira_attack(target_phi, shadows: dict, members: np.ndarray, nonmembers: np.n
     members, nonmembers = np.asarray(members), np.asarray(nonmembers)
     return {
         "auc": roc_auc(lam[members], lam[nonmembers]),
+        **{f"tpr_at_{fpr:g}_fpr": tpr_at_fpr(lam[members], lam[nonmembers], fpr) for fpr in (0.01, 0.001)},
         "online": online,
         "n_shadow": int(len(shadows["shadow_phi"])),
         "n_member": int(len(members)),

@@ -37,6 +37,14 @@ class TokenStats:
     sigma: np.ndarray  # std_{z~p}[log p(z)]
 
 
+def next_token_moments(logp):
+    """mu_t = E_{z~p}[log p(z)] and sigma_t = std_{z~p}[log p(z)] from log-probabilities [..., V] (Min-K%++)."""
+    p = logp.exp()
+    mu = (p * logp).sum(-1)
+    sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
+    return mu, sigma
+
+
 def token_stats(model, tokenizer, texts: Sequence[str], max_length: int = 256, batch_size: int = 8,
                 prefix_embeds=None) -> list[TokenStats]:
     """Per-token log-probs (and Min-K%++ moments) of ``texts`` under any HF causal LM.
@@ -70,9 +78,7 @@ def token_stats(model, tokenizer, texts: Sequence[str], max_length: int = 256, b
                 logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
                 tgt = ids[:, 1:]
                 tok = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-                p = logp.exp()
-                mu = (p * logp).sum(-1)
-                sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
+                mu, sigma = next_token_moments(logp)
                 valid = mask[:, 1:].bool() & mask[:, :-1].bool()
                 for r in range(len(chunk)):
                     v = valid[r]

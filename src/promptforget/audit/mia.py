@@ -136,8 +136,10 @@ def svc_mia(
     target_labels,
     balance: bool = True,
     seed: int = 0,
-) -> dict[str, float]:
-    """SVC shadow attack. Returns, per feature, the share of ``target`` predicted NON-member.
+    per_example: bool = False,
+):
+    """SVC shadow attack. Returns, per feature, the share of ``target`` predicted NON-member (with
+    ``per_example``: also ``{feature: 0/1 array, 1 = predicted non-member}``, for a bootstrap interval).
 
     ``balance``: subsample the shadow members to the number of shadow non-members (as SalUn does,
     retain-train is much larger than test).
@@ -152,15 +154,17 @@ def svc_mia(
         pm, ym = pm[keep], ym[keep]
     fm, fn, ft = membership_features(pm, ym), membership_features(pn, yn), membership_features(pt, yt)
     fm["prob"], fn["prob"], ft["prob"] = pm, pn, pt
-    out = {}
+    out, nonmember = {}, {}
     for k in ("correctness", "confidence", "entropy", "m_entropy", "prob"):
         a, b = fm[k], fn[k]
         if np.unique(np.concatenate([a, b]).reshape(len(a) + len(b), -1), axis=0).shape[0] < 2:
             out[k] = float("nan")  # one constant feature: the SVC cannot be fitted (and could not attack)
+            nonmember[k] = np.full(len(pt), np.nan)
             continue
         clf = _svc_fit(a, b, seed)
-        out[k] = float(1.0 - clf.predict(ft[k].reshape(len(pt), -1)).mean())
-    return out
+        nonmember[k] = 1.0 - clf.predict(ft[k].reshape(len(pt), -1))
+        out[k] = float(nonmember[k].mean())
+    return (out, nonmember) if per_example else out
 
 
 def mia_efficacy(shadow_member_probs, shadow_member_labels, shadow_nonmember_probs, shadow_nonmember_labels,
@@ -180,9 +184,12 @@ def population_audit(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]
     missing = [k for k in need if k not in probs or len(probs[k]) == 0]
     if missing:
         raise ValueError(f"population_audit: empty or missing sets {missing}")
+    efficacy, nonmember = svc_mia(probs["retain_train"], labels["retain_train"], probs["test"], labels["test"],
+                                  probs["forget_train"], labels["forget_train"], seed=seed, per_example=True)
     res: dict = {
-        "svc_efficacy": svc_mia(probs["retain_train"], labels["retain_train"], probs["test"], labels["test"],
-                                probs["forget_train"], labels["forget_train"], seed=seed),
+        "svc_efficacy": efficacy,
+        # per forget-train sample, 1 = the SVC calls it non-member (MIA-efficacy is the mean)
+        "svc_nonmember": {k: v.tolist() for k, v in nonmember.items()},
         "retain_vs_test_auc": threshold_aucs(probs["retain_train"], labels["retain_train"], probs["test"], labels["test"]),
     }
     res["mia_efficacy"] = res["svc_efficacy"]["confidence"]

@@ -4,6 +4,9 @@ headline figures of the original model before the forget, in one JSON-ready dict
 
 Sets (from the run's own split): retain-train / forget-train = training samples of retained /
 forgotten classes; test / forget-test = held-out samples of retained / forgotten classes.
+
+Every headline figure carries a 95% interval (``model_result["figures"]``, see :mod:`promptforget.audit.stats`);
+the reference's are combined over its retrained seeds (``reference_seeds``).
 """
 
 from __future__ import annotations
@@ -19,13 +22,19 @@ import torch
 from tqdm.auto import tqdm
 
 from promptforget.audit import key_recovery as kr
-from promptforget.audit.lira import lira_attack, run_lira, scaled_logit
+from promptforget.audit import stats
+from promptforget.audit.lira import MIN_SHADOWS, lira_scores, scaled_logit
 from promptforget.audit.mia import membership_features, population_audit
-from promptforget.audit.report import Metric, markdown, model_card, table, write_files
+from promptforget.audit.report import Metric, combine_reference_runs, markdown, model_card, table, write_files
 from promptforget.pfm.evaluate import PROBES, batched_logits, evaluate_probes, evaluate_state
 from promptforget.pfm.model import mask_classes
 
 DEFAULT_NS = (1, 5, 25, 100)
+DEFAULT_KEY_BUDGETS = (30, 100, 300)  # key-recovery optimiser steps at which J is read
+DEFAULT_KEY_RESTARTS = 3
+DEFAULT_ATTACK_SEEDS = 3  # relearning and linear-probe runs
+DEFAULT_ULIRA_SHADOWS = 8
+ULIRA_FPRS = (0.01, 0.001)
 
 
 def _probs(logits: torch.Tensor) -> np.ndarray:
@@ -45,42 +54,78 @@ def forgotten_probes(model, inputs, labels, forgotten: list[int], batch_size: in
     if n == 0:
         return {}
 
-    def acc(ids, mask):
-        return float((batched_logits(model, x, ids, mask, batch_size).argmax(1) == y).float().mean())
+    def hits(ids, mask):
+        return (batched_logits(model, x, ids, mask, batch_size).argmax(1) == y).float().numpy()
+
+    def probe(h):
+        return {"acc": float(h.mean()), "figure": stats.mean_figure(h)}
 
     active = [model.class_index(c) for c in model.active_classes]
     bank = torch.tensor(active).expand(n, -1)
-    out = {"all_wrong": {"acc": acc(bank, torch.ones_like(bank, dtype=torch.bool))},
-           "none": {"acc": acc(torch.zeros(n, 0, dtype=torch.long), torch.zeros(n, 0, dtype=torch.bool))}}
+    out = {"all_wrong": probe(hits(bank, torch.ones_like(bank, dtype=torch.bool))),
+           "none": probe(hits(torch.zeros(n, 0, dtype=torch.long), torch.zeros(n, 0, dtype=torch.bool)))}
     per = {}
     for j in active:
         ids = torch.full((n, 1), j, dtype=torch.long)
-        per[model.class_names[j]] = acc(ids, torch.ones_like(ids, dtype=torch.bool))
-    best = max(per, key=per.get)
-    out["best_single"] = {"acc": per[best], "prompt": best, "per_prompt": per}
+        per[model.class_names[j]] = hits(ids, torch.ones_like(ids, dtype=torch.bool))
+    best = max(per, key=lambda c: per[c].mean())
+    out["best_single"] = {**probe(per[best]), "prompt": best, "per_prompt": {c: float(h.mean()) for c, h in per.items()}}
     out["n_samples"] = n
     return out
 
 
-def _mia(logits: dict, labels: dict, forgotten: list[int], masked: bool, seed: int) -> tuple[dict, dict]:
+def _mia(logits: dict, labels: dict, forgotten: list[int], masked: bool, seed: int) -> tuple[dict, dict, dict]:
+    """Population MIAs, the forget-set feature values (for the histograms) and the figures with intervals."""
     probs = {k: _probs(mask_classes(v, forgotten) if masked else v) for k, v in logits.items() if len(v)}
     labels = {k: labels[k].numpy() for k in probs}
     res = population_audit(probs, labels, seed=seed)
-    # Keep the forget-set feature values: the report draws their histograms.
-    scores = {}
-    for name in ("forget_train", "forget_test"):
-        if name in probs:
-            f = membership_features(probs[name], labels[name])
-            scores[name] = {k: f[k].tolist() for k in ("confidence", "m_entropy", "entropy")}
-    return res, scores
+    feats = {k: membership_features(probs[k], labels[k]) for k in probs}
+    scores = {name: {k: feats[name][k].tolist() for k in ("confidence", "m_entropy", "entropy")}
+              for name in ("forget_train", "forget_test") if name in feats}
+    figures = {"mia_efficacy": stats.mean_figure(res["svc_nonmember"]["confidence"], seed=seed),
+               "mia_retain_auc_loss": stats.auc_figure(feats["retain_train"]["loss"], feats["test"]["loss"], seed=seed)}
+    if "forget_test" in feats:
+        for k in ("confidence", "loss", "entropy", "m_entropy"):
+            figures[f"mia_auc_{k}"] = stats.auc_figure(feats["forget_train"][k], feats["forget_test"][k], seed=seed)
+        figures["mia_tpr_1pct_confidence"] = stats.tpr_figure(feats["forget_train"]["confidence"],
+                                                              feats["forget_test"]["confidence"], 0.01, seed=seed)
+    return res, scores, figures
+
+
+def class_figures(logits: torch.Tensor, labels: torch.Tensor, classes: list[int], names: list[str], seed: int = 0) -> dict:
+    """Forgotten classes: mean per-class accuracy, and the worst class (max top-1 accuracy, max argmin
+    accuracy = how often the class is the least likely one), bootstrap over each class's samples."""
+    top1 = [(logits[labels == c].argmax(1) == c).float().numpy() for c in classes if (labels == c).any()]
+    argmin = [(logits[labels == c].argmin(1) == c).float().numpy() for c in classes if (labels == c).any()]
+    present = [names[c] for c in classes if (labels == c).any()]
+    if not top1:
+        return {}
+    n = min(len(h) for h in top1)
+
+    def fig(stat, samples, **extra):
+        return stats.figure(stat(*samples), stats.bootstrap_ci(stat, *samples, seed=seed), n, stats.OVER_EXAMPLES, **extra)
+
+    mean = lambda *xs: float(np.mean([x.mean() for x in xs]))  # noqa: E731
+    worst = lambda *xs: float(max(x.mean() for x in xs))  # noqa: E731
+    return {"forgotten_class_acc": fig(mean, top1),
+            "forgotten_class_acc_worst": fig(worst, top1, worst_class=present[int(np.argmax([h.mean() for h in top1]))]),
+            "forgotten_class_argmin_acc_worst": fig(worst, argmin,
+                                                    worst_class=present[int(np.argmax([h.mean() for h in argmin]))])}
 
 
 def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[int] = DEFAULT_NS, *,
-                attacks: bool = True, key_steps: int = 100, key_lr: float = 1e-2, relearn_steps: int = 50,
-                relearn_lr: float = 1e-3, n_retain: int = 100, max_eval_retain: int = 300, eval_every: int = 10, threshold: float = 0.5,
-                seed: int = 0, batch_size: int = 64, retained_probes: Sequence[str] = PROBES,
-                progress: bool = True) -> dict:
-    """All figures for one model. ``data``: train/test inputs+labels and the MIA subsample of retain-train."""
+                attacks: bool = True, key_steps: int = max(DEFAULT_KEY_BUDGETS), key_budgets: Sequence[int] | None = None,
+                key_restarts: int = DEFAULT_KEY_RESTARTS, key_lr: float = 1e-2, relearn_steps: int = 50,
+                relearn_lr: float = 1e-3, attack_seeds: int = DEFAULT_ATTACK_SEEDS, n_retain: int = 100,
+                max_eval_retain: int = 300, eval_every: int = 10, threshold: float = 0.5, seed: int = 0,
+                batch_size: int = 64, retained_probes: Sequence[str] = PROBES, progress: bool = True) -> dict:
+    """All figures for one model. ``data``: train/test inputs+labels and the MIA subsample of retain-train.
+
+    ``key_budgets``: the step budgets at which key recovery's J is read (default: those of
+    :data:`DEFAULT_KEY_BUDGETS` below ``key_steps``, and ``key_steps``). ``attack_seeds``: relearning and
+    linear-probe runs (seed, seed+1, ...), whose mean and t-interval are reported."""
+    if attack_seeds < 1 or key_restarts < 1:
+        raise ValueError(f"attack_seeds ({attack_seeds}) and key_restarts ({key_restarts}) must be >= 1")
     fidx = [model.class_index(c) for c in forgotten_names]
     xtr, ytr, xte, yte = data["train_inputs"], data["train_labels"], data["test_inputs"], data["test_labels"]
     res: dict = {"state": evaluate_state(model, xte, yte, batch_size), "forgotten_classes_audited": list(forgotten_names)}
@@ -99,15 +144,30 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
     }
     logits = {k: batched_logits(model, x, batch_size=batch_size) for k, (x, _) in sets.items() if len(sets[k][1])}
     labels = {k: y for k, (_, y) in sets.items()}
+    figures = {"retained_acc": stats.mean_figure((logits["test"].argmax(1) == labels["test"]).float().numpy(), seed=seed)}
+    if "forget_test" in logits:
+        figures["forgotten_acc"] = stats.mean_figure(
+            (logits["forget_test"].argmax(1) == labels["forget_test"]).float().numpy(), seed=seed)
+        figures.update(class_figures(logits["forget_test"], labels["forget_test"], fidx, model.class_names, seed))
+    for probe in ("none", "best_single"):
+        if probe in res.get("probes_forgotten", {}):
+            figures[f"forgotten_acc_probe_{probe}"] = res["probes_forgotten"][probe]["figure"]
+    if "all_wrong" in res.get("probes_retained", {}):
+        pr = res["probes_retained"]
+        figures["retained_acc_probe_all_wrong"] = stats.proportion_figure(pr["all_wrong"]["acc"], pr["n_samples"], seed)
     res["mia"], res["mia_scores"] = {}, {}
     for masked in (False, True):
         tag = "head_masked" if masked else "no_mask"
-        res["mia"][tag], res["mia_scores"][tag] = _mia(logits, labels, fidx, masked, seed)
+        res["mia"][tag], res["mia_scores"][tag], mia_figures = _mia(logits, labels, fidx, masked, seed)
+        if not masked:
+            figures.update(mia_figures)
+    res["figures"] = figures
     if not attacks:
         return res
     # Residual-knowledge attacks: only meaningful once the class's prompt is gone.
     res["key_recovery"], res["relearn"], res["linear_probe"] = {}, {}, {}
-    max_n = int(ftr.sum())
+    budgets = sorted({b for b in (key_budgets or DEFAULT_KEY_BUDGETS) if b <= key_steps} | {key_steps})
+    adapt = "head+lora" if model.config.adapt == "lora" else "head"
     # CLS features only for what the linear probe can use: max(ns) training samples per class.
     rng = np.random.default_rng(seed)
     ynp = ytr.numpy()
@@ -116,16 +176,32 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
     feats_tr = kr.cls_features(model, kr.take_rows(xtr, probe_pool), batch_size)
     feats_te = kr.cls_features(model, xte, batch_size)
     for n in ns:
-        if n > max_n:
+        per_class_max = min(int((ytr == c).sum()) for c in fidx)
+        if n > per_class_max:
             continue
+        key_runs = {}
+        for c, name in zip(fidx, forgotten_names):  # each forgotten class attacked on its own
+            ad = kr.build_attack_data(xtr, ytr, xte, yte, [c], n, n_retain=n_retain, max_eval_retain=max_eval_retain,
+                                      seed=seed + n, exclude=[f for f in fidx if f != c])
+            key_runs[name] = kr.key_recovery(model, name, ad, key_steps, key_lr, eval_every, batch_size, threshold,
+                                             seed, progress, restarts=key_restarts, budgets=budgets)
+        worst = max(key_runs, key=lambda c: key_runs[c]["final_youden"])
+        res["key_recovery"][str(n)] = {**key_runs[worst], "worst_class": worst, "per_class": key_runs}
         ad = kr.build_attack_data(xtr, ytr, xte, yte, fidx, n, n_retain=n_retain, max_eval_retain=max_eval_retain,
                                   seed=seed + n)
-        if len(forgotten_names) == 1:
-            res["key_recovery"][str(n)] = kr.key_recovery(model, forgotten_names[0], ad, key_steps, key_lr, eval_every,
-                                                          batch_size, threshold, seed, progress)
-        res["relearn"][str(n)] = kr.relearn_attack(model, ad, "head+lora" if model.config.adapt == "lora" else "head",
-                                                   relearn_steps, relearn_lr, eval_every, batch_size, threshold, seed, progress)
-        res["linear_probe"][str(n)] = kr.linear_probe(feats_tr, ynp[probe_pool], feats_te, yte.numpy(), fidx, n, seed)
+        runs = [kr.relearn_attack(model, ad, adapt, relearn_steps, relearn_lr, eval_every, batch_size, threshold,
+                                  seed + i, progress) for i in range(attack_seeds)]
+        res["relearn"][str(n)] = {**runs[0], "final_youden_seeds": [r["final_youden"] for r in runs]}
+        probes = [kr.linear_probe(feats_tr, ynp[probe_pool], feats_te, yte.numpy(), fidx, n, seed + i)
+                  for i in range(attack_seeds)]
+        res["linear_probe"][str(n)] = {**probes[0], "seeds": probes}
+        for steps, figs in key_runs[worst]["at_budget"].items():
+            figures[f"key_recovery_j_s{steps}_n{n}"] = {**figs["youden"], "worst_class": worst}
+        figures[f"key_recovery_j_n{n}"] = {**key_runs[worst]["at_budget"][str(key_steps)]["youden"], "worst_class": worst}
+        figures[f"key_recovery_acc_n{n}"] = key_runs[worst]["at_budget"][str(key_steps)]["forgotten_acc"]
+        figures[f"relearn_j_n{n}"] = stats.seeds_figure(res["relearn"][str(n)]["final_youden_seeds"])
+        figures[f"linear_probe_acc_n{n}"] = stats.seeds_figure([p["forgotten_acc"] for p in probes])
+        figures[f"linear_probe_fpr_n{n}"] = stats.seeds_figure([p["forgotten_fpr"] for p in probes])
     return res
 
 
@@ -133,7 +209,12 @@ def audit_pfm(model, train_inputs, train_labels, test_inputs, test_labels, forge
               reference=None, ns: Sequence[int] = DEFAULT_NS, max_mia: int = 1000, progress: bool = True,
               **attack_kw) -> dict:
     """Audit a PFM. If ``model`` still has every prompt, ``forget`` names the classes to forget (in a copy);
-    if it has already forgotten classes, those are audited and no "before" figures exist."""
+    if it has already forgotten classes, those are audited and no "before" figures exist.
+
+    ``reference``: one retrained reference or a list of them (different seeds, see
+    :func:`promptforget.audit.reference.train_pfm_references`); every one is attacked with the same budget,
+    and the "reference" figures are their combination (:func:`promptforget.audit.stats.combine_references`).
+    ``attack_kw``: see :func:`audit_model`."""
     train_labels, test_labels = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
     run_attacks = attack_kw.pop("attacks", True)
     if model.forgotten_classes:
@@ -145,67 +226,121 @@ def audit_pfm(model, train_inputs, train_labels, test_inputs, test_labels, forge
         if not forget:
             raise ValueError("the model has forgotten nothing: name the classes to forget (--forget)")
         forgotten = list(forget)
+        for c in forgotten:
+            model.class_index(c)  # unknown names raise
         original = model
         audited = copy.deepcopy(model)
         audited.forget(forgotten)
-    if reference is not None and sorted(reference.forgotten_classes) != sorted(forgotten):
-        raise ValueError(f"reference forgot {reference.forgotten_classes}, the audited model {forgotten}")
+    references = [] if reference is None else list(reference) if isinstance(reference, (list, tuple)) else [reference]
+    for ref in references:
+        if sorted(ref.forgotten_classes) != sorted(forgotten):
+            raise ValueError(f"reference forgot {ref.forgotten_classes}, the audited model {forgotten}")
+    for n in ns:
+        smallest = min(int((train_labels == model.class_index(c)).sum()) for c in forgotten)
+        if n < 1 or (run_attacks and n > smallest):
+            raise ValueError(f"n={n}: the adversary's samples must be between 1 and {smallest}, the forgotten "
+                             "class's training samples")
     data = {"train_inputs": train_inputs, "train_labels": train_labels, "test_inputs": test_inputs,
             "test_labels": test_labels, "max_mia": max_mia}
     out = {"class_names": model.class_names, "forgotten_classes": forgotten, "ns": list(ns),
-           "n_train": len(train_labels), "n_test": len(test_labels), "models": {}}
-    jobs = [("audited", audited, True)] + ([("reference", reference, True)] if reference is not None else [])
+           "n_train": len(train_labels), "n_test": len(test_labels), "reference_seeds": len(references), "models": {}}
+    jobs = [("audited", audited, True)] + [("reference", ref, True) for ref in references]
     jobs += [("original", original, False)] if original is not None else []
+    reference_runs = []
     for name, m, attacks in tqdm(jobs, desc="audit", disable=not progress, leave=False):
-        out["models"][name] = audit_model(m, data, forgotten, ns, attacks=attacks and run_attacks, progress=progress, **attack_kw)
+        res = audit_model(m, data, forgotten, ns, attacks=attacks and run_attacks, progress=progress, **attack_kw)
+        if name == "reference":
+            reference_runs.append(res)
+        else:
+            out["models"][name] = res
+    if reference_runs:
+        out["models"]["reference"] = combine_reference_runs(reference_runs, flatten)
     return out
 
 
-def pfm_ulira(config, train_inputs, train_labels, test_inputs, test_labels, targets: dict, forgotten: Sequence[str],
-              n_shadow: int = 4, config_overrides: dict | None = None, max_pool: int | None = None, seed: int = 0,
-              progress: bool = True) -> dict:
-    """U-LiRA on class forgetting: shadows train on random halves of train+test, then forget the class.
+def pfm_ulira(config, train_inputs, train_labels, targets: dict, forgotten: Sequence[str],
+              n_shadow: int = DEFAULT_ULIRA_SHADOWS, config_overrides: dict | None = None, max_pool: int | None = None,
+              seed: int = 0, progress: bool = True, encoder=None, log=print) -> dict:
+    """U-LiRA (Hayes et al. 2024) on class forgetting: can an attacker tell the audited model (trained with
+    the class, then forgotten) from models retrained without it, sample by sample?
 
-    ``targets``: {name: model} (the audited model, the reference); the same shadows serve every target.
-    The attack separates forget-train from forget-test samples. Returns {name: result}.
-    Costs ``n_shadow`` trainings: keep ``config_overrides`` small (e.g. {"epochs": 1}) on CPU.
+    Shadows use the target's full recipe (``config``; ``config_overrides`` only if given) with seeds
+    config.seed+100+i: half are "in" (trained on the training set, then the class forgotten by the method under
+    test: its prompt deleted), half "out" (retrained without the class, prompt deleted likewise). For each
+    forget-train sample, phi = scaled logit of the true class; the online likelihood ratio
+    Lambda = log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2) with one pooled variance per side.
+
+    ``targets``: {"audited": model, "reference": [models]} (one reference or a list of seeds). The audited
+    model's Lambda on the forget-train samples (members) is ranked against the references' (non-members):
+    AUC, TPR at 1% and 0.1% FPR, each with a bootstrap interval, and the ROC (for a log-log plot). The
+    references' own figure: each reference against the others (about 0.5; needs >= 2 references).
+    Returns ``{"audited": result, "reference": result}`` (the latter with >= 2 references).
     """
+    from promptforget.backbones.encoder import load_encoder
     from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
 
-    cfg = PFMConfig.from_dict({**config.to_dict(), **(config_overrides or {})})
-    x = {k: torch.cat([train_inputs[k], test_inputs[k]]) for k in train_inputs}
-    y = torch.cat([torch.as_tensor(train_labels), torch.as_tensor(test_labels)])
-    is_member = np.r_[np.ones(len(train_labels), bool), np.zeros(len(test_labels), bool)]
+    if n_shadow < MIN_SHADOWS or n_shadow % 2:
+        raise ValueError(f"U-LiRA needs an even number of shadows >= {MIN_SHADOWS} (half in, half out), got {n_shadow}")
+    refs = targets.get("reference")
+    refs = [] if refs is None else list(refs) if isinstance(refs, (list, tuple)) else [refs]
+    if not refs:
+        raise ValueError("U-LiRA ranks the audited model against retrained references: give at least one")
+    y = torch.as_tensor(train_labels)
     pool = np.arange(len(y))
     if max_pool is not None and max_pool < len(pool):
         pool = np.sort(np.random.default_rng(seed).choice(pool, max_pool, replace=False))
-    xp, yp = kr.take_rows(x, pool), y[pool]
-    fidx = [cfg.class_names.index(c) for c in forgotten]
-    template = PFMModel(cfg)  # built once (backbone load), deep-copied per shadow
-
-    def fit_shadow(idx):
-        m = copy.deepcopy(template)
-        fit(m, kr.take_rows(xp, idx), yp[idx], progress=False)
-        m.forget(list(forgotten))
-        return m
+    xp, yp = kr.take_rows(train_inputs, pool), y[pool]
+    probe_cfg = PFMConfig.from_dict({**config.to_dict(), **(config_overrides or {})})
+    fidx = [probe_cfg.class_names.index(c) for c in forgotten]
+    is_f = torch.isin(yp, torch.tensor(fidx))
+    if not bool(is_f.any()):
+        raise ValueError("U-LiRA: the training pool has no samples of the forgotten class(es)")
+    xf, yf = kr.take_rows(xp, torch.nonzero(is_f).squeeze(1)), yp[is_f]
+    pristine = encoder if encoder is not None else load_encoder(config.backbone)
 
     def score(m):
-        return scaled_logit(batched_logits(m, xp).numpy(), yp.numpy())
+        return scaled_logit(batched_logits(m, xf).numpy(), yf.numpy())
 
-    shadows = run_lira(fit_shadow, score, len(pool), n_shadow, seed, progress)
-    is_f = np.isin(yp.numpy(), fidx)
-    members, nonmembers = np.flatnonzero(is_f & is_member[pool]), np.flatnonzero(is_f & ~is_member[pool])
-    if len(members) == 0 or len(nonmembers) == 0:
-        raise ValueError("U-LiRA: the pool needs forgotten-class samples from both train and test")
-    out = {}
-    for name, target_model in targets.items():
-        target = score(target_model)
-        res = {"online": lira_attack(target, shadows, members, nonmembers, online=True),
-               "offline": lira_attack(target, shadows, members, nonmembers, online=False),
-               "config_overrides": config_overrides or {}, "pool_size": int(len(pool))}
-        out[name] = res
+    in_mask = np.zeros((n_shadow, len(yf)), bool)
+    shadow_phi = []
+    for i in tqdm(range(n_shadow), desc="U-LiRA shadows", disable=not progress, leave=False):
+        trained_in = i % 2 == 0
+        cfg = PFMConfig.from_dict({**probe_cfg.to_dict(), "seed": config.seed + 100 + i})
+        m = PFMModel(cfg, encoder=copy.deepcopy(pristine))
+        keep = torch.ones(len(yp), dtype=torch.bool) if trained_in else ~is_f
+        log(f"[audit] U-LiRA shadow {i + 1}/{n_shadow} ({'in: trained with' if trained_in else 'out: retrained without'} "
+            f"{', '.join(forgotten)})")
+        fit(m, kr.take_rows(xp, torch.nonzero(keep).squeeze(1)), yp[keep], progress=False)
+        m.forget(list(forgotten))
+        in_mask[i] = trained_in
+        shadow_phi.append(score(m))
+    shadow_phi = np.stack(shadow_phi)
+    lam = {"audited": lira_scores(score(targets["audited"]), shadow_phi, in_mask)}
+    ref_lams = [lira_scores(score(r), shadow_phi, in_mask) for r in refs]
+    common = {"n_shadow": n_shadow, "config_overrides": config_overrides or {}, "pool_size": int(len(pool)),
+              "n_forget_train": int(len(yf))}
+    out = {"audited": {**ulira_figures(lam["audited"], np.concatenate(ref_lams), seed), **common,
+                       "scores_audited": lam["audited"].tolist()}}
+    if len(ref_lams) >= 2:
+        loo = [ulira_figures(ref_lams[k], np.concatenate([r for j, r in enumerate(ref_lams) if j != k]), seed)
+               for k in range(len(ref_lams))]
+        out["reference"] = {**{key: stats.combine_references([f[key] for f in loo]) for key in ulira_keys()},
+                            "roc": loo[0]["roc"], **common}
+    return out
+
+
+def ulira_keys() -> list[str]:
+    return ["auc"] + [f"tpr_at_{fpr:g}_fpr" for fpr in ULIRA_FPRS]
+
+
+def ulira_figures(member_scores, nonmember_scores, seed: int = 0) -> dict:
+    """AUC and TPR at the low FPRs with intervals, and the ROC, of member vs non-member Lambda."""
+    out = {"auc": stats.auc_figure(member_scores, nonmember_scores, seed=seed)}
+    for fpr in ULIRA_FPRS:
+        out[f"tpr_at_{fpr:g}_fpr"] = stats.tpr_figure(member_scores, nonmember_scores, fpr, seed=seed)
+    out["roc"] = stats.roc_points(member_scores, nonmember_scores)
     return out
 
 
@@ -219,6 +354,13 @@ METRICS: dict[str, Metric] = {
     "forgotten_class_acc": Metric("mean per-class test accuracy of the forgotten classes with the model's full prompt "
                                   "bank (for the original model: before the forget)", "higher = class answered",
                                   "reference value (about 0)", 0.02),
+    "forgotten_class_acc_worst": Metric("the worst forgotten class: the highest per-class test accuracy among the "
+                                        "forgotten classes, full prompt bank (bootstrap over each class's samples)",
+                                        "higher = a class still answered", "reference value (about 0)", 0.02),
+    "forgotten_class_argmin_acc_worst": Metric("the highest share, over forgotten classes, of a class's test samples "
+                                               "whose class is the least likely one (an attacker reads the argmin)",
+                                               "higher = the class is still recognised (pushed to the bottom)",
+                                               "reference value", 0.05),
     "forgotten_acc_probe_none": Metric("accuracy on forgotten-class samples with no prompt at all",
                                        "higher = residual knowledge", "reference value", 0.05),
     "forgotten_acc_probe_best_single": Metric("accuracy on forgotten-class samples with the single remaining prompt "
@@ -228,7 +370,8 @@ METRICS: dict[str, Metric] = {
                                            "higher = knowledge not bound to the own key", "chance (1/C)", 0.05),
     "mia_efficacy": Metric("SalUn MIA-efficacy: share of the forget-train set that an RBF-SVC on the confidence p_y, "
                            "fitted on retain-train (members) vs test (non-members), calls non-member",
-                           "higher = forget set looks unseen", "reference value", 0.05, direction=-1),
+                           "higher = forget set looks unseen", "reference value", 0.05, direction=-1,
+                           saturation=1.0),
     "mia_auc_confidence": Metric("ROC-AUC of the confidence p_y, forget-train (members) vs forget-test",
                                  "0.5 = no signal; >0.5 = training samples of the forgotten class still recognisable",
                                  "reference value (about 0.5)", 0.05),
@@ -237,13 +380,24 @@ METRICS: dict[str, Metric] = {
                               "reference value (about 0.5)", 0.05),
     "mia_auc_m_entropy": Metric("ROC-AUC of -modified entropy (Song & Mittal 2021), forget-train vs forget-test",
                                 "as above", "reference value (about 0.5)", 0.05),
-    "mia_retain_auc_loss": Metric("ROC-AUC of -loss, retain-train vs test (generalisation gap on retained classes)",
-                                  "0.5 = no overfitting signal", "reference value", 0.05),
+    "mia_tpr_1pct_confidence": Metric("TPR at 1% FPR of the confidence p_y, forget-train vs forget-test (the "
+                                      "low-FPR regime; an upper bound below 100 forget-test samples)",
+                                      "higher = some training samples of the forgotten class surely recognised",
+                                      "reference value (about 0.01)", 0.02),
+    "mia_retain_auc_loss": Metric("ROC-AUC of -loss, retain-train vs test: the generalisation gap on the KEPT "
+                                  "classes (utility, not residual knowledge of the forgotten ones)",
+                                  "0.5 = no overfitting; lower = better", "reference value", 0.05, direction=-1,
+                                  kind="utility"),
     "key_recovery_j_n{n}": Metric("Youden's J (recall of the forgotten class minus the share of retained samples "
                                   "predicted as it) after optimising ONE fresh prompt token (all else frozen) on n "
                                   "labelled forgotten-class samples + a retained-class pool",
                                   "higher = the shared weights still encode the class (residual knowledge); 0 = no "
-                                  "better than a constant answer", "reference value", 0.05),
+                                  "better than a constant answer; the attacker's best of its restarts (lowest loss on "
+                                  "its own set), the worst forgotten class, at the largest step budget, bootstrap "
+                                  "over held-out samples", "reference value", 0.05),
+    "key_recovery_j_s{s}_n{n}": Metric("Youden's J of key recovery (see key_recovery_j) after steps optimiser "
+                                       "steps, on n labelled forgotten-class samples", "higher = residual knowledge",
+                                       "reference value", 0.05),
     "key_recovery_acc_n{n}": Metric("forgotten-class test accuracy (recall) after key recovery (see key_recovery_j)",
                                     "higher = more recovered, but a key that floods every input also scores high",
                                     "reference value", 0.05),
@@ -251,13 +405,24 @@ METRICS: dict[str, Metric] = {
                                       "(None = not within the budget)", "fewer = easier to recover",
                                       "reference value", 10, direction=-1, none_is_infinite=True),
     "relearn_j_n{n}": Metric("Youden's J of the forgotten class after a few fine-tuning steps of head (+LoRA) on the "
-                             "adversary's set, no prompt for the class", "higher = easier relearning",
-                             "reference value", 0.05),
+                             "adversary's set, no prompt for the class; mean over seeds (t-interval)",
+                             "higher = easier relearning", "reference value", 0.05),
     "linear_probe_acc_n{n}": Metric("forgotten-class test accuracy of a logistic-regression probe on the frozen CLS "
-                                    "features, n labelled samples per class", "higher = class separable in the features",
+                                    "features, n labelled samples per class; mean over seeds (t-interval)",
+                                    "higher = class separable in the features", "reference value", 0.05),
+    "linear_probe_fpr_n{n}": Metric("share of retained-class test samples the linear probe (see linear_probe_acc) "
+                                    "calls a forgotten class, n samples per class; mean over seeds",
+                                    "read beside the recall: high recall with high FPR is no recovery",
                                     "reference value", 0.05),
-    "ulira_auc": Metric("U-LiRA (online) ROC-AUC, forget-train vs forget-test, shadows trained then forgotten",
-                        "0.5 = no signal", "reference value (about 0.5)", 0.05),
+    "ulira_auc": Metric("U-LiRA (online, Hayes et al. 2024) ROC-AUC of the likelihood ratio, audited model (members) "
+                        "vs retrained references (non-members), on the forget-train samples; shadows with the full "
+                        "recipe, half trained with the class then forgotten, half retrained without it. Reference "
+                        "column: each reference against the others", "0.5 = unlearning indistinguishable from "
+                        "retraining", "reference value (about 0.5)", 0.05),
+    "ulira_tpr_1pct_fpr": Metric("U-LiRA TPR at 1% FPR (see ulira_auc)", "higher = some samples surely tell the "
+                                 "audited model apart", "reference value (about 0.01)", 0.02),
+    "ulira_tpr_0.1pct_fpr": Metric("U-LiRA TPR at 0.1% FPR (see ulira_auc; an upper bound below 1000 reference "
+                                   "scores)", "as above", "reference value (about 0.001)", 0.02),
 }
 
 
@@ -293,8 +458,13 @@ def flatten(model_result: dict) -> dict[str, float | int | None]:
         r[f"relearn_j_n{n}"] = s["final_youden"]
     for n, s in (model_result.get("linear_probe") or {}).items():
         r[f"linear_probe_acc_n{n}"] = s["forgotten_acc"]
-    if "ulira" in model_result:
-        r["ulira_auc"] = model_result["ulira"]["online"]["auc"]
+    ul = model_result.get("ulira") or {}
+    for key, mid in (("auc", "ulira_auc"), ("tpr_at_0.01_fpr", "ulira_tpr_1pct_fpr"),
+                     ("tpr_at_0.001_fpr", "ulira_tpr_0.1pct_fpr")):
+        if key in ul:
+            r[mid] = ul[key]
+    # the figures with their intervals, where the audit computed them
+    r.update(model_result.get("figures") or {})
     return r
 
 
@@ -371,6 +541,27 @@ def plots(audit: dict, out_dir: str | os.PathLike) -> dict[str, str]:
         fig.tight_layout()
         paths[f"{attack}_curves"] = str(out / f"{attack}_curves.png")
         fig.savefig(paths[f"{attack}_curves"], dpi=120)
+        plt.close(fig)
+
+    have = [m for m in ("audited", "reference") if "roc" in models.get(m, {}).get("ulira", {})]
+    if have:  # the low-FPR regime is what matters (Carlini et al. 2022): log-log axes
+        fig, ax = plt.subplots(figsize=(4.5, 4.2))
+        for m in have:
+            roc = models[m]["ulira"]["roc"]
+            auc = models[m]["ulira"]["auc"]["value"]
+            label = "audited vs references" if m == "audited" else "a reference vs the others"
+            ax.plot(np.maximum(roc["fpr"], 1e-4), np.maximum(roc["tpr"], 1e-4), color=style[m][0],
+                    linestyle=style[m][1], label=f"{label} (AUC {auc:.2f})")
+        ax.plot([1e-4, 1], [1e-4, 1], color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.set_title("U-LiRA ROC (log-log)", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths["ulira_roc"] = str(out / "ulira_roc.png")
+        fig.savefig(paths["ulira_roc"], dpi=120)
         plt.close(fig)
     return paths
 

@@ -6,6 +6,11 @@ objective on the training split minus every sample of the forgotten classes; the
 classes' prompts -- which only ever served as wrong-prompt distractors -- are deleted, exactly as in
 the audited model. Every audit figure is reported beside this model's.
 
+Several references (:func:`train_pfm_references`): the same recipe with seeds seed, seed+1, ...; their
+spread is part of every verdict's interval. Each is saved under OUT/seed-K/ and reused when already there.
+They reuse the audited model's encoded inputs (with prompt_layer > 0: the frozen lower blocks' output, computed
+once) and one pristine backbone, copied per reference instead of loaded from disk.
+
 For SPUL the reference is stage 1 fine-tuned on the retain set only (built by the SPUL package).
 """
 
@@ -20,22 +25,25 @@ from typing import Sequence
 import torch
 
 REFERENCE_META = "reference.json"
+DEFAULT_REFERENCE_SEEDS = 3
 
 
 def train_pfm_reference(config, train_inputs: dict[str, torch.Tensor], train_labels, forgotten: Sequence[str],
                         out_dir: str | os.PathLike | None = None, progress: bool = True, encoder=None,
-                        config_overrides: dict | None = None):
+                        config_overrides: dict | None = None, seed: int | None = None):
     """Train the retrain-from-scratch reference. Returns the model (with the forgotten prompts deleted).
 
     ``encoder``: an already loaded (pristine, un-adapted) EncoderParts to reuse; default loads the backbone.
     ``config_overrides``: recipe changes (e.g. fewer epochs for a quick audit) -- recorded in the metadata.
+    ``seed``: the reference's training seed (default: the audited run's).
     """
     from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
     from promptforget.utils.io import atomic_write_json
 
-    cfg = PFMConfig.from_dict({**copy.deepcopy(config.to_dict()), **(config_overrides or {})})
+    seed_override = {} if seed is None else {"seed": int(seed)}
+    cfg = PFMConfig.from_dict({**copy.deepcopy(config.to_dict()), **(config_overrides or {}), **seed_override})
     forgotten = list(forgotten)
     if not forgotten:
         raise ValueError("train_pfm_reference: no forgotten classes given")
@@ -59,7 +67,44 @@ def train_pfm_reference(config, train_inputs: dict[str, torch.Tensor], train_lab
             "forgotten_classes": forgotten,
             "n_train": int(keep.sum()),
             "config_overrides": config_overrides or {},
+            "seed": cfg.seed,
             "history": history,
             "train_seconds": seconds,
         })
     return model
+
+
+def reference_dir(out_dir: str | os.PathLike, seed: int) -> Path:
+    return Path(out_dir) / f"seed-{seed}"
+
+
+def train_pfm_references(config, train_inputs: dict[str, torch.Tensor], train_labels, forgotten: Sequence[str],
+                         out_dir: str | os.PathLike | None = None, reference_seeds: int = DEFAULT_REFERENCE_SEEDS,
+                         progress: bool = True, config_overrides: dict | None = None, log=print) -> list:
+    """``reference_seeds`` references retrained with seeds config.seed, config.seed+1, ...; those already saved
+    under ``out_dir/seed-K/`` are loaded instead of retrained. Returns the models, in seed order."""
+    from promptforget.backbones.encoder import load_encoder
+    from promptforget.pfm.model import PFMModel
+    from promptforget.store.layout import WEIGHTS_NAME
+
+    if reference_seeds < 1:
+        raise ValueError(f"reference_seeds must be >= 1, got {reference_seeds}")
+    pristine = None
+    models = []
+    for k in range(reference_seeds):
+        seed = config.seed + k
+        d = reference_dir(out_dir, seed) if out_dir is not None else None
+        if d is not None and (d / WEIGHTS_NAME).is_file():
+            log(f"[audit] reusing the reference in {d}")
+            ref = PFMModel.from_pretrained(d)
+            if sorted(ref.forgotten_classes) != sorted(forgotten):
+                raise ValueError(f"the saved reference in {d} forgot {ref.forgotten_classes}, not {list(forgotten)}")
+            models.append(ref)
+            continue
+        if pristine is None:
+            pristine = load_encoder(config.backbone)
+        log(f"[audit] training the retrain-from-scratch reference, seed {seed} ...")
+        models.append(train_pfm_reference(config, train_inputs, train_labels, forgotten, d, progress=progress,
+                                          encoder=copy.deepcopy(pristine), config_overrides=config_overrides,
+                                          seed=seed))
+    return models

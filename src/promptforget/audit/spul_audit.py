@@ -12,8 +12,11 @@ Figures per model (definitions, signs and ideal values in :data:`SPUL_METRICS`):
   * label-position membership inference: confidence, loss, entropy and modified-entropy AUCs
     forget-train vs forget-test, and SalUn's SVC MIA-efficacy (shadow members = retain-train,
     non-members = test-retain), on the distribution over the label words plus an "other" column;
-  * sequence-level LLM membership inference (LOSS, ZLib, Min-K%, Min-K%++) on the training text
-    (prompt + true label), forget-train vs forget-test; the prompted model is scored with its prompt;
+Every figure carries a 95% interval (``model_result["figures"]``), bootstrap over examples.
+  * sequence-level LLM membership inference (LOSS, ZLib, Min-K%, Min-K%++) on the span stage 1 was trained on:
+    the label tokens after the prompt, with training's truncation (max_length), forget-train vs forget-test;
+    the prompted model is scored with its prompt. The non-member set is at least as large as the member set
+    (forget-train is subsampled to forget-test's size when larger); sizes below 100 are flagged;
   * black-box extraction: the forget-train queries sent plain, paraphrased and wrapped in prompt
     injections that ask for the original label; share answered with the true label.
 """
@@ -27,13 +30,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from promptforget.audit import blackbox, llm_mia, mia
-from promptforget.audit.report import MODELS, Metric, is_number, markdown, model_card, table, write_files
+from promptforget.audit import blackbox, llm_mia, mia, stats
+from promptforget.audit.report import (MODELS, Metric, combine_reference_runs, is_number, markdown, model_card, table,
+                                       write_files)
 from promptforget.spul import ops
 from promptforget.spul.evaluate import evaluate_splits, predict
 from promptforget.spul.tasks import check_label_tokens, encode_examples
 
 SPLITS = ("train_retain", "train_forget", "test_retain", "test_forget")
+MIN_MIA_EXAMPLES = 100
 
 SPUL_METRICS: dict[str, Metric] = {
     **{f"acc_{s}": Metric(f"teacher-forced accuracy on {s.replace('_', '-')} (full-vocabulary argmax at the label "
@@ -48,9 +53,11 @@ SPUL_METRICS: dict[str, Metric] = {
        for f in ("confidence", "loss", "entropy", "m_entropy")},
     "mia_efficacy": Metric("SalUn MIA-efficacy: share of forget-train that an RBF-SVC on the label confidence, fitted "
                            "on retain-train (members) vs test-retain (non-members), calls non-member",
-                           "higher = forget set looks unseen", "reference value", 0.05, direction=-1),
-    **{f"llm_auc_{s}": Metric(f"ROC-AUC of the sequence {s} score (higher = member) of prompt + true label, "
-                              "forget-train vs forget-test", "0.5 = no signal", "reference value (about 0.5)", 0.05)
+                           "higher = forget set looks unseen", "reference value", 0.05, direction=-1,
+                           saturation=1.0),
+    **{f"llm_auc_{s}": Metric(f"ROC-AUC of the {s} score (higher = member) over the trained span (the true label's "
+                              "tokens after the prompt, training's truncation), forget-train vs forget-test",
+                              "0.5 = no signal", "reference value (about 0.5)", 0.05)
        for s in llm_mia.SCORES},
     "blackbox_plain": Metric("share of forget-train queries answered with the true label, sent as they are",
                              "higher = leakage", "reference value", 0.05),
@@ -80,9 +87,36 @@ def label_distribution(scorer, tokenizer, task, examples: Sequence[dict], max_le
     return probs, labels
 
 
-def training_texts(task, examples: Sequence[dict]) -> list[str]:
-    """What stage 1 was trained on: the prompt followed by the true label (see tasks.encode_example)."""
-    return [f"{task.format_prompt(ex)} {ex['label']}" for ex in examples]
+@torch.no_grad()
+def label_span_stats(scorer, tokenizer, task, examples: Sequence[dict], max_length: int,
+                     batch_size: int = 32) -> list[llm_mia.TokenStats]:
+    """Per-token statistics of the span stage 1 was trained on: the true label's tokens after the prompt,
+    encoded exactly as in training (same truncation). ``scorer`` maps a batch to label logits [B, L, V]."""
+    encoded = encode_examples(tokenizer, task, examples, max_length)
+    out: list = [None] * len(encoded)
+    for b in ops.iterate_batches(encoded, batch_size, tokenizer.pad_token_id, shuffle=False, seed=0):
+        logp = torch.log_softmax(scorer(b).float(), dim=-1).cpu()
+        target = b["label_ids"]
+        valid = target != -100
+        tok = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        mu, sigma = llm_mia.next_token_moments(logp)
+        for r, i in enumerate(b["index"].tolist()):
+            v = valid[r]
+            out[i] = llm_mia.TokenStats(tok[r][v].numpy(), mu[r][v].numpy(), sigma[r][v].numpy())
+    return out
+
+
+def balanced_mia_sets(members: list, nonmembers: list, seed: int = 0) -> tuple[list, list, dict]:
+    """Members subsampled (seeded) to at most the non-members' count, so the non-member set is at least as
+    large; a note when either is below :data:`MIN_MIA_EXAMPLES`."""
+    if len(members) > len(nonmembers):
+        keep = sorted(np.random.default_rng(seed).choice(len(members), len(nonmembers), replace=False).tolist())
+        members = [members[i] for i in keep]
+    info = {"n_member": len(members), "n_nonmember": len(nonmembers)}
+    if min(len(members), len(nonmembers)) < MIN_MIA_EXAMPLES:
+        info["note"] = (f"fewer than {MIN_MIA_EXAMPLES} members or non-members: the data allow no more, the "
+                        "intervals are wide")
+    return members, nonmembers, info
 
 
 def blackbox_predictor(scorer, tokenizer, task, examples: Sequence[dict], max_length: int, batch_size: int = 32):
@@ -97,12 +131,14 @@ def blackbox_predictor(scorer, tokenizer, task, examples: Sequence[dict], max_le
     return predict_many
 
 
-def audit_model(name: str, scorer, lm, tokenizer, task, split: dict, *, prefix_embeds=None, max_length: int = 128,
-                batch_size: int = 32, llm_max_length: int = 256, seed: int = 0) -> dict:
-    """Every figure of one model. ``scorer`` maps a batch to label logits; ``lm`` is the HF causal LM used
-    for sequence scores, with ``prefix_embeds`` (the soft prompt) prepended when given."""
+def audit_model(name: str, scorer, tokenizer, task, split: dict, *, max_length: int = 128, batch_size: int = 32,
+                seed: int = 0) -> dict:
+    """Every figure of one model. ``scorer`` maps a batch to label logits [B, L, V] (the prompted model's
+    include its soft prompt); ``max_length`` is training's truncation."""
     res: dict = {"name": name}
     res["accuracy"] = evaluate_splits(scorer, tokenizer, task, {s: split[s] for s in SPLITS}, max_length, batch_size)
+    figures = {f"acc_{s}": stats.proportion_figure(res["accuracy"][s]["accuracy"], len(split[s]), seed)
+               for s in SPLITS if split[s]}
     probs, labels = {}, {}
     for key, s in (("retain_train", "train_retain"), ("test", "test_retain"), ("forget_train", "train_forget"),
                    ("forget_test", "test_forget")):
@@ -111,16 +147,34 @@ def audit_model(name: str, scorer, lm, tokenizer, task, split: dict, *, prefix_e
     res["mia"] = mia.population_audit(probs, labels, seed=seed)
     res["mia_scores"] = {k: mia.membership_features(probs[k], labels[k])["confidence"].tolist()
                          for k in ("forget_train", "forget_test") if k in probs}
+    figures["mia_efficacy"] = stats.mean_figure(res["mia"]["svc_nonmember"]["confidence"], seed=seed)
+    if "forget_test" in probs:
+        fm = mia.membership_features(probs["forget_train"], labels["forget_train"])
+        fn = mia.membership_features(probs["forget_test"], labels["forget_test"])
+        for f in ("confidence", "loss", "entropy", "m_entropy"):
+            figures[f"mia_auc_{f}"] = stats.auc_figure(fm[f], fn[f], seed=seed)
     if split["test_forget"]:
-        # Sequence scores need full-vocabulary logits at every position: keep those batches small.
-        kw = dict(max_length=llm_max_length, batch_size=min(batch_size, 8), prefix_embeds=prefix_embeds)
-        members = llm_mia.llm_mia_scores(lm, tokenizer, training_texts(task, split["train_forget"]), **kw)
-        holdout = llm_mia.llm_mia_scores(lm, tokenizer, training_texts(task, split["test_forget"]), **kw)
-        res["llm_mia"] = llm_mia.aucs_from_scores(members, holdout)
+        members, nonmembers, res["llm_mia_sets"] = balanced_mia_sets(split["train_forget"], split["test_forget"], seed)
+
+        def span_scores(examples):
+            st = label_span_stats(scorer, tokenizer, task, examples, max_length, batch_size)
+            return llm_mia.scores_from_stats([ex["label"] for ex in examples], st)
+
+        sm, sn = span_scores(members), span_scores(nonmembers)
+        res["llm_mia"] = llm_mia.aucs_from_scores(sm, sn)
+        for sc in llm_mia.SCORES:
+            a, b = sm[sc][np.isfinite(sm[sc])], sn[sc][np.isfinite(sn[sc])]
+            if len(a) and len(b):
+                figures[f"llm_auc_{sc}"] = stats.auc_figure(a, b, seed=seed)
     forget = split["train_forget"]
     res["blackbox"] = blackbox.blackbox_leakage(
         None, [ex[task.truncate_field] for ex in forget], [ex["label"] for ex in forget],
         predict_many=blackbox_predictor(scorer, tokenizer, task, forget, max_length, batch_size))
+    bb = res["blackbox"]
+    for key, share in (("plain", bb["plain_acc"]), ("paraphrase", bb["paraphrase_acc_mean"]),
+                       ("injection", bb["injection_acc_mean"]), ("best", bb["best_attack_acc"])):
+        figures[f"blackbox_{key}"] = stats.proportion_figure(share, bb["n"], seed)
+    res["figures"] = figures
     return res
 
 
@@ -138,6 +192,7 @@ def flatten(model_result: dict) -> dict:
     bb = model_result["blackbox"]
     r.update(blackbox_plain=bb["plain_acc"], blackbox_paraphrase=bb["paraphrase_acc_mean"],
              blackbox_injection=bb["injection_acc_mean"], blackbox_best=bb["best_attack_acc"])
+    r.update(model_result.get("figures") or {})  # the figures with their intervals, where computed
     return r
 
 
@@ -163,7 +218,8 @@ def plots(audit: dict, out_dir) -> dict[str, str]:
         x = np.arange(len(keys))
         w = 0.8 / len(names)
         for i, n in enumerate(names):
-            ax.bar(x + i * w, [flat[n].get(k) if is_number(flat[n].get(k)) else 0 for k in keys], w, label=n)
+            vals = [(v or {}).get("value") if isinstance(v, dict) else v for v in (flat[n].get(k) for k in keys)]
+            ax.bar(x + i * w, [v if is_number(v) else 0 for v in vals], w, label=n)
         ax.set_xticks(x + 0.4 - w / 2, [k.replace("acc_", "").replace("_auc", "") for k in keys], rotation=30, ha="right")
         ax.set_ylabel(ylabel)
         ax.set_ylim(*ylim)
@@ -226,26 +282,32 @@ class CachedScorer:
 def audit_spul(spul, split: dict, reference=None, *, max_length: int = 128, batch_size: int = 32, seed: int = 0,
                progress=print) -> dict:
     """Audit a trained :class:`~promptforget.spul.model.SPUL` (its frozen stage-1 LLM with the prompt)
-    on ``split`` (the four SPUL splits), beside ``reference`` (an HF causal LM: stage 1 trained on the
-    retain set only) when given. Returns the audit record (see :func:`write_spul_report`)."""
+    on ``split`` (the four SPUL splits), beside ``reference`` when given: an HF causal LM (stage 1 trained
+    on the retain set only), or a list of them retrained with different seeds, whose figures are combined
+    (:func:`promptforget.audit.stats.combine_references`). ``max_length``: stage 1's training truncation.
+    Returns the audit record (see :func:`write_spul_report`)."""
     missing = [s for s in SPLITS if s not in split]
     if missing:
         raise ValueError(f"split is missing {missing}")
     for s in ("train_retain", "train_forget", "test_retain"):
         if not split[s]:
             raise ValueError(f"the {s} split is empty; the audit needs it")
+    references = [] if reference is None else list(reference) if isinstance(reference, (list, tuple)) else [reference]
     tok, task = spul.tokenizer, spul.task
     kw = dict(max_length=max_length, batch_size=batch_size, seed=seed)
-    with torch.no_grad():
-        prompt = spul.prompts(1)[0].detach()
-    targets = [("audited", spul.scorer(prompted=True), spul.model, prompt),
-               ("original", spul.scorer(prompted=False), spul.model, None)]
-    if reference is not None:
-        reference.eval()
-        targets.append(("reference", lambda b: ops.label_logits(reference, b), reference, None))
-    models = {}
-    for name, scorer, lm, prefix in targets:
+    targets = [("audited", spul.scorer(prompted=True)), ("original", spul.scorer(prompted=False))]
+    for ref in references:
+        ref.eval()
+        targets.append(("reference", lambda b, ref=ref: ops.label_logits(ref, b)))
+    models, reference_runs = {}, []
+    for name, scorer in targets:
         progress(f"[audit] {name} ...")
-        models[name] = audit_model(name, CachedScorer(scorer), lm, tok, task, split, prefix_embeds=prefix, **kw)
+        res = audit_model(name, CachedScorer(scorer), tok, task, split, **kw)
+        if name == "reference":
+            reference_runs.append(res)
+        else:
+            models[name] = res
+    if reference_runs:
+        models["reference"] = combine_reference_runs(reference_runs, flatten)
     return {"kind": "spul", "models": models, "split_sizes": {s: len(split[s]) for s in SPLITS},
-            "task": task.to_dict(), "spul_config": spul.config.to_dict()}
+            "reference_seeds": len(references), "task": task.to_dict(), "spul_config": spul.config.to_dict()}

@@ -7,6 +7,9 @@ removed classes. Reported as mean and std over combinations, with and without ma
 classes in the head. Also the *argmin* accuracy on the removed classes (how often a removed sample's
 class is the least likely one): a model that answers a forgotten class below chance by pushing it to the
 bottom still knows it, and an attacker reads the argmin. Both at chance (1/C) is what forgetting looks like.
+The mean hides a class that is still answered: each combination also reports its worst removed class (max
+per-class accuracy and max per-class argmin accuracy), and each k the worst over all its combinations, with a
+95% Wilson interval over that class's samples.
 
 Probes (what a model reveals with other prompt sets), on samples of the classes given:
   full          every active prompt (normal inference)
@@ -60,6 +63,29 @@ def _bank(active_idx: list[int], n: int, exclude=()) -> tuple[torch.Tensor, torc
     return ids, torch.ones_like(ids, dtype=torch.bool)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> list[float] | None:
+    """95% Wilson score interval of a proportion (sound at 0 and 1, unlike the normal approximation)."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def _worst_class(logits: torch.Tensor, labels: torch.Tensor, classes, class_names: list[str]) -> dict:
+    """The removed class answered most often (top-1) and the one most often at the bottom (argmin)."""
+    out = {}
+    for key, pred in (("acc", logits.argmax(1)), ("argmin_acc", logits.argmin(1))):
+        per = {c: (int((pred[labels == c] == c).sum()), int((labels == c).sum())) for c in classes if (labels == c).any()}
+        if not per:
+            continue
+        c = max(per, key=lambda i: per[i][0] / per[i][1])
+        out[key] = {"class": class_names[c], "value": per[c][0] / per[c][1], "n": per[c][1],
+                    "ci95": wilson_interval(*per[c])}
+    return out
+
+
 def _per_class(pred: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict[str, float]:
     return {
         c: float((pred[labels == i] == i).float().mean()) if (labels == i).any() else float("nan")
@@ -85,6 +111,8 @@ def evaluate_state(model, inputs, labels, batch_size: int = 64) -> dict:
     res["per_class_acc"] = _per_class(logits.argmax(1), labels, model.class_names)
     res["class_counts"] = {c: int((labels == i).sum()) for i, c in enumerate(model.class_names)}
     res["chance_acc"] = 1.0 / model.num_classes
+    forgotten = [model.class_index(c) for c in model.forgotten_classes]
+    res["worst_forgotten_class"] = _worst_class(logits, labels, forgotten, model.class_names) if forgotten else {}
     return res
 
 
@@ -124,6 +152,7 @@ def evaluate_protocol(
         forgot = torch.isin(labels, torch.tensor(combo))
         kept = torch.isin(labels, torch.tensor([a for a in active if a not in combo]))
         masked = mask_classes(logits, combo)
+        worst = _worst_class(logits, labels, combo, model.class_names)
         rows[k].append(
             {
                 "forgotten": [model.class_names[i] for i in combo],
@@ -132,14 +161,23 @@ def evaluate_protocol(
                 "forgotten_argmin_acc": _acc(-logits[forgot], labels[forgot]),
                 "retained_acc_head_masked": _acc(masked[kept], labels[kept]),
                 "forgotten_acc_head_masked": _acc(masked[forgot], labels[forgot]),
+                "worst_forgotten_acc": worst.get("acc", {}).get("value", float("nan")),
+                "worst_forgotten_argmin_acc": worst.get("argmin_acc", {}).get("value", float("nan")),
+                "worst_forgotten": worst,
             }
         )
     for k in ks:
         summary = {"k": k, "combinations": len(rows[k]), "total_combinations": math.comb(len(active), k)}
         for key in ("retained_acc", "forgotten_acc", "forgotten_argmin_acc", "retained_acc_head_masked",
-                    "forgotten_acc_head_masked"):
+                    "forgotten_acc_head_masked", "worst_forgotten_acc", "worst_forgotten_argmin_acc"):
             vals = np.array([r[key] for r in rows[k]], dtype=float)
             summary[key] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals))}
+        # the worst removed class over every combination of this k, next to the means above
+        summary["worst_forgotten"] = {
+            key: max((r["worst_forgotten"][key] for r in rows[k] if key in r["worst_forgotten"]),
+                     key=lambda w: w["value"], default=None)
+            for key in ("acc", "argmin_acc")
+        }
         summary["runs"] = rows[k]
         results[str(k)] = summary
     return {"ks": ks, "max_combinations": max_combinations, "seed": seed, "by_k": results}
