@@ -63,7 +63,7 @@ def test_every_config_field_is_a_flag_with_the_config_default(cls, argv, left_ou
 
 def non_default(cls, f):
     """A valid value for ``f`` other than its default."""
-    special = {"ulira_shadows": 2, "test_size": 0.3, "retained_probes": ["none"], "ns": [2, 7],
+    special = {"ulira_shadows": 4, "key_budgets": [30, 100], "test_size": 0.3, "retained_probes": ["none"], "ns": [2, 7],
                "data": "sst2", "method": "rl"}
     if f.name in special:
         return special[f.name]
@@ -76,7 +76,7 @@ def non_default(cls, f):
     if tp is bool:
         return not default
     if typing.get_origin(tp) is list:
-        return ["alpha", "beta"]
+        return [2, 7] if typing.get_args(tp)[0] is int else ["alpha", "beta"]
     if tp is int:
         return 3 if default is None else default + 1
     if tp is float:

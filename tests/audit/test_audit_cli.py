@@ -31,7 +31,7 @@ def run_dir(tiny_bert_dir, tmp_path_factory):
 def test_audit_cli_writes_report(run_dir, tmp_path):
     out = tmp_path / "audit"
     rc = main(["audit", str(run_dir), "--forget", "red", "--train-reference", "--reference-epochs", "1",
-               "--ns", "1", "3", "--key-steps", "2", "--relearn-steps", "2", "--eval-every", "1", "--n-retain", "4",
+               "--reference-seeds", "2", "--key-restarts", "1", "--attack-seeds", "1", "--ns", "1", "3", "--key-steps", "2", "--relearn-steps", "2", "--eval-every", "1", "--n-retain", "4",
                "--max-mia", "20", "--out", str(out)])
     assert rc == 0
     rec = json.loads((out / "audit.json").read_text())
@@ -42,7 +42,9 @@ def test_audit_cli_writes_report(run_dir, tmp_path):
     assert metrics["mia_efficacy"]["verdict"] != "no reference"
     assert (out / "audit.md").read_text().startswith("# Unlearning audit: red forgotten")
     assert (out / "README.md").is_file() and (out / "key_recovery_curves.png").is_file()
-    assert (out / "reference" / "reference.json").is_file()
+    assert rec["audit"]["reference_seeds"] == 2
+    saved = sorted(p.parent.name for p in (out / "reference").glob("seed-*/reference.json"))
+    assert len(saved) == 2, saved
     # the run itself was not modified: it still knows "red"
     from promptforget.pfm.model import PFMModel
 

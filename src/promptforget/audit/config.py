@@ -8,25 +8,34 @@ from dataclasses import dataclass
 from promptforget.utils.config import ConfigMixin, knob
 
 DEFAULT_NS = (1, 5, 25, 100)
+DEFAULT_KEY_BUDGETS = (30, 100, 300)
 
 
 @dataclass
 class AuditConfig(ConfigMixin):
+    reference_seeds: int = knob(3, "retrain the reference N times (seeds seed..seed+N-1); the spread between them "
+                                   "joins every interval; saved ones under OUT/reference/seed-K/ are reused")
     reference_epochs: int | None = knob(None, "override the reference's epochs (None: the run's)")
     ns: list[int] = knob(list(DEFAULT_NS), "adversary sample counts", nargs="+")
-    key_steps: int = knob(100, "key-recovery optimiser steps")
+    key_steps: int = knob(max(DEFAULT_KEY_BUDGETS), "key-recovery optimiser steps (the largest budget)")
+    key_budgets: list[int] | None = knob(None, "step budgets at which key recovery's J is read "
+                                         "(None: 30 100 300, those <= --key-steps)", nargs="+")
+    key_restarts: int = knob(3, "key-recovery tries per class; the attacker keeps the one with the lowest loss "
+                                "on its own labelled set")
     key_lr: float = knob(1e-2, "key-recovery learning rate")
     relearn_steps: int = knob(50, "relearning optimiser steps")
     relearn_lr: float = knob(1e-3, "relearning learning rate")
+    attack_seeds: int = knob(3, "relearning and linear-probe runs (seed, seed+1, ...)")
     n_retain: int = knob(100, "retained-class samples in the adversary's set")
     max_eval_retain: int = knob(300, "retained-class test samples checked during attacks")
     eval_every: int = knob(10, "attack steps between evaluations")
     threshold: float = knob(0.5, "accuracy that counts as 'recovered'")
     max_eval: int | None = knob(None, "use at most N held-out samples (stratified)")
     max_mia: int = knob(1000, "retain-train samples used as shadow members")
-    ulira_shadows: int = knob(0, "U-LiRA shadow models (even; 0 = skip)")
-    ulira_epochs: int = knob(1, "epochs of each U-LiRA shadow")
-    ulira_pool: int | None = knob(None, "subsample train+test to N for U-LiRA shadows")
+    ulira_shadows: int = knob(0, "U-LiRA shadows, even, >= 4 (half trained with the class then forgotten, half "
+                                 "retrained without it; default recipe: the run's); 0 = skip")
+    ulira_epochs: int | None = knob(None, "epochs of each U-LiRA shadow (None: the run's full recipe)")
+    ulira_pool: int | None = knob(None, "subsample the training set to N for U-LiRA shadows")
     retained_probes: list[str] | None = knob(None, "probe modes on retained-class samples (None: all; the flag "
                                              "with no mode: skip)", nargs="*")
     attacks: bool = knob(True, "key recovery, relearning and linear probes")
@@ -37,5 +46,10 @@ class AuditConfig(ConfigMixin):
     def __post_init__(self):
         if any(n < 1 for n in self.ns):
             raise ValueError("--ns values must be >= 1")
-        if self.ulira_shadows and (self.ulira_shadows < 2 or self.ulira_shadows % 2):
-            raise ValueError("--ulira-shadows must be an even number >= 2 (or 0 to skip)")
+        if self.ulira_shadows and (self.ulira_shadows < 4 or self.ulira_shadows % 2):
+            raise ValueError("--ulira-shadows must be an even number >= 4 (half in, half out), or 0 to skip")
+        for name in ("reference_seeds", "key_steps", "key_restarts", "attack_seeds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.key_budgets is not None and any(b < 1 or b > self.key_steps for b in self.key_budgets):
+            raise ValueError(f"--key-budgets must lie in 1..--key-steps ({self.key_steps})")

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from promptforget.audit import key_recovery as kr
+from promptforget.audit.config import DEFAULT_KEY_BUDGETS, DEFAULT_NS, AuditConfig
 from promptforget.audit import stats
 from promptforget.audit.lira import MIN_SHADOWS, lira_scores, scaled_logit
 from promptforget.audit.mia import membership_features, population_audit
@@ -29,10 +30,9 @@ from promptforget.audit.report import Metric, combine_reference_runs, markdown, 
 from promptforget.pfm.evaluate import PROBES, batched_logits, evaluate_probes, evaluate_state
 from promptforget.pfm.model import mask_classes
 
-DEFAULT_NS = (1, 5, 25, 100)
-DEFAULT_KEY_BUDGETS = (30, 100, 300)  # key-recovery optimiser steps at which J is read
-DEFAULT_KEY_RESTARTS = 3
-DEFAULT_ATTACK_SEEDS = 3  # relearning and linear-probe runs
+# One set of defaults: AuditConfig's (the CLI's flags).
+DEFAULT_KEY_RESTARTS = AuditConfig.key_restarts
+DEFAULT_ATTACK_SEEDS = AuditConfig.attack_seeds
 DEFAULT_ULIRA_SHADOWS = 8
 ULIRA_FPRS = (0.01, 0.001)
 

@@ -24,8 +24,10 @@ from typing import Sequence
 
 import torch
 
+from promptforget.audit.config import AuditConfig
+
 REFERENCE_META = "reference.json"
-DEFAULT_REFERENCE_SEEDS = 3
+DEFAULT_REFERENCE_SEEDS = AuditConfig.reference_seeds
 
 
 def train_pfm_reference(config, train_inputs: dict[str, torch.Tensor], train_labels, forgotten: Sequence[str],

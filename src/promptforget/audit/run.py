@@ -40,13 +40,13 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
     import torch
 
     from promptforget.audit.pfm_audit import audit_pfm, pfm_ulira
-    from promptforget.audit.reference import train_pfm_reference
+    from promptforget.audit.reference import train_pfm_references
     from promptforget.audit.pfm_audit import write_report
     from promptforget.pfm.card import write_model_card
     from promptforget.pfm.evaluate import PROBES
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.run import load_split, stratified_cap
-    from promptforget.store.layout import WEIGHTS_NAME, read_split_record
+    from promptforget.store.layout import read_split_record
 
     t0 = time.perf_counter()
     model = PFMModel.from_pretrained(run_dir)
@@ -61,23 +61,21 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
     xtr, ytr = model.encode_dataset(train.inputs), torch.as_tensor(train.labels)
     xte, yte = model.encode_dataset(test.inputs), torch.as_tensor(test.labels)
 
-    reference_model = None
+    references = None
     if reference:
-        reference_model = PFMModel.from_pretrained(reference)
+        references = [PFMModel.from_pretrained(reference)]
     elif train_reference:
-        ref_dir = out / "reference"
-        if (ref_dir / WEIGHTS_NAME).is_file():
-            reference_model = PFMModel.from_pretrained(ref_dir)
-            print(f"[audit] reusing the reference in {ref_dir}", flush=True)
-        else:
-            overrides = {"epochs": config.reference_epochs} if config.reference_epochs is not None else None
-            print("[audit] training the retrain-from-scratch reference ...", flush=True)
-            reference_model = train_pfm_reference(model.config, xtr, ytr, forgotten, ref_dir, config_overrides=overrides)
+        overrides = {"epochs": config.reference_epochs} if config.reference_epochs is not None else None
+        print(f"[audit] {config.reference_seeds} retrain-from-scratch reference(s) in {out / 'reference'} "
+              "(saved ones are reused) ...", flush=True)
+        references = train_pfm_references(model.config, xtr, ytr, forgotten, out / "reference",
+                                          reference_seeds=config.reference_seeds, config_overrides=overrides)
 
     c = config
-    audit = audit_pfm(model, xtr, ytr, xte, yte, forget=forgotten, reference=reference_model, ns=c.ns,
-                      max_mia=c.max_mia, attacks=c.attacks, key_steps=c.key_steps, key_lr=c.key_lr,
-                      relearn_steps=c.relearn_steps, relearn_lr=c.relearn_lr, n_retain=c.n_retain,
+    audit = audit_pfm(model, xtr, ytr, xte, yte, forget=forgotten, reference=references, ns=c.ns,
+                      max_mia=c.max_mia, attacks=c.attacks, key_steps=c.key_steps, key_budgets=c.key_budgets,
+                      key_restarts=c.key_restarts, key_lr=c.key_lr, relearn_steps=c.relearn_steps,
+                      relearn_lr=c.relearn_lr, attack_seeds=c.attack_seeds, n_retain=c.n_retain,
                       max_eval_retain=c.max_eval_retain, eval_every=c.eval_every,
                       retained_probes=PROBES if c.retained_probes is None else c.retained_probes,
                       threshold=c.threshold, seed=c.seed, batch_size=c.batch_size)
@@ -88,10 +86,11 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
         if not model.forgotten_classes:
             audited = copy.deepcopy(model)
             audited.forget(forgotten)
-        targets = {"audited": audited} | ({"reference": reference_model} if reference_model is not None else {})
+        targets = {"audited": audited} | ({"reference": references} if references else {})
         print(f"[audit] U-LiRA: training {c.ulira_shadows} shadow models ...", flush=True)
-        shadows = pfm_ulira(model.config, xtr, ytr, xte, yte, targets, forgotten, n_shadow=c.ulira_shadows,
-                            config_overrides={"epochs": c.ulira_epochs}, max_pool=c.ulira_pool, seed=c.seed)
+        overrides = {"epochs": c.ulira_epochs} if c.ulira_epochs is not None else None
+        shadows = pfm_ulira(model.config, xtr, ytr, targets, forgotten, n_shadow=c.ulira_shadows,
+                            config_overrides=overrides, max_pool=c.ulira_pool, seed=c.seed)
         for name, res in shadows.items():
             audit["models"][name]["ulira"] = res
     audit["run_dir"] = str(run_dir)
