@@ -289,3 +289,40 @@ def test_view_b_sizes_reach_training(tiny_vit_dir):
     assert PFMConfig.from_dict(m.config.to_dict()).view_b_sizes == "harmonic"
     with pytest.raises(ValueError, match="view_b_sizes"):
         PFMConfig(view_b_sizes="small")
+
+
+def test_token_prompts_grouped_by_set_size_match_one_padded_forward(tiny_vit_dir):
+    """Token style runs a batch as a few forwards grouped by prompt-set size; every sample's logits and
+    the PFM loss must equal those of one forward padded to the largest set."""
+    m = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=[f"c{i}" for i in range(12)], lora_dropout=0.0)).eval()
+    g = torch.Generator().manual_seed(3)
+    x = pixels(n=24, seed=4)
+    ids = torch.stack([torch.randperm(12, generator=g) for _ in range(24)])
+    mask = torch.rand(24, 12, generator=g) < torch.rand(24, 1, generator=g)  # sizes 0..12, holes anywhere
+    y = torch.arange(24) % 12
+
+    def run(groups):
+        m.prompt_size_groups = groups
+        logits = m(x, ids, mask)
+        loss, _ = pfm_loss(m, x, y, torch.Generator().manual_seed(5))
+        return logits, loss
+
+    one_logits, one_loss = run(1)
+    grouped_logits, grouped_loss = run(8)
+    torch.testing.assert_close(grouped_logits, one_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped_loss, one_loss, atol=1e-5, rtol=1e-5)
+    # and each sample alone, with only its real prompts, gives the same answer
+    for i in (0, 7, 23):
+        alone = m({"pixel_values": x["pixel_values"][i : i + 1]}, ids[i : i + 1, mask[i]], None)
+        torch.testing.assert_close(alone[0], one_logits[i], atol=1e-5, rtol=1e-5)
+    m.prompt_size_groups = 8
+    groups = PFMModel.size_groups(mask.sum(1), 5, 1, 8)
+    assert 1 < len(groups) <= 8 and torch.equal(torch.cat(groups).sort().values, torch.arange(24))
+
+
+def test_size_groups_minimise_padded_tokens():
+    sizes = torch.tensor([9, 0, 1, 9, 0, 8])
+    groups = PFMModel.size_groups(sizes, seq_len=2, tokens_per_prompt=1, max_groups=2)
+    assert [sorted(g.tolist()) for g in groups] == [[1, 2, 4], [0, 3, 5]]
+    assert len(PFMModel.size_groups(sizes, 2, 1, 10)) == 4  # never more groups than distinct sizes
+    assert PFMModel.size_groups(torch.zeros(0, dtype=torch.long), 2, 1, 4) == []

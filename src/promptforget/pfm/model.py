@@ -181,7 +181,7 @@ class PFMModel(nn.Module):
         prompt_ids = prompt_ids.to(device)
         s, t = prompt_ids.shape[1], self.config.prompt_tokens
 
-        cls_pos, start = 0, self.config.prompt_layer
+        start = self.config.prompt_layer
         if s > 0 or decoy_prompts is not None:
             # Map class index -> row of the bank of prompts that still exist (-1 = forgotten).
             row = torch.full((self.num_classes,), -1, dtype=torch.long, device=device)
@@ -203,13 +203,64 @@ class PFMModel(nn.Module):
                 with prefix.prefix_context(self.encoder, bank, rows, prompt_mask, key_mask, start):
                     hidden = self.encoder.encode(tokens, key_mask, start)
                 return self._logits(hidden[:, 0], active, mask_forgotten)
-            p = bank[rows.clamp(min=0)].reshape(b, s * t, -1)
-            pm = prompt_mask.repeat_interleave(t, dim=1)
-            tokens = torch.cat([p, tokens], dim=1)
-            key_mask = torch.cat([pm, key_mask], dim=1)
-            cls_pos = s * t  # CLS sits right after the prompts
+            cls = self._encode_with_prompt_tokens(tokens, key_mask, bank, rows, prompt_mask, start)
+            return self._logits(cls, active, mask_forgotten)
         hidden = self.encoder.encode(tokens, key_mask, start)
-        return self._logits(hidden[:, cls_pos], active, mask_forgotten)
+        return self._logits(hidden[:, 0], active, mask_forgotten)
+
+    # Most forwards a token-style batch is split into, grouped by prompt-set size (see below).
+    prompt_size_groups = 8
+
+    def _encode_with_prompt_tokens(self, tokens, key_mask, bank, rows, prompt_mask, start: int) -> torch.Tensor:
+        """CLS states [B, D] of the samples with their prompts prepended as tokens.
+
+        Padding every sample to the batch's largest set would push about C slots per sample where the
+        sets hold C/2 on average (sizes are drawn per sample), so the batch is sorted by set size and
+        cut into a few groups, each run as its own forward padded only to its own largest set. A
+        masked slot is an absent key, so each sample's result is that of one padded forward (up to
+        float rounding); prompts carry no position, so moving the real slots to the front changes nothing.
+        """
+        t = self.config.prompt_tokens
+        front = (~prompt_mask).to(torch.uint8).argsort(dim=1, stable=True)  # real slots first
+        rows, prompt_mask = rows.gather(1, front), prompt_mask.gather(1, front)
+        sizes = prompt_mask.sum(1)
+        parts, order = [tokens.new_zeros(0, tokens.shape[-1])], [sizes.new_zeros(0)]
+        for idx in self.size_groups(sizes, tokens.shape[1], t, self.prompt_size_groups):
+            s = int(sizes[idx].max())
+            p = bank[rows[idx, :s].clamp(min=0)].reshape(len(idx), s * t, bank.shape[-1])
+            pm = prompt_mask[idx, :s].repeat_interleave(t, dim=1)
+            hidden = self.encoder.encode(torch.cat([p, tokens[idx]], 1), torch.cat([pm, key_mask[idx]], 1), start)
+            parts.append(hidden[:, s * t])  # CLS sits right after the prompts
+            order.append(idx)
+        return torch.cat(parts)[torch.cat(order).argsort()]
+
+    @staticmethod
+    def size_groups(sizes: torch.Tensor, seq_len: int, tokens_per_prompt: int, max_groups: int) -> list[torch.Tensor]:
+        """Row indices cut into at most ``max_groups`` groups of neighbouring set sizes, so that the
+        tokens the groups push (rows x (seq_len + tokens_per_prompt x the group's largest set)) are fewest.
+        Exact dynamic programme over the sorted sizes (a batch holds tens of rows: microseconds)."""
+        sorted_sizes, perm = sizes.sort(stable=True)
+        if len(perm) == 0:
+            return []
+        s = sorted_sizes.cpu().numpy().astype(np.float64)
+        n = len(s)
+        i, j = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
+        width = seq_len + tokens_per_prompt * s[np.maximum(j - 1, 0)]
+        cost = np.where(j > i, (j - i) * width, np.where(j == i, 0.0, np.inf))  # rows i..j-1 as one group
+        best, cuts = cost[0], []
+        for _ in range(max_groups - 1):
+            total = best[:, None] + cost
+            cuts.append(total.argmin(0))
+            best = total.min(0)
+        groups, end = [], n
+        for cut in reversed(cuts):
+            start = int(cut[end])
+            if start < end:
+                groups.append(perm[start:end])
+            end = start
+        if end > 0:
+            groups.append(perm[:end])
+        return groups[::-1]
 
     def features(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token states where the prompts go in ([B, L, D], key mask [B, L]): the embeddings, or with
