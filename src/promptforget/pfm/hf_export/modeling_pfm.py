@@ -8,7 +8,6 @@ Blocks below ``prompt_layer`` see no prompt. The training LoRA is merged into th
 Forgotten classes have no prompt in this model and their logits are -inf: it never predicts them.
 """
 
-import contextlib
 import contextvars
 
 import torch
