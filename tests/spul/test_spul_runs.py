@@ -3,7 +3,10 @@
 errors for bad input."""
 
 import csv
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +155,44 @@ def test_jsonl_integer_labels_template_file_and_old_spelling(tmp_path):
     assert rt.template.name == "sentiment" and rt.task.labels == ("positive", "negative")
     with pytest.raises(ValueError, match="mcqa template needs multiple-choice"):
         load_task(DataConfig(data=f"jsonl:{data}", template="mcqa"))
+
+
+# --------------------------------------------------------------------------- benchmarks/spul_tradeoff.py
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_tradeoff():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("spul_tradeoff", BENCH / "spul_tradeoff.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    tradeoff = load_tradeoff()
+
+    def point(retain, forget):
+        return {"accuracy": {"train_retain": {"mean": retain}, "train_forget": {"mean": forget}}}
+
+    points = [point(0.9, 0.5), point(0.8, 0.2), point(0.7, 0.3), point(0.9, 0.6), point(0.5, None)]
+    assert tradeoff.pareto_front(points, "train_retain", "train_forget") == [0, 1]
+
+
+def test_tradeoff_grid_on_a_tiny_model(setup):
+    tmp, data, mdir = setup
+    s1 = stage1(tmp, data, mdir)
+    tradeoff = load_tradeoff()
+    out = tmp / "tradeoff"
+    assert tradeoff.main(["--out", str(out), "--stage1", str(s1), "--forget", "entity:Smith", "--min-forget", "3",
+                          "--seeds", "0,1", "--spul-lr", "1e-2", "--spul-epochs", "1", "--spul-tokens", "2",
+                          "--spul-encoder-hidden", "8", "--spul-batch-size", "4", "--baselines", "ga_gd",
+                          "--baseline-lr", "1e-3", "--baseline-epochs", "1", "--baseline-batch-size", "4",
+                          "--lora-r", "2", "--lora-alpha", "4"]) == 0
+    record = json.loads((out / "tradeoff.json").read_text())
+    assert [(r["method"], r["seed"]) for r in record["runs"]] == [("spul", 0), ("spul", 1), ("ga_gd", 0), ("ga_gd", 1)]
+    assert all(r["peak_rss_mb"] > 0 and set(r["accuracy"]) >= {"train_retain", "train_forget"} for r in record["runs"])
+    assert [p["seeds"] for p in record["points"]] == [[0, 1], [0, 1]]
+    assert record["pareto_train"] and set(record["stage1_accuracy"]) >= {"test_retain", "test_forget"}
+    assert (out / "tradeoff.png").stat().st_size > 0
+    assert main(["spul", "evaluate", record["runs"][0]["out"], "--out", str(tmp / "e")]) == 0  # each point is a run
