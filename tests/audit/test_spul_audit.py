@@ -91,8 +91,9 @@ def spul_run(tmp_path):
     s1, run = tmp_path / "stage1", tmp_path / "unlearn"
     assert main(["spul", "finetune", "--model", str(base), "--out", str(s1), *common, "--epochs", "2",
                  "--batch-size", "8", "--lora-r", "2", "--lora-alpha", "4", "--lr", "1e-2"]) == 0
-    assert main(["spul", "unlearn", "--model", str(s1 / "model"), "--out", str(run), *common, "--forget",
-                 "entity:great", "--epochs", "2", "--batch-size", "4", "--num-virtual-tokens", "3",
+    # RUN = the stage-1 run: the data, template and split come from its record
+    assert main(["spul", "unlearn", str(s1), "--out", str(run), "--forget", "entity:great", "--min-forget", "1",
+                 "--epochs", "2", "--batch-size", "4", "--num-virtual-tokens", "3",
                  "--encoder-hidden-size", "8", "--lr", "1e-2"]) == 0
     return tmp_path, run
 

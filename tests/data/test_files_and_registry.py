@@ -58,11 +58,12 @@ def test_registry_names_and_help():
         "bbc_news", "mnist5k", "digits", "csv:PATH", "jsonl:PATH", "cifar10:DIR", "cifar100:DIR", "medmnist:FILE.npz",
         "hf:REPO_ID",
     ]
-    assert dataset_names("prompting") == ["rotten_tomatoes", "sst2", "yelp_polarity", "jsonl", "bigbench"]
+    assert dataset_names("prompting") == ["rotten_tomatoes", "sst2", "yelp_polarity", "bbc_news", "csv:PATH", "jsonl:PATH",
+                                          "hf:REPO_ID", "bigbench"]
     assert dataset_names(kind="image") == ["mnist5k", "digits", "cifar10:DIR", "cifar100:DIR", "medmnist:FILE.npz", "hf:REPO_ID"]
     assert dataset_names("classification", kind="text") == ["bbc_news", "csv:PATH", "jsonl:PATH", "hf:REPO_ID"]
     assert all(f"{n}: " in dataset_help("classification") for n in dataset_names("classification"))
-    assert get_dataset("mnist-5k").name == "mnist5k" and get_dataset("jsonl", "prompting").location is None
+    assert get_dataset("mnist-5k").name == "mnist5k" and get_dataset("jsonl", "prompting").location == "PATH"
     assert get_dataset("csv:some/file.csv").location == "PATH"
 
 

@@ -40,7 +40,7 @@ def test_cli_pipeline(setup):
     assert (s1 / "model" / "model.safetensors").exists()
     assert json.loads((s1 / "config.json").read_text())["command"] == "spul finetune"
 
-    forget = ["--forget", "entity:great"]
+    forget = ["--forget", "entity:great", "--min-forget", "1"]
     u = tmp / "unlearn"
     assert main(["spul", "unlearn", "--model", str(s1 / "model"), "--out", str(u), *_common(data), *forget,
                  "--epochs", "1", "--batch-size", "4", "--num-virtual-tokens", "3", "--encoder-hidden-size", "8"]) == 0

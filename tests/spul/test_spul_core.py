@@ -153,7 +153,7 @@ def test_training_lowers_forget_loss_and_moves_only_the_prompt(tiny):
     model, tok = tiny
     before = {k: v.clone() for k, v in model.state_dict().items()}
     exs = _examples()
-    spul = _spul(model, tok, epochs=40, batch_size=4, lr=3e-2, warmup_ratio=0.0, beta=0.0)
+    spul = _spul(model, tok, epochs=40, batch_size=4, lr=3e-2, warmup_ratio=0.0, alpha=1.0, beta=0.0)
     hist = spul.forget(exs[:3], exs[3:])["steps"]
     assert hist[-1]["l_f"] < 0.5 * hist[0]["l_f"]
     for k, v in model.state_dict().items():

@@ -104,16 +104,6 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
     return {**paths, "out": out, "audit_seconds": audit["audit_seconds"]}
 
 
-def split_from_ids(train: list[dict], test: list[dict], ids: dict) -> dict:
-    """The forget split a SPUL run recorded (by example id), taken again from its data."""
-    by_id = {ex["id"]: ex for ex in train + test}
-    missing = [i for v in ids.values() for i in v if i not in by_id]
-    if missing:
-        raise ValueError(f"{len(missing)} example id(s) of the forget split are not in the run's data "
-                         f"(first: {missing[0]!r}); has the data changed since the run?")
-    return {name: [by_id[i] for i in v] for name, v in ids.items()}
-
-
 def stage1_run(model_path: str) -> tuple[str, dict]:
     """The base model and fine-tuning config of the stage-1 run whose ``model/`` the SPUL run used."""
     cfg_path = Path(model_path).parent / "config.json"
@@ -126,29 +116,53 @@ def stage1_run(model_path: str) -> tuple[str, dict]:
     return cfg["args"]["model"], cfg["finetune"]
 
 
+def spul_run_inputs(run_dir: Path):
+    """A SPUL run's inputs: from its stage-1 record when it names one, else (older runs) from its own flags."""
+    from promptforget.spul.config import DataConfig
+    from promptforget.spul.runs import RunInputs, resolve_inputs
+    from promptforget.utils.config import config_from_args
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    if "stage1_run" in cfg:
+        return resolve_inputs(run_dir, {})
+    return RunInputs(model=cfg["args"]["model"], data=config_from_args(DataConfig, cfg["args"]))
+
+
+def check_reference_model(reference: Path, inputs) -> None:
+    """A reference fine-tuned from another base model than the audited run's is not its reference."""
+    cfg_path = reference / "config.json"
+    if inputs.base_model is None or not cfg_path.is_file():
+        return
+    base = json.loads(cfg_path.read_text()).get("model")
+    if base is not None and base != inputs.base_model:
+        raise ValueError(f"--reference {reference} was fine-tuned from {base!r}, the audited run from {inputs.base_model!r}")
+
+
 def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None, reference=None,
                    train_reference=False, settings=None) -> dict:
     """The SPUL prompt, the stage-1 model it sits on, and stage 1 retrained on the retain set only (the
     reference), audited side by side. ``forget`` does not apply: the run's forget split is audited."""
     from promptforget.audit.spul_audit import audit_spul, write_spul_report
     from promptforget.backbones.causal_lm import load_causal_lm
-    from promptforget.spul.config import DataConfig, FinetuneConfig
+    from promptforget.spul.config import FinetuneConfig
     from promptforget.spul.model import SPUL
-    from promptforget.spul.pipeline import load_task_data
+    from promptforget.spul.pipeline import prepare
     from promptforget.spul.train import finetune
-    from promptforget.utils.config import config_from_args
 
     t0 = time.perf_counter()
-    run_args = json.loads((run_dir / "config.json").read_text())["args"]
-    data = config_from_args(DataConfig, run_args)
+    inputs = spul_run_inputs(run_dir)
+    data = inputs.data
     forget_split = json.loads((run_dir / "forget_split.json").read_text())
-    task, train, test = load_task_data(data)
-    split = split_from_ids(train, test, forget_split["ids"])
+    inputs.forget_ids, inputs.forget_info = forget_split["ids"], forget_split["info"]
+    td, split = prepare(inputs)
+    task = td.task
+    split = {k: v for k, v in split.items() if k != "info"}
     print(f"[audit] SPUL run {run_dir}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), flush=True)
 
     reference_model = None
     if reference:
         ref_path = Path(reference)
+        check_reference_model(ref_path, inputs)
         reference_model, _ = load_causal_lm(str(ref_path / "model" if (ref_path / "model").is_dir() else ref_path))
     elif train_reference:
         ref_dir = out / "reference" / "model"
@@ -156,7 +170,7 @@ def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None
             print(f"[audit] reusing the reference in {ref_dir}", flush=True)
             reference_model, _ = load_causal_lm(str(ref_dir))
         else:
-            base, ft = stage1_run(run_args["model"])
+            base, ft = stage1_run(inputs.model)
             if config.reference_epochs is not None:
                 ft = {**ft, "epochs": config.reference_epochs}
             print(f"[audit] training the reference: stage 1 ({base}) on the {len(split['train_retain'])} retain "
@@ -167,11 +181,11 @@ def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None
             reference_model.save_pretrained(str(ref_dir), safe_serialization=True)
             ref_tok.save_pretrained(str(ref_dir))
 
-    model, tok = load_causal_lm(run_args["model"])
+    model, tok = load_causal_lm(inputs.model)
     spul = SPUL.from_pretrained(model, tok, run_dir / "prompt")
     audit = audit_spul(spul, split, reference_model, max_length=data.max_length, batch_size=config.batch_size,
                        seed=config.seed, progress=lambda m: print(m, flush=True))
-    audit.update(run_dir=str(run_dir), forget_info=forget_split["info"], stage1_model=run_args["model"],
+    audit.update(run_dir=str(run_dir), forget_info=forget_split["info"], stage1_model=inputs.model,
                  settings=settings or config.to_dict(), audit_seconds=time.perf_counter() - t0)
     paths = write_spul_report(audit, out, with_plots=config.plots)
     return {**paths, "out": out, "audit_seconds": audit["audit_seconds"]}

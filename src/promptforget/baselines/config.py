@@ -21,9 +21,9 @@ class BaselineConfig(ConfigMixin):
     """
 
     method: str = knob("ga", "which baseline", choices=METHODS)
-    lr: float = 1e-4
-    epochs: int = 1
-    batch_size: int = 32
+    lr: float = knob(5e-4, "the lr of the measured baseline runs in docs/results.md")
+    epochs: int = knob(1, "passes over the forget set")
+    batch_size: int = 8
     retain_weight: float = knob(1.0, "weight of the KL (ga_kl) or retain CE (ga_gd) term")
     generic_labels: list[str] = knob(["neutral", "unknown"], "rl: labels drawn for forget examples")
     lora_r: int = 16

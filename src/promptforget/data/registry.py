@@ -29,7 +29,7 @@ class DatasetSpec:
     location: str | None = None  # what follows "name:" (PATH, DIR, ...); None for bundled sets
     aliases: tuple[str, ...] = ()
     # classification: load(location, test_size, seed) -> (train, test). prompting: load(**options) ->
-    # (train, test) example dicts; None where the files come from other options (the SPUL loader reads them)
+    # (train, test) example dicts; None where the SPUL loader reads the source itself (files, bbc_news, bigbench)
     load: Callable | None = None
 
     @property
@@ -115,7 +115,11 @@ REGISTRY: tuple[DatasetSpec, ...] = (
     DatasetSpec("sst2", "text", PROMPTING, "SST-2 sentences (online, Hugging Face datasets)", load=_sentiment("sst2")),
     DatasetSpec("yelp_polarity", "text", PROMPTING, "Yelp polarity reviews (online, Hugging Face datasets)",
                 load=_sentiment("yelp_polarity")),
-    DatasetSpec("jsonl", "text", PROMPTING, "your JSON lines, one {id, text, label} object per line (--data-file)"),
+    DatasetSpec("bbc_news", "text", PROMPTING, "BBC News articles, 5 topics (offline)"),
+    DatasetSpec("csv", "text", PROMPTING, "your CSV file with text and label columns (an id column is kept)", "PATH"),
+    DatasetSpec("jsonl", "text", PROMPTING, "your JSON lines with text and label fields (an id field is kept)", "PATH"),
+    DatasetSpec("hf", "text", PROMPTING, "Hugging Face text dataset (hub id: online or cached; or a local dataset "
+                "folder)", "REPO_ID"),
     DatasetSpec("bigbench", "text", PROMPTING,
                 "BIG-bench multiple-choice task files to forget and retain (--bigbench-forget/--bigbench-retain)"),
 )

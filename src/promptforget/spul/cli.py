@@ -1,8 +1,14 @@
 """``promptforget spul finetune|unlearn|evaluate``.
 
-Each command writes a run directory: ``config.json`` (what was asked), ``results.json`` (what came
-out), plus weights: ``model/`` (stage-1 merged model, safetensors), ``prompt/`` (SPUL soft prompt as a
-PEFT adapter, loadable with ``PeftModel.from_pretrained(base_model, "RUN/prompt")``).
+Each command writes a run directory: ``config.json`` (what was asked, and for stage 1 the record the
+later commands read), ``results.json`` (what came out), plus weights: ``model/`` (stage-1 merged model,
+safetensors; with ``template.json``), ``prompt/`` (SPUL soft prompt as a PEFT adapter, loadable with
+``PeftModel.from_pretrained(base_model, "RUN/prompt")``).
+
+    promptforget spul finetune --data csv:news.csv --template topic --out s1
+    promptforget spul unlearn s1 --forget entity:auto --out u1
+    promptforget baseline ga_gd u1 --out b1        # the same stage 1 and forget set as u1
+    promptforget spul evaluate u1
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 
 from promptforget.spul.config import DataConfig, FinetuneConfig, SPULConfig
-from promptforget.spul.options import add_data_args, add_model_args, recorded_args
+from promptforget.spul.options import add_data_args, add_model_args, recorded_args, run_inputs
 from promptforget.spul.pipeline import accuracies
 from promptforget.utils.cli_args import add_command
 from promptforget.utils.config import add_config_args, config_from_args
@@ -48,9 +54,9 @@ def cmd_unlearn(args) -> int:
     from promptforget.spul.model import SPUL
     from promptforget.spul.pipeline import unlearn_run
 
-    cfg = config_from_args(SPULConfig, args)
-    results = unlearn_run(args.out, args.model, config_from_args(DataConfig, args),
-                          lambda m, tok, task: SPUL(m, tok, task, cfg), "prompt",
+    inputs = run_inputs(args)
+    cfg = config_from_args(SPULConfig, args, seed=inputs.data.seed, max_length=inputs.data.max_length)
+    results = unlearn_run(args.out, inputs, lambda m, tok, task: SPUL(m, tok, task, cfg), "prompt",
                           {**run_record(args), "spul": cfg.to_dict()})
     print_summary(args.out, results)
     return 0
@@ -58,11 +64,22 @@ def cmd_unlearn(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Accuracy and F1 on the four splits (train/test x retain/forget) of a model, alone, with a SPUL
-    prompt (--prompt) or with a baseline LoRA adapter (--adapter)."""
+    prompt (--prompt) or with a baseline LoRA adapter (--adapter). RUN = a `spul unlearn` or `baseline`
+    run evaluates its prompt or adapter on its forget split; RUN = a stage-1 run evaluates stage 1
+    (--forget needed)."""
+    from pathlib import Path
+
     from promptforget.spul.pipeline import evaluate_run
 
-    results = evaluate_run(args.out, args.model, config_from_args(DataConfig, args), run_record(args),
-                           prompt=args.prompt, adapter=args.adapter)
+    inputs = run_inputs(args)
+    prompt, adapter = args.prompt, args.adapter
+    if not (prompt or adapter):
+        prompt, adapter = inputs.prompt, inputs.adapter
+    if args.out is None and not args.run:
+        raise ValueError("--out is required without RUN")
+    out = args.out or Path(args.run) / "evaluation"
+    results = evaluate_run(out, inputs, run_record(args), prompt=prompt, adapter=adapter)
+    args.out = out
     print_summary(args.out, results)
     return 0
 
@@ -78,14 +95,14 @@ def register(subparsers) -> None:
 
     p = add_command(sub, "unlearn", cmd_unlearn,
                     help="train a soft prompt that makes the (frozen) model forget the forget set")
-    add_model_args(p)
-    add_data_args(p)
+    add_model_args(p, run=True)
+    add_data_args(p, from_run=True)
     add_config_args(p.add_argument_group("SPUL"), SPULConfig, exclude=SHARED_WITH_DATA)
 
     p = add_command(sub, "evaluate", cmd_evaluate,
                     help="4-split accuracy/F1 of a model, optionally with a SPUL prompt or LoRA adapter")
-    add_model_args(p)
-    add_data_args(p)
+    add_model_args(p, run=True, out_required=False)
+    add_data_args(p, from_run=True)
     p.add_argument("--prompt", help="SPUL prompt directory (RUN/prompt)")
     p.add_argument("--adapter", help="baseline LoRA adapter directory (RUN/adapter)")
 

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from sklearn.metrics import f1_score
 
-from promptforget.spul.ops import iterate_batches
+from promptforget.spul.ops import iterate_batches, quiet_peft
 from promptforget.spul.tasks import check_label_tokens, encode_examples
 
 PREDICTION_RULE = "teacher-forced full-vocabulary argmax at the label position(s)"
@@ -87,13 +87,14 @@ def generation_check(model, tokenizer, task, examples, max_length: int, max_new_
     for ex in examples:
         enc = encode_example(tokenizer, task, ex, ex["label"], max_length)
         ids = torch.tensor([enc["input_ids"][: enc["prompt_len"]]])
-        gen = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        with quiet_peft():
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         new = gen[0, ids.shape[1] :] if gen.shape[1] > ids.shape[1] else gen[0, -max_new_tokens:]
         out.append({"id": ex.get("id"), "label": ex["label"], "generated": tokenizer.decode(new, skip_special_tokens=True)})
     return out

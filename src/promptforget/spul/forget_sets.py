@@ -77,9 +77,11 @@ def cluster_forget_set(
     seed: int = 0,
     test_embeddings: np.ndarray | None = None,
     min_cluster_size: int = 1,
+    min_test_size: int = 0,
 ) -> tuple[list[int], list[int], dict]:
     """k-means on train embeddings, then a seeded random choice of clusters to forget among those
-    with at least ``min_cluster_size`` training examples (k-means often leaves a few tiny clusters).
+    with at least ``min_cluster_size`` training and ``min_test_size`` test examples (k-means often
+    leaves a few tiny clusters).
 
     Returns ``(train_forget_idx, test_forget_idx, info)``; test examples are assigned to their
     nearest centroid, so the same rule defines test-forget.
@@ -93,22 +95,24 @@ def cluster_forget_set(
         raise ValueError(f"n_forget_clusters must be in [1, n_clusters-1], got {n_forget_clusters} of {n_clusters}")
     km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(X)
     sizes = np.bincount(km.labels_, minlength=n_clusters)
-    eligible = [c for c in range(n_clusters) if sizes[c] >= min_cluster_size]
+    test_labels = np.zeros(0, dtype=int)
+    if test_embeddings is not None and len(test_embeddings):
+        test_labels = km.predict(np.asarray(test_embeddings, dtype=np.float64))
+    test_sizes = np.bincount(test_labels, minlength=n_clusters)
+    eligible = [c for c in range(n_clusters) if sizes[c] >= min_cluster_size and test_sizes[c] >= min_test_size]
     if len(eligible) < n_forget_clusters:
         raise ValueError(
-            f"only {len(eligible)} clusters have >= {min_cluster_size} examples (sizes {sizes.tolist()}); "
-            f"cannot pick {n_forget_clusters}"
+            f"only {len(eligible)} clusters have >= {min_cluster_size} train and >= {min_test_size} test examples "
+            f"(train sizes {sizes.tolist()}, test sizes {test_sizes.tolist()}); cannot pick {n_forget_clusters}"
         )
     chosen = sorted(random.Random(seed).sample(eligible, n_forget_clusters))
     train_idx = [i for i, c in enumerate(km.labels_) if c in chosen]
-    test_idx: list[int] = []
-    if test_embeddings is not None and len(test_embeddings):
-        test_labels = km.predict(np.asarray(test_embeddings, dtype=np.float64))
-        test_idx = [i for i, c in enumerate(test_labels) if c in chosen]
+    test_idx = [i for i, c in enumerate(test_labels) if c in chosen]
     info = {
         "n_clusters": n_clusters,
         "forget_clusters": chosen,
         "cluster_sizes": sizes.tolist(),
+        "test_cluster_sizes": test_sizes.tolist(),
     }
     return train_idx, test_idx, info
 
@@ -146,37 +150,56 @@ def split_by_indices(examples: list[dict], forget_idx) -> tuple[list[dict], list
     return [ex for i, ex in enumerate(examples) if i in s], [ex for i, ex in enumerate(examples) if i not in s]
 
 
-def build_forget_split(spec: str, train: list[dict], test: list[dict], seed: int = 0, field: str = "text") -> dict:
+def auto_entity_names(train: list[dict], test: list[dict], min_size: int, field: str = "text") -> list[str]:
+    """The most frequent names in ``train`` (:func:`frequent_capitalised_names`), added one by one until the
+    examples mentioning them number ``min_size`` on both train and test."""
+    candidates = frequent_capitalised_names(train, top_k=50, field=field)
+    names: list[str] = []
+    for name in candidates:
+        names.append(name)
+        if min(len(entity_forget_set(train, names, field)), len(entity_forget_set(test, names, field))) >= min_size:
+            return names
+    raise ValueError(f"entity:auto: the {len(candidates)} most frequent names in the data are mentioned by fewer than "
+                     f"{min_size} train or test examples; name the entities (entity:Name1,Name2) or lower --min-forget")
+
+
+def build_forget_split(spec: str, train: list[dict], test: list[dict], seed: int = 0, field: str = "text",
+                       min_size: int = 0) -> dict:
     """Parse a forget spec and split train and test into forget/retain.
 
-    Specs: ``entity:Name1,Name2`` | ``cluster:K:N[:MIN]`` (K clusters, N of those with >= MIN
-    examples forgotten) | ``random:FRACTION``
-    (test-forget empty) | ``ids:FILE`` or ``ids:id1,id2`` (test ids are matched too, if present).
+    Specs: ``entity:Name1,Name2`` (examples that mention the names, as in the SPUL paper; ``entity:auto``
+    picks the most frequent names) | ``cluster:K:N[:MIN]`` (K clusters, N of those with >= MIN
+    examples forgotten) | ``random:FRACTION`` (of train and of test) | ``ids:FILE`` or ``ids:id1,id2``
+    (test ids are matched too, if present). ``min_size``: the fewest forget examples accepted on each of
+    train and test; fewer is an error (a test-forget accuracy over a handful of examples says nothing).
     """
     kind, _, arg = spec.partition(":")
     info: dict = {"spec": spec}
     if kind == "entity":
-        names = arg.split(",")
+        names = auto_entity_names(train, test, max(min_size, 1), field) if arg.strip() == "auto" else arg.split(",")
         tr, te = entity_forget_set(train, names, field), entity_forget_set(test, names, field)
         info["names"] = [n.strip() for n in names if n.strip()]
     elif kind == "cluster":
         try:
             nums = [int(x) for x in arg.split(":")]
             k, n = nums[:2]
-            min_size = nums[2] if len(nums) > 2 else 1
+            min_cluster = nums[2] if len(nums) > 2 else 1
             if len(nums) > 3:
                 raise ValueError
         except ValueError:
             raise ValueError(f"cluster spec must be 'cluster:K:N' or 'cluster:K:N:MIN_SIZE' with integers, got {spec!r}") from None
         emb = embed_texts([ex[field] for ex in train + test])
-        tr, te, cinfo = cluster_forget_set(emb[: len(train)], k, n, seed, emb[len(train) :], min_size)
+        per_cluster = -(-min_size // n)  # N clusters together must reach min_size on each side
+        tr, te, cinfo = cluster_forget_set(emb[: len(train)], k, n, seed, emb[len(train) :],
+                                           max(min_cluster, per_cluster), per_cluster)
         info.update(cinfo)
     elif kind == "random":
         try:
             frac = float(arg)
         except ValueError:
             raise ValueError(f"random spec must be 'random:FRACTION', got {spec!r}") from None
-        tr, te = random_forget_set(len(train), frac, seed), []
+        tr = random_forget_set(len(train), frac, seed)
+        te = random_forget_set(len(test), frac, seed) if test else []
     elif kind == "ids":
         ids = read_id_list(arg) if Path(arg).is_file() else [x for x in arg.split(",") if x]
         train_ids = {str(ex["id"]) for ex in train}
@@ -190,6 +213,10 @@ def build_forget_split(spec: str, train: list[dict], test: list[dict], seed: int
         raise ValueError(f"unknown forget spec {spec!r}; use entity:NAMES, cluster:K:N, random:FRACTION or ids:FILE")
     if not tr:
         raise ValueError(f"forget spec {spec!r} selects no training examples")
+    if min(len(tr), len(te)) < min_size:
+        raise ValueError(f"forget set {spec!r} has {len(tr)} train and {len(te)} test examples; at least {min_size} on "
+                         "each side are needed to measure forgetting (more names or clusters, a larger --n-test, "
+                         "or --min-forget)")
     train_forget, train_retain = split_by_indices(train, tr)
     test_forget, test_retain = split_by_indices(test, te)
     info.update({"n_train_forget": len(train_forget), "n_test_forget": len(test_forget)})

@@ -55,7 +55,8 @@ class SPUL:
                 encoder_reparameterization_type="MLP",
             )
             torch.manual_seed(self.config.seed)  # the prompt encoder's initialisation
-            peft_model = get_peft_model(model, peft_cfg)
+            with ops.quiet_peft():
+                peft_model = get_peft_model(model, peft_cfg)
         self.peft_model = peft_model
         self.model = ops.hf_model(peft_model)  # the one and only LLM, shared, frozen
 
@@ -124,7 +125,8 @@ class SPUL:
         if not meta_path.exists():
             raise FileNotFoundError(f"{meta_path} not found; is {path} a directory written by SPUL.save_pretrained?")
         meta = json.loads(meta_path.read_text())
-        peft_model = PeftModel.from_pretrained(model, str(path))
+        with ops.quiet_peft():
+            peft_model = PeftModel.from_pretrained(model, str(path))
         peft_model.eval()
         return cls(model, tokenizer, task_from_dict(meta["task"]), SPULConfig.from_dict(meta["config"]), peft_model=peft_model)
 

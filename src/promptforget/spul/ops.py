@@ -4,7 +4,9 @@ examples and the unprompted-distribution cache. The training loop itself is prom
 
 from __future__ import annotations
 
+import contextlib
 import random
+import warnings
 from functools import partial
 from typing import Callable, Iterator
 
@@ -13,6 +15,22 @@ import torch.nn.functional as F
 
 from promptforget.spul.tasks import collate
 from promptforget.unlearn import loop
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """PEFT without two warnings that tell a user nothing, each matched by its exact text:
+
+    * wrapping a model reads ``model.is_gradient_checkpointing``, an alias transformers deprecated
+      (a FutureWarning on every LoRA or prompt we build; we never checkpoint activations);
+    * generating with a soft prompt (P-tuning) drops the position ids transformers passes; the
+      virtual tokens are prepended and positions are counted over them, which is what we want.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning",
+                                category=UserWarning)
+        yield
 
 
 def hf_model(model):

@@ -5,69 +5,30 @@ and the weights (``model/``, ``prompt/`` or ``adapter/``). Heavy imports happen 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from promptforget.spul.config import DataConfig, FinetuneConfig
+from promptforget.spul.runs import RunInputs
 from promptforget.utils.dist import is_main_process
 
 FOUR_SPLITS = ("train_retain", "train_forget", "test_retain", "test_forget")
 
 
-def load_task_data(data: DataConfig):
-    """Return ``(task, train, test)``; for bigbench, examples carry ``task`` so the forget split can
-    be taken by task name."""
-    from promptforget.spul.tasks import MultipleChoiceTask, SentimentTask
+def load_task_data(data: DataConfig, template=None):
+    """Return ``(task, train, test)`` (see :func:`promptforget.spul.task_data.load_task`); for bigbench,
+    examples carry ``task`` so the forget split can be taken by task name."""
+    from promptforget.spul.task_data import load_task
 
-    if data.data == "bigbench":
-        from promptforget.data.bigbench import load_bigbench_task
-        from promptforget.data.splits import split_examples, subsample
-
-        if not (data.bigbench_forget and data.bigbench_retain):
-            raise ValueError("--data bigbench needs --bigbench-forget and --bigbench-retain task files")
-        train, test = [], []
-        for path in (data.bigbench_forget, data.bigbench_retain):
-            exs = load_bigbench_task(path, max_choices=data.max_choices, seed=data.seed)
-            tr, te = split_examples(exs, data.test_size, data.seed)
-            train += subsample(tr, data.n_train // 2 if data.n_train else None, data.seed, stratify=False)
-            test += subsample(te, data.n_test // 2 if data.n_test else None, data.seed, stratify=False)
-        n_choices = max(len(ex["choices"]) for ex in train + test)
-        return MultipleChoiceTask(num_choices=n_choices), train, test
-    if data.data == "jsonl":
-        from promptforget.data.splits import split_examples, subsample
-
-        if not data.data_file:
-            raise ValueError("--data jsonl needs --data-file")
-        rows = _read_labelled_jsonl(data.data_file)
-        labels = tuple(sorted({r["label"] for r in rows}))
-        if len(labels) < 2:
-            raise ValueError(f"{data.data_file}: need at least two distinct labels, got {list(labels)}")
-        train, test = split_examples(rows, data.test_size, data.seed)
-        return (SentimentTask(labels=labels), subsample(train, data.n_train, data.seed),
-                subsample(test, data.n_test, data.seed))
-    from promptforget.data.sentiment import load_sentiment
-
-    train, test = load_sentiment(data.data, n_train=data.n_train, n_test=data.n_test, test_size=data.test_size,
-                                 seed=data.seed)
-    return SentimentTask(), train, test
-
-
-def _read_labelled_jsonl(path) -> list[dict]:
-    from promptforget.data.files import iter_jsonl
-
-    rows = []
-    for number, r in iter_jsonl(path):
-        if not {"text", "label"} <= set(r):
-            raise ValueError(f"{path}:{number}: each line needs 'text' and 'label'")
-        r.setdefault("id", f"row-{number - 1}")
-        rows.append(r)
-    return rows
+    td = load_task(data, template)
+    return td.task, td.train, td.test
 
 
 def forget_split(data: DataConfig, train, test) -> dict:
     """The four evaluation splits from ``data.forget`` (or, for bigbench, from the task membership)."""
-    from promptforget.spul.forget_sets import build_forget_split
+    from promptforget.spul.forget_sets import build_forget_split, frequent_capitalised_names
 
     if data.data == "bigbench":
         forget_task = _task_name(data.bigbench_forget)
@@ -81,13 +42,42 @@ def forget_split(data: DataConfig, train, test) -> dict:
                          "n_test_forget": len(split["test_forget"])}
         return split
     if not data.forget:
-        raise ValueError("--forget is required (entity:NAMES, cluster:K:N, random:FRACTION or ids:FILE)")
-    return build_forget_split(data.forget, train, test, seed=data.seed)
+        names = frequent_capitalised_names(train, top_k=5)
+        hint = f"; entity:auto picks the most frequent names (here: {', '.join(names)})" if names else ""
+        raise ValueError("--forget is required (entity:NAMES, cluster:K:N, random:FRACTION or ids:FILE)" + hint)
+    return build_forget_split(data.forget, train, test, seed=data.seed, min_size=data.min_forget)
 
 
 def _task_name(path) -> str:
     task = json.loads(Path(path).read_text(encoding="utf-8"))
     return task.get("name") or Path(path).stem
+
+
+def split_from_ids(train: list[dict], test: list[dict], ids: dict) -> dict:
+    """The forget split a run recorded (by example id), taken again from its data."""
+    by_id = {ex["id"]: ex for ex in train + test}
+    missing = [i for v in ids.values() for i in v if i not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} example id(s) of the forget split are not in the run's data "
+                         f"(first: {missing[0]!r}); has the data changed since the run?")
+    return {name: [by_id[i] for i in v] for name, v in ids.items()}
+
+
+def prepare(inputs: RunInputs):
+    """``(task_data, split)`` of a run's inputs: the examples (checked against the stage-1 record's hash)
+    and the forget split (the recorded one, else built from ``--forget``)."""
+    from promptforget.spul.task_data import load_task
+
+    td = load_task(inputs.data, inputs.template)
+    if inputs.data_sha256 and td.sha256 != inputs.data_sha256:
+        raise ValueError(f"the data of {td.source} has changed since the stage-1 run {inputs.stage1_run} "
+                         "(its examples no longer hash to the recorded sha256)")
+    if inputs.forget_ids:
+        split = split_from_ids(td.train, td.test, inputs.forget_ids)
+        split["info"] = inputs.forget_info
+    else:
+        split = forget_split(inputs.data, td.train, td.test)
+    return td, split
 
 
 def split_ids(split: dict) -> dict:
@@ -127,9 +117,18 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
     from promptforget.spul.evaluate import evaluate_splits
     from promptforget.spul.train import finetune
 
+    from promptforget.spul.tasks import check_label_tokens, multi_token_note
+    from promptforget.spul.task_data import load_task
+    from promptforget.utils.io import atomic_write_json
+
     out = Path(out)
-    task, train, test = load_task_data(data)
+    td = load_task(data)
+    task, train, test = td.task, td.train, td.test
     model, tok = load_causal_lm(model_name)
+    check_label_tokens(tok, task.labels)  # words sharing a first token: one line, before any training
+    note = multi_token_note(tok, task.labels)
+    if note and is_main_process():
+        print(f"note: {note}", file=sys.stderr, flush=True)
     t0 = time.time()
     model, hist = finetune(model, tok, task, train, config)
     secs = time.time() - t0
@@ -141,12 +140,18 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
                          data.max_length, data.eval_batch_size)
     results = {"evaluation": ev, "train_seconds": secs, "history": hist["steps"],
                "trainable_parameters": hist["trainable_parameters"], "parameters": count_parameters(model)}
-    write_run(out, {**record, "finetune": config.to_dict(), "task": task.to_dict()}, results)
+    atomic_write_json(out / "template.json", td.template.to_dict())
+    # What the later commands read instead of repeated flags (spul/runs.py).
+    recorded = {**data.to_dict(), "data": td.source, "data_file": None, "split_seed": data.data_seed,
+                "template": td.template.name if data.template in (None, td.template.name) else str(Path(data.template).resolve()),
+                "forget": None}
+    write_run(out, {**record, "model": model_name, "data": recorded, "data_sha256": td.sha256,
+                    "n_train": len(train), "n_test": len(test), "template": td.template.to_dict(),
+                    "label_tokens": note, "finetune": config.to_dict(), "task": task.to_dict()}, results)
     return results
 
 
-def unlearn_run(out, model_name: str, data: DataConfig, make_unlearner: Callable, save_as: str,
-                record: dict) -> dict | None:
+def unlearn_run(out, inputs: RunInputs, make_unlearner: Callable, save_as: str, record: dict) -> dict | None:
     """The flow shared by ``spul unlearn`` and ``baseline NAME``: build the forget split, load the
     stage-1 model, run ``make_unlearner(model, tokenizer, task).forget``, save it to ``out/save_as``,
     evaluate the four splits, write the run. Returns the results (None on a rank other than 0)."""
@@ -154,9 +159,9 @@ def unlearn_run(out, model_name: str, data: DataConfig, make_unlearner: Callable
     from promptforget.utils.io import atomic_write_json
 
     out = Path(out)
-    task, train, test = load_task_data(data)
-    split = forget_split(data, train, test)
-    model, tok = load_causal_lm(model_name)
+    td, split = prepare(inputs)
+    task, data = td.task, inputs.data
+    model, tok = load_causal_lm(inputs.model)
     unlearner = make_unlearner(model, tok, task)
     t0 = time.time()
     hist = unlearner.forget(split["train_forget"], split["train_retain"])
@@ -169,21 +174,33 @@ def unlearn_run(out, model_name: str, data: DataConfig, make_unlearner: Callable
                "generation_check": _generation_check(unlearner.peft_model, tok, task, split, data),
                "train_seconds": secs, "history": hist["steps"],
                "trainable_parameters": sum(p.numel() for p in unlearner.trainable_parameters())}
-    write_run(out, {**record, "task": task.to_dict(), "forget": split["info"]}, results)
+    write_run(out, {**record, **_provenance(inputs, td), "task": task.to_dict(), "forget": split["info"]}, results)
     return results
 
 
-def evaluate_run(out, model_name: str, data: DataConfig, record: dict, prompt=None, adapter=None) -> dict:
-    """Four-split accuracy/F1 of ``model_name``, with a SPUL ``prompt`` or a baseline LoRA ``adapter``
+def _provenance(inputs: RunInputs, td) -> dict:
+    """Where a run came from: its stage-1 run (read by the next command given this run) and its data."""
+    if inputs.stage1_run is None:
+        return {}
+    return {"stage1_run": str(inputs.stage1_run), "model": inputs.base_model, "data": inputs.data.to_dict(),
+            "data_sha256": td.sha256}
+
+
+def evaluate_run(out, inputs: RunInputs, record: dict, prompt=None, adapter=None) -> dict:
+    """Four-split accuracy/F1 of the inputs' model, with a SPUL ``prompt`` or a baseline LoRA ``adapter``
     directory, or neither (the stage-1 model itself)."""
     from promptforget.backbones.causal_lm import load_causal_lm
     from promptforget.spul import ops
+    from promptforget.spul.runs import check_made_from
 
     if prompt and adapter:
         raise ValueError("give --prompt (SPUL) or --adapter (baseline LoRA), not both")
-    task, train, test = load_task_data(data)
-    split = forget_split(data, train, test)
-    model, tok = load_causal_lm(model_name)
+    for path in (prompt, adapter):
+        if path:
+            check_made_from(path, inputs)
+    td, split = prepare(inputs)
+    task, data = td.task, inputs.data
+    model, tok = load_causal_lm(inputs.model)
     gen_model = model
     if prompt:
         from promptforget.spul.model import SPUL
@@ -193,12 +210,14 @@ def evaluate_run(out, model_name: str, data: DataConfig, record: dict, prompt=No
     elif adapter:
         from peft import PeftModel
 
-        gen_model = PeftModel.from_pretrained(model, adapter)
+        with ops.quiet_peft():
+            gen_model = PeftModel.from_pretrained(model, adapter)
         gen_model.eval()
         scorer = lambda b: ops.label_logits(gen_model, b)  # noqa: E731
     else:
         scorer = lambda b: ops.label_logits(model, b)  # noqa: E731
     results = {"evaluation": evaluate_four(scorer, tok, task, split, data),
                "generation_check": _generation_check(gen_model, tok, task, split, data)}
-    write_run(Path(out), {**record, "task": task.to_dict(), "forget": split["info"]}, results)
+    write_run(Path(out), {**record, **_provenance(inputs, td), "task": task.to_dict(), "forget": split["info"]},
+              results)
     return results

@@ -30,6 +30,22 @@ class SentimentTask:
 
 
 @dataclass
+class TextTask:
+    """A prompt template with ``{text}`` (see :mod:`promptforget.spul.templates`); the label word follows it."""
+
+    labels: tuple[str, ...]
+    template: str
+    name: str = "text"
+    truncate_field: str = field(default="text", init=False)
+
+    def format_prompt(self, ex: dict) -> str:
+        return self.template.format(text=ex["text"])
+
+    def to_dict(self) -> dict:
+        return {"kind": "text", "name": self.name, "labels": list(self.labels), "template": self.template}
+
+
+@dataclass
 class MultipleChoiceTask:
     """``### Question: {q}\\n\\n### Choices:\\nA. ..\\nB. ..\\n\\n### Answer: {letter}``."""
 
@@ -52,9 +68,11 @@ class MultipleChoiceTask:
 def task_from_dict(d: dict):
     if d.get("kind") == "sentiment":
         return SentimentTask(labels=tuple(d["labels"]), question=d.get("question", SENTIMENT_QUESTION))
+    if d.get("kind") == "text":
+        return TextTask(labels=tuple(d["labels"]), template=d["template"], name=d.get("name", "text"))
     if d.get("kind") == "multiple_choice":
         return MultipleChoiceTask(num_choices=int(d["num_choices"]))
-    raise ValueError(f"unknown task kind {d.get('kind')!r}; expected 'sentiment' or 'multiple_choice'")
+    raise ValueError(f"unknown task kind {d.get('kind')!r}; expected 'sentiment', 'text' or 'multiple_choice'")
 
 
 def label_token_ids(tokenizer, word: str) -> list[int]:
@@ -78,6 +96,18 @@ def check_label_tokens(tokenizer, words) -> dict[str, list[int]]:
             raise ValueError(f"labels {firsts[t[0]]!r} and {w!r} start with the same token {t[0]}; choose distinct label words")
         firsts[t[0]] = w
     return ids
+
+
+def multi_token_note(tokenizer, words) -> str | None:
+    """One line naming the label words the tokenizer splits into several tokens, and how they are
+    scored; None when every word is one token."""
+    split = {w: len(label_token_ids(tokenizer, w)) for w in words}
+    split = {w: n for w, n in split.items() if n > 1}
+    if not split:
+        return None
+    named = ", ".join(f"{w!r} ({n} tokens)" for w, n in split.items())
+    return (f"label words split into several tokens: {named}; they are trained and scored on all their tokens "
+            "(correct = every token is the argmax) and the predicted class is read from the first token")
 
 
 def encode_example(tokenizer, task, ex: dict, label_word: str, max_length: int) -> dict:

@@ -6,7 +6,7 @@ import re
 
 _TEMPLATE_WORDS = (
     "### Text : Question What is the sentiment of the given text ? Sentiment Answer Choices A B C D . "
-    "positive negative neutral unknown"
+    "positive negative neutral unknown topic Topic"
 )
 
 

@@ -23,7 +23,8 @@ def lora_wrap(model, r: int, alpha: int, dropout: float, target_modules, seed: i
         raise ValueError(f"LoRA target module(s) {missing} not found in {type(model).__name__}")
     torch.manual_seed(seed)  # LoRA A init
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    with ops.quiet_peft():
+        return get_peft_model(model, cfg)
 
 
 class LabelCE:
