@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from huggingface_hub import ModelCard
 
 from promptforget.pfm.card import write_model_card

@@ -82,8 +82,6 @@ def _hub(location, test_size, seed):
 
     return load_hub_splits(location, test_size, seed)
 
-    return load
-
 
 # --------------------------------------------------------------------------- prompting loaders
 def _sentiment(name: str) -> Callable:
