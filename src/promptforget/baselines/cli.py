@@ -11,7 +11,7 @@ import json
 from promptforget.baselines.config import METHODS, BaselineConfig
 from promptforget.spul.options import add_data_args, add_model_args, recorded_args, run_inputs
 from promptforget.spul.pipeline import accuracies
-from promptforget.utils.cli_args import add_command
+from promptforget.utils.cli_args import add_command, add_report_to
 from promptforget.utils.config import add_config_args, config_from_args
 
 
@@ -27,7 +27,8 @@ def cmd_baseline(args) -> int:
     cfg = config_from_args(BaselineConfig, args, seed=inputs.data.seed, max_length=inputs.data.max_length)
     record = {"command": f"baseline {args.method}", "args": recorded_args(args),
               "baseline": cfg.to_dict()}
-    results = unlearn_run(args.out, inputs, lambda m, tok, task: Baseline(m, tok, task, cfg), "adapter", record)
+    results = unlearn_run(args.out, inputs, lambda m, tok, task: Baseline(m, tok, task, cfg), "adapter", record,
+                          report_to=args.report_to)
     if results is not None:  # None: a rank other than 0
         print(json.dumps({"out": str(args.out), **accuracies(results["evaluation"])}))
     return 0
@@ -41,3 +42,4 @@ def register(subparsers) -> None:
     add_data_args(p, from_run=True)
     # --seed and --max-length come with the data flags; the method is the positional NAME.
     add_config_args(p.add_argument_group("baseline"), BaselineConfig, exclude=("method", "seed", "max_length"))
+    add_report_to(p)

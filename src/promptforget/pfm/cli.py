@@ -9,7 +9,7 @@ from pathlib import Path
 
 from promptforget.data.registry import CLASSIFICATION, dataset_help
 from promptforget.pfm.config import PFMConfig
-from promptforget.utils.cli_args import add_command
+from promptforget.utils.cli_args import add_command, add_report_to
 from promptforget.utils.config import add_config_args, config_kwargs
 
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-size", type=float, default=0.2, help="held-out share, stratified (default 0.2)")
     p.add_argument("--max-train", type=int, default=None, help="subsample the training split to N examples (stratified)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    add_report_to(p)
 
     p = add_command(sub, "forget", cmd_forget,
                     help="forget classes: delete their prompts from the saved model (no data, no training)")
@@ -67,7 +68,7 @@ def cmd_train(args) -> int:
     from promptforget.pfm.run import train_run
 
     train_run(args.out, args.dataset, test_size=args.test_size, max_train=args.max_train, overwrite=args.overwrite,
-              **config_kwargs(PFMConfig, args))
+              report_to=args.report_to, **config_kwargs(PFMConfig, args))
     return 0
 
 

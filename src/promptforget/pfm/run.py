@@ -43,10 +43,10 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
 
 
 def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_train: int | None = None,
-              overwrite: bool = False, backbone: str | None = None, **knobs) -> Path:
+              overwrite: bool = False, backbone: str | None = None, report_to: str = "none", **knobs) -> Path:
     """Train a PFM on ``dataset`` into the run directory ``out``. ``knobs`` are :class:`PFMConfig` fields
     (its defaults for the rest; ``seed`` also draws the split); the class names come from the data, and
-    ``backbone=None`` means minilm for text, dinov2-s14 for images."""
+    ``backbone=None`` means minilm for text, dinov2-s14 for images. ``report_to``: see utils/tracking.py."""
     import torch
 
     from promptforget.data import load_splits
@@ -56,9 +56,11 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     from promptforget.pfm.card import write_model_card
     from promptforget.utils.dist import is_main_process
     from promptforget.utils.io import atomic_write_json
+    from promptforget.utils.tracking import Tracker, resolve_report_to
 
     out = Path(out)
     cfg = PFMConfig(**knobs)  # bad knobs fail here, before any data is loaded
+    resolve_report_to(report_to)
     train, _ = load_splits(dataset, test_size, cfg.seed)
     train = stratified_cap(train, max_train, cfg.seed)
     is_text = hasattr(train, "texts")
@@ -70,11 +72,17 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
         prepare_run_dir(out, overwrite)  # after every input check: a bad argument deletes nothing
     print(f"[train] {dataset}: {len(train)} examples, {len(cfg.class_names)} classes; backbone {cfg.backbone} "
           f"({model.encoder.family}); trainable parameters {model.num_parameters():,}", flush=True)
+    tracker = Tracker(report_to if main else "none", out, "pfm-train", cfg.to_dict())
+
+    def epoch_end(epoch: int, log: dict) -> None:
+        print(f"[train] epoch {epoch}: loss {log['loss']:.4f} (ce {log['ce']:.4f}, kl {log['kl']:.4f})", flush=True)
+        tracker.log({k: v for k, v in log.items() if k != "epoch"}, epoch, prefix="train/")
+
     t0 = time.perf_counter()
     inputs = model.encode_dataset(train.inputs)
-    history = fit(model, inputs, torch.as_tensor(train.labels),
-                  on_epoch_end=lambda e, log: print(f"[train] epoch {e}: loss {log['loss']:.4f} (ce {log['ce']:.4f}, kl {log['kl']:.4f})", flush=True))
+    history = fit(model, inputs, torch.as_tensor(train.labels), on_epoch_end=epoch_end)
     seconds = time.perf_counter() - t0
+    tracker.finish()
     if not main:  # every rank trained the same model; rank 0 writes it
         return out
     model.save_pretrained(out)

@@ -18,7 +18,7 @@ import json
 from promptforget.spul.config import DataConfig, FinetuneConfig, SPULConfig
 from promptforget.spul.options import add_data_args, add_model_args, recorded_args, run_inputs
 from promptforget.spul.pipeline import accuracies
-from promptforget.utils.cli_args import add_command
+from promptforget.utils.cli_args import add_command, add_report_to
 from promptforget.utils.config import add_config_args, config_from_args
 
 # --seed and --max-length come with the data flags and reach the training configs too.
@@ -41,7 +41,7 @@ def cmd_finetune(args) -> int:
     from promptforget.spul.pipeline import finetune_run
 
     results = finetune_run(args.out, args.model, config_from_args(DataConfig, args),
-                           config_from_args(FinetuneConfig, args), run_record(args))
+                           config_from_args(FinetuneConfig, args), run_record(args), report_to=args.report_to)
     if results is not None:
         ev = results["evaluation"]
         print(json.dumps({"out": str(args.out), "train_acc": ev["train"]["accuracy"], "test_acc": ev["test"]["accuracy"]}))
@@ -57,7 +57,7 @@ def cmd_unlearn(args) -> int:
     inputs = run_inputs(args)
     cfg = config_from_args(SPULConfig, args, seed=inputs.data.seed, max_length=inputs.data.max_length)
     results = unlearn_run(args.out, inputs, lambda m, tok, task: SPUL(m, tok, task, cfg), "prompt",
-                          {**run_record(args), "spul": cfg.to_dict()})
+                          {**run_record(args), "spul": cfg.to_dict()}, report_to=args.report_to)
     print_summary(args.out, results)
     return 0
 
@@ -92,12 +92,14 @@ def register(subparsers) -> None:
     add_model_args(p)
     add_data_args(p, forget=False)
     add_config_args(p.add_argument_group("fine-tuning"), FinetuneConfig, exclude=SHARED_WITH_DATA)
+    add_report_to(p)
 
     p = add_command(sub, "unlearn", cmd_unlearn,
                     help="train a soft prompt that makes the (frozen) model forget the forget set")
     add_model_args(p, run=True)
     add_data_args(p, from_run=True)
     add_config_args(p.add_argument_group("SPUL"), SPULConfig, exclude=SHARED_WITH_DATA)
+    add_report_to(p)
 
     p = add_command(sub, "evaluate", cmd_evaluate,
                     help="4-split accuracy/F1 of a model, optionally with a SPUL prompt or LoRA adapter")

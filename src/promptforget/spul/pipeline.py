@@ -13,6 +13,7 @@ from typing import Callable
 from promptforget.spul.config import DataConfig, FinetuneConfig
 from promptforget.spul.runs import RunInputs
 from promptforget.utils.dist import is_main_process
+from promptforget.utils.tracking import Tracker
 
 FOUR_SPLITS = ("train_retain", "train_forget", "test_retain", "test_forget")
 
@@ -109,7 +110,8 @@ def accuracies(evaluation: dict) -> dict:
     return {k: v["accuracy"] for k, v in evaluation.items() if isinstance(v, dict)}
 
 
-def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig, record: dict) -> dict | None:
+def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig, record: dict,
+                 report_to: str = "none") -> dict | None:
     """Stage 1: LoRA fine-tune ``model_name`` on the task, merge, save ``out/model``; ``record`` (what
     was asked) opens ``config.json``. Returns the results (None on a rank other than 0)."""
     from promptforget.backbones.causal_lm import count_parameters, load_causal_lm
@@ -129,8 +131,9 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
     note = multi_token_note(tok, task.labels)
     if note and is_main_process():
         print(f"note: {note}", file=sys.stderr, flush=True)
+    tracker = Tracker(report_to if is_main_process() else "none", out, "spul-finetune", config.to_dict())
     t0 = time.time()
-    model, hist = finetune(model, tok, task, train, config)
+    model, hist = finetune(model, tok, task, train, config, callback=tracker.step_callback())
     secs = time.time() - t0
     if not is_main_process():  # under accelerate launch every rank trained the same model; rank 0 writes
         return None
@@ -138,6 +141,8 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
     tok.save_pretrained(str(out / "model"))
     ev = evaluate_splits(lambda b: ops.label_logits(model, b), tok, task, {"train": train, "test": test},
                          data.max_length, data.eval_batch_size)
+    tracker.log(accuracies(ev), len(hist["steps"]), prefix="eval/")
+    tracker.finish()
     results = {"evaluation": ev, "train_seconds": secs, "history": hist["steps"],
                "trainable_parameters": hist["trainable_parameters"], "parameters": count_parameters(model)}
     atomic_write_json(out / "template.json", td.template.to_dict())
@@ -151,7 +156,8 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
     return results
 
 
-def unlearn_run(out, inputs: RunInputs, make_unlearner: Callable, save_as: str, record: dict) -> dict | None:
+def unlearn_run(out, inputs: RunInputs, make_unlearner: Callable, save_as: str, record: dict,
+                report_to: str = "none") -> dict | None:
     """The flow shared by ``spul unlearn`` and ``baseline NAME``: build the forget split, load the
     stage-1 model, run ``make_unlearner(model, tokenizer, task).forget``, save it to ``out/save_as``,
     evaluate the four splits, write the run. Returns the results (None on a rank other than 0)."""
@@ -163,8 +169,11 @@ def unlearn_run(out, inputs: RunInputs, make_unlearner: Callable, save_as: str, 
     task, data = td.task, inputs.data
     model, tok = load_causal_lm(inputs.model)
     unlearner = make_unlearner(model, tok, task)
+    config = getattr(unlearner, "config", None)
+    tracker = Tracker(report_to if is_main_process() else "none", out, record.get("command", "unlearn").replace(" ", "-"),
+                      config.to_dict() if config is not None else None)
     t0 = time.time()
-    hist = unlearner.forget(split["train_forget"], split["train_retain"])
+    hist = unlearner.forget(split["train_forget"], split["train_retain"], callback=tracker.step_callback())
     secs = time.time() - t0
     if not is_main_process():
         return None
@@ -174,6 +183,8 @@ def unlearn_run(out, inputs: RunInputs, make_unlearner: Callable, save_as: str, 
                "generation_check": _generation_check(unlearner.peft_model, tok, task, split, data),
                "train_seconds": secs, "history": hist["steps"],
                "trainable_parameters": sum(p.numel() for p in unlearner.trainable_parameters())}
+    tracker.log(accuracies(results["evaluation"]), len(hist["steps"]), prefix="eval/")
+    tracker.finish()
     write_run(out, {**record, **_provenance(inputs, td), "task": task.to_dict(), "forget": split["info"]}, results)
     return results
 

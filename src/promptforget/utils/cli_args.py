@@ -10,3 +10,12 @@ def add_command(subparsers, name: str, handler, help: str):
     p = subparsers.add_parser(name, help=help, description=inspect.cleandoc(handler.__doc__ or help))
     p.set_defaults(func=handler)
     return p
+
+
+def add_report_to(parser) -> None:
+    """``--report-to``: experiment tracking through Accelerate's trackers (utils/tracking.py)."""
+    from promptforget.utils.tracking import REPORT_TO
+
+    parser.add_argument("--report-to", choices=REPORT_TO, default="auto",
+                        help="track losses, lr and evaluation metrics: auto = TensorBoard under RUN/logs when "
+                        "installed, else none (default: %(default)s)")
