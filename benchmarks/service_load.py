@@ -274,7 +274,7 @@ def main(argv=None) -> int:
         backbone, max_length, classes = classes["backbone"], classes["max_length"], classes["class_names"]
         pred_idle, pred_during = [], []
         idle_client, idle_server, load_client, load_server = [], [], [], []
-        check_on, check_off, xproc_now, xproc_before = [], [], [], []
+        check_on, check_off, xproc_now, xproc_before, check_us = [], [], [], [], []
         rounds = 0
         for r in range(args.rounds):
             if time.monotonic() - t_start > args.max_seconds:
@@ -312,6 +312,10 @@ def main(argv=None) -> int:
                                   time.monotonic() + args.phase_seconds) as load:
                             load.wait()
                         (check_on if on else check_off).append(load.report() | {"latency_ms": load.lat_ms})
+                t = time.perf_counter()
+                for _ in range(20_000):
+                    host.sync_if_changed()  # the check alone, nothing changed: one stat
+                check_us.append(1e6 * (time.perf_counter() - t) / 20_000)
                 # (e) forgets by the CLI (another process) while the server serves: now and before
                 xproc_now.append(cross_process(fresh_copy(src_run, tmp, 200 + r), classes, args, f"xnow{r}"))
                 xproc_before.append(cross_process(fresh_copy(src_run, tmp, 300 + r), classes, args, f"xold{r}",
@@ -337,6 +341,7 @@ def main(argv=None) -> int:
             return {"p50_ms_check_on": pct(lat_on, 50), "p50_ms_check_off": pct(lat_off, 50),
                     "p99_ms_check_on": pct(lat_on, 99), "p99_ms_check_off": pct(lat_off, 99),
                     "p50_cost_pct": 100 * (pct(lat_on, 50) / pct(lat_off, 50) - 1),
+                    "check_alone_us": statistics.median(check_us),
                     "requests": {"on": len(lat_on), "off": len(lat_off)},
                     "errors": sum(x["errors"] for x in on + off)}
 

@@ -66,6 +66,10 @@ class Safetensors:
     def names(self) -> list[str]:
         return list(self.header)
 
+    def nbytes(self, name: str) -> int:
+        b, e = self.header[name]["data_offsets"]
+        return e - b
+
     def tensor_bytes(self, name: str) -> bytes:
         b, e = self.header[name]["data_offsets"]
         return bytes(self.data[b:e])

@@ -282,7 +282,7 @@ def forget(
         entries = ledger.read()
         weights = run_dir / WEIGHTS_NAME
         raw = weights.read_bytes()
-        problems, _ = check_run(entries, raw, names, key, str(weights))
+        problems, facts = check_run(entries, raw, names, key, str(weights))
         if problems:
             more = f" (and {len(problems) - 1} more: `promptforget ledger verify`)" if len(problems) > 1 else ""
             raise LedgerError(f"the ledger does not verify, nothing was written: {problems[0]}{more}")
@@ -312,7 +312,7 @@ def forget(
         pending = {
             "event": "pending", "request_id": request_id, "classes": classes, "reason": reason, "source": source,
             "removed_prompt_sha256": {c: st.tensor_sha256(prompt_tensor_name(c)) for c in classes},
-            "artefact_before_sha256": hashlib.sha256(raw).hexdigest(),
+            "artefact_before_sha256": facts["artefact_sha256"],
             "artefact_after_sha256": hashlib.sha256(new).hexdigest(),
         }
         del raw, st  # the old prompt bytes need not live longer than necessary

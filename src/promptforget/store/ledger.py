@@ -390,7 +390,11 @@ def check_run(entries: list[dict], raw_artefact: bytes, class_names: list[str], 
             problems.append(f"class {c!r} is forgotten in the ledger but its prompt is in the artefact")
     removed = {h: (e["seq"], c) for e in committed(entries) for c, h in e["removed_prompt_sha256"].items()}
     if removed:
+        # Every prompt has the same size, so only tensors of a prompt's size can hold a removed one's exact bytes.
+        prompt_sizes = {st.nbytes(n) for n in st.names() if n.startswith(layout.PROMPT_PREFIX)}
         for n in st.names():
+            if prompt_sizes and st.nbytes(n) not in prompt_sizes:
+                continue
             h = st.tensor_sha256(n)
             if h in removed:
                 seq, c = removed[h]
