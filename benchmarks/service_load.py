@@ -213,15 +213,22 @@ def cli_forget(run: Path, cls: str, request_id: str) -> None:
         raise RuntimeError(f"CLI forget failed: {r.stderr.strip()}")
 
 
-def cross_process(run: Path, classes: list[str], args, tag: str, **settings) -> dict:
-    """CLI forgets while the server serves; count answers sent after an acknowledgement that still give
-    the forgotten class a probability above 0."""
+def cross_process(run: Path, classes: list[str], args, tag: str, writer: str = "cli", **settings) -> dict:
+    """Forgets by another writer while the server serves; count answers sent after an acknowledgement that
+    still give the forgotten class a probability above 0. ``writer``: "cli" (``promptforget forget`` in its
+    own process; its ack comes after the process exits) or "library" (``store.durable.forget`` called here,
+    beside the server: the ack is immediate, as for a second server on the same run)."""
+    from promptforget.store.durable import forget as durable_forget
+
     acks: list[tuple[str, float]] = []
     with server(run, **settings) as (url, _):
         with Load(url, args.threads, args.batch, 10**9, time.monotonic() + 300, top_k=len(classes)) as load:
             time.sleep(0.5)
             for k, cls in enumerate(classes[:-1]):
-                cli_forget(run, cls, f"{tag}-{k}")
+                if writer == "cli":
+                    cli_forget(run, cls, f"{tag}-{k}")
+                else:
+                    durable_forget(run, [cls], reason="benchmark", request_id=f"{tag}-{k}", source="python")
                 acks.append((cls, time.monotonic()))
                 time.sleep(1.5)  # longer than the old watcher's 1 s period
             load.stop.set()
@@ -275,6 +282,7 @@ def main(argv=None) -> int:
         pred_idle, pred_during = [], []
         idle_client, idle_server, load_client, load_server = [], [], [], []
         check_on, check_off, xproc_now, xproc_before, check_us = [], [], [], [], []
+        lib_now, lib_before = [], []
         rounds = 0
         for r in range(args.rounds):
             if time.monotonic() - t_start > args.max_seconds:
@@ -320,6 +328,9 @@ def main(argv=None) -> int:
                 xproc_now.append(cross_process(fresh_copy(src_run, tmp, 200 + r), classes, args, f"xnow{r}"))
                 xproc_before.append(cross_process(fresh_copy(src_run, tmp, 300 + r), classes, args, f"xold{r}",
                                                   sync_every_request=False, poll_interval_s=1.0))
+                lib_now.append(cross_process(fresh_copy(src_run, tmp, 400 + r), classes, args, f"lnow{r}", "library"))
+                lib_before.append(cross_process(fresh_copy(src_run, tmp, 500 + r), classes, args, f"lold{r}", "library",
+                                                sync_every_request=False, poll_interval_s=1.0))
                 print(f"[service_load] round {r + 1}: stale answers after a CLI forget's ack: "
                       f"{xproc_now[-1]['stale_after_ack']} now, {xproc_before[-1]['stale_after_ack']} before", file=sys.stderr)
             rounds += 1
@@ -371,8 +382,10 @@ def main(argv=None) -> int:
             "forget_latency_no_load": {"client": summary(idle_client), "server_timings": server_side(idle_server)},
             "forget_latency_under_load": {"client": summary(load_client), "server_timings": server_side(load_server)},
             "per_request_check_cost": check_cost(check_on, check_off),
-            "cross_process": {"now (per-request check)": xproc(xproc_now),
-                              "before (1 s watcher, no per-request check)": xproc(xproc_before)},
+            "cross_process": {"cli, now (per-request check)": xproc(xproc_now),
+                              "cli, before (1 s watcher, no per-request check)": xproc(xproc_before),
+                              "library writer, now (per-request check)": xproc(lib_now),
+                              "library writer, before (1 s watcher, no per-request check)": xproc(lib_before)},
             "load": os.getloadavg(),
             "note": "client = HTTP round trip of POST /forget (durable: pending fsync, artefact write+fsync+rename+dir "
                     "fsync, swap + grace period, commit fsync). 'swap' includes waiting for in-flight predictions.",

@@ -7,7 +7,6 @@ and the run directory is byte-identical afterwards.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 

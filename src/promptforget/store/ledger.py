@@ -362,8 +362,8 @@ def check_anchor(entries: list[dict], expect_head: str) -> list[str]:
         if seq == 0 and want == GENESIS:
             return []
         if not (1 <= seq <= len(entries)) or entries[seq - 1].get("entry_sha256") != want:
-            return [f"anchor seq {seq} ({want[:12]}...) is not in the ledger any more (history was rewritten "
-                    "or truncated behind the anchor)"]
+            return [(f"anchor seq {seq} ({want[:12]}...) is not in the ledger any more (history was rewritten "
+                     "or truncated behind the anchor)")]
         return []
     if not any(e.get("entry_sha256") == want for e in entries):
         return [f"anchor {want[:12]}... is not in the ledger any more (history was rewritten or truncated)"]
@@ -400,7 +400,7 @@ def check_run(entries: list[dict], raw_artefact: bytes, class_names: list[str], 
                 seq, c = removed[h]
                 problems.append(f"tensor {n!r} has the exact bytes of the prompt of {c!r} removed at seq {seq}")
     active = layout.active_classes(class_names, names)
-    unrecorded = sorted(set(c for c in class_names if c not in active) - set(forgotten))
+    unrecorded = sorted({c for c in class_names if c not in active} - set(forgotten))
     if unrecorded:
         problems.append(f"classes missing from the artefact without a ledger commit: {unrecorded} "
                         "(the ledger was deleted or truncated, or the artefact replaced)")
