@@ -41,11 +41,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as exc:
-        # Input problems: one clear line, no traceback, non-zero exit.
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"promptforget {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        if isinstance(exc, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)):
+            return _input_error(args, exc)
+        # The disk refused a write (full, read-only): state is unchanged, and the input was fine.
+        print(f"promptforget {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
+    except (ValueError, KeyError) as exc:
+        from promptforget.store.durable import StorageError
+
+        if isinstance(exc, StorageError):
+            print(f"promptforget {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+        return _input_error(args, exc)
+
+
+def _input_error(args, exc: Exception) -> int:
+    """Input problems: one clear line, no traceback, exit 2."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    print(f"promptforget {args.command}: error: {msg}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

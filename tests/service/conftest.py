@@ -39,6 +39,7 @@ def live_server(run_dir, **settings):
     import uvicorn
 
     from promptforget.service.app import create_app
+    from promptforget.service.server import uvicorn_config
     from promptforget.service.settings import ServiceSettings
 
     settings.setdefault("admin_token", ADMIN)
@@ -46,7 +47,7 @@ def live_server(run_dir, **settings):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, app.state.host.settings, log_level="warning"))
     t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     t.start()
     deadline = time.monotonic() + 30

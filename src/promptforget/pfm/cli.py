@@ -9,7 +9,7 @@ from pathlib import Path
 
 from promptforget.data.registry import CLASSIFICATION, dataset_help
 from promptforget.pfm.config import PFMConfig
-from promptforget.utils.cli_args import add_command, add_report_to
+from promptforget.utils.cli_args import add_command, add_ledger_key_flag, add_report_to
 from promptforget.utils.config import add_config_args, config_kwargs
 
 
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", default="", help="why (recorded in the deletion ledger)")
     p.add_argument("--request-id", default=None, help="idempotency key: repeating it changes nothing (default: a new uuid)")
     p.add_argument("--json", action="store_true", help="also print the result (ledger hashes, timings) as JSON")
+    add_ledger_key_flag(p)
 
     p = add_command(sub, "export", cmd_export,
                     help="write a run as a directory that plain transformers loads (trust_remote_code) + a PEFT adapter")
@@ -77,8 +78,10 @@ def cmd_forget(args) -> int:
     already-forgotten class is an error and leaves every file untouched."""
     # The same durable path as the service's POST /forget: artefact + hash-chained ledger, crash-safe.
     from promptforget.store.durable import forget
+    from promptforget.store.ledger import load_key
 
-    r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli")
+    r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli",
+               key=load_key(args.ledger_key_file))
     if not r.replayed:
         from promptforget.pfm.card import write_model_card
 

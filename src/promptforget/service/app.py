@@ -4,8 +4,9 @@
     GET  /classes        all, active and forgotten classes
     POST /forget         {"classes": [...], "reason": "...", "request_id": "..."}      admin token
     GET  /ledger         the deletion ledger's entries (?since=SEQ&limit=N)            admin token
-    GET  /ledger/verify  chain + artefact check (read-only)                             admin token
-    GET  /health         liveness and the artefact's state
+    GET  /ledger/verify  chain + signatures + artefact check (read-only)                admin token
+    GET  /health         readiness: 200 when the ledger verifies, else 503 with the reason
+    GET  /health/live    liveness: 200 while the process serves
     GET  /docs           OpenAPI page
 
 The model and its forget path live in :mod:`promptforget.service.host` (RCU: predictions never wait on
@@ -14,8 +15,12 @@ masks forgotten classes in the head (``mask_forgotten``): their logits are -inf,
 never predicted at all.
 
 Authentication: ``Authorization: Bearer <token>``. Forget and ledger endpoints need the admin token
-(``PROMPTFORGET_ADMIN_TOKEN`` or a token file), compared with ``hmac.compare_digest``; predict and
-classes are open unless a predict token is set. Tokens are never logged or echoed.
+(``PROMPTFORGET_ADMIN_TOKEN`` or a token file); predict and classes are open unless a predict token is
+set. The check runs before the body is read (an unauthenticated client gets 401, whatever it sent), and
+compares bytes (the token as UTF-8) with ``hmac.compare_digest``. Tokens are never logged or echoed.
+
+A ledger that does not verify (tampered, malformed, signed with another key) makes ``POST /forget``
+answer 409 and ``/health`` 503 until it verifies again; a disk error on a forget is 507 (full) or 503.
 """
 
 from __future__ import annotations
@@ -31,10 +36,14 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from promptforget.service.host import ModelHost
-from promptforget.service.inputs import BodyLimit, ForgetRequest, PredictRequest, decode_array, decode_image, http_error
+from promptforget.service.inputs import (AuthGate, BodyLimit, ForgetRequest, PredictRequest, check_text, decode_array,
+                                         decode_image, http_error)
 from promptforget.service.settings import ServiceSettings
 from promptforget.store import durable
-from promptforget.store.ledger import Ledger, LedgerError, verify
+from promptforget.store.ledger import Ledger, LedgerError
+
+ADMIN_PATHS = ("/forget", "/ledger", "/ledger/verify")
+READ_PATHS = ("/predict", "/classes")
 
 
 def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None):
@@ -59,9 +68,10 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
     bearer = HTTPBearer(auto_error=False)
 
     def _check(creds: HTTPAuthorizationCredentials | None, expected: str, what: str) -> None:
-        given = creds.credentials.encode() if creds is not None else b""
+        # Starlette decodes headers as latin-1: encoding back gives the bytes the client sent
+        given = creds.credentials.encode("latin-1") if creds is not None else b""
         # compare_digest on every path (also a missing token) so timing says nothing about the token
-        ok = hmac.compare_digest(given, expected.encode())
+        ok = hmac.compare_digest(given, expected.encode("utf-8"))
         if creds is None or not ok:
             raise HTTPException(401, f"missing or wrong {what} token", headers={"WWW-Authenticate": "Bearer"})
 
@@ -81,9 +91,22 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs]
         return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 
+    @app.get("/health/live")
+    def live() -> dict:
+        return {"status": "alive", "uptime_s": round(time.time() - host.started, 3)}
+
     @app.get("/health")
-    def health() -> dict:
-        st = durable.artefact_state(host.run_dir)
+    def health():
+        if not host.ready:
+            host.check_ledger()  # a repaired ledger is noticed without a restart
+        if not host.ready:
+            return JSONResponse({"status": "ledger_broken", "detail": f"the deletion ledger does not verify; "
+                                 f"forgets are refused: {host.ledger_problem}"}, status_code=503)
+        host.sync_if_changed()
+        try:
+            st = durable.artefact_state(host.run_dir)
+        except (OSError, ValueError) as e:
+            return JSONResponse({"status": "artefact_unreadable", "detail": str(e)}, status_code=503)
         return {"status": "ok" if host.in_sync else "degraded", "modality": host.modality,
                 "active_classes": len(host.model.active_classes), "forgotten_classes": len(host.model.forgotten_classes),
                 "artefact_sha256": st["artefact_sha256"], "in_sync_with_artefact": host.in_sync,
@@ -109,6 +132,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
             http_error(422, f"this model takes {host.modality} inputs, got {kind}")
         if kind == "texts":
             for i, t in enumerate(items):
+                check_text(t, i)
                 if not t.strip():
                     http_error(422, f"texts[{i}] is empty")
                 if len(t) > settings.max_text_chars:
@@ -129,11 +153,13 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         try:
             r = host.forget(req.classes, req.reason, req.request_id)
         except LedgerError as e:  # before ForgetError: both are ValueErrors
-            http_error(500, f"ledger problem, nothing was forgotten: {e}")
-        except durable.ForgetError as e:
+            http_error(409, f"ledger problem, nothing was forgotten: {e}")
+        except durable.ForgetError as e:  # StorageError included: 507 (disk full) or 503
             http_error(e.status, str(e))
         except TimeoutError as e:
             http_error(503, str(e))
+        except OSError as e:
+            http_error(503, f"cannot read the run ({e.strerror or e}); nothing was forgotten")
         return r.to_dict()
 
     @app.get("/ledger", dependencies=[Depends(admin)])
@@ -141,14 +167,21 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         try:
             entries = Ledger(host.run_dir).read()
         except LedgerError as e:
-            http_error(500, str(e))
+            http_error(409, str(e))
         sel = [e for e in entries if e.get("seq", 0) > since][:limit]
         return {"entries": sel, "count": len(sel), "total": len(entries),
                 "head_sha256": entries[-1]["entry_sha256"] if entries else None}
 
     @app.get("/ledger/verify", dependencies=[Depends(admin)])
     def ledger_verify() -> dict:
-        return verify(host.run_dir)
+        return host.check_ledger()  # 200 with ``ok`` and the problems, each naming the line and the field
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    def token_for(path: str) -> str | None:
+        path = path.rstrip("/") or "/"
+        if path in ADMIN_PATHS:
+            return settings.admin_token
+        return settings.predict_token if path in READ_PATHS else None
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.read_timeout_s)
+    app.add_middleware(AuthGate, token_for=token_for)  # added last = runs first: before the body is read
     return app

@@ -1,4 +1,4 @@
-"""``promptforget serve RUN_DIR`` and ``promptforget ledger verify|show RUN_DIR``."""
+"""``promptforget serve RUN_DIR`` and ``promptforget ledger verify|show|head RUN_DIR``, ``ledger keygen``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 
 from promptforget.service.settings import ServiceSettings
-from promptforget.utils.cli_args import add_command
+from promptforget.utils.cli_args import add_command, add_ledger_key_flag
 from promptforget.utils.config import add_config_args, config_from_args
 
 TOKEN_FIELDS = ("admin_token", "predict_token")  # from files or the environment, never from flags
@@ -32,10 +32,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("run_dir")
     v.add_argument("--no-recover", action="store_true", help="read-only: report a crashed forget instead of resolving it")
     v.add_argument("--json", action="store_true", help="print the full report as JSON")
+    v.add_argument("--expect-head", default=None, metavar="SEQ:HASH",
+                   help="an anchor from `ledger head`: fail if the chain no longer holds that entry (HASH alone: anywhere)")
+    add_ledger_key_flag(v)
     v.set_defaults(func=cmd_ledger_verify)
     s = lsub.add_parser("show", help="print the ledger's entries as JSON lines")
     s.add_argument("run_dir")
     s.set_defaults(func=cmd_ledger_show)
+    register_ledger_key_commands(lsub)
+
+
+# ---------------------------------------------------------------------- the ledger key and the anchor
+def register_ledger_key_commands(lsub) -> None:
+    h = lsub.add_parser("head", help="print the ledger head (seq and hash): an anchor to keep elsewhere")
+    h.add_argument("run_dir")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=cmd_ledger_head)
+    k = lsub.add_parser("keygen", help="write a new ledger key (hex, mode 0600) to a file outside any run directory")
+    k.add_argument("--out", required=True, help="the key file to create (never overwritten)")
+    k.set_defaults(func=cmd_ledger_keygen)
+
+
+def cmd_ledger_head(args) -> int:
+    from promptforget.store.ledger import Ledger, head
+
+    h = head(Ledger(args.run_dir).read())
+    print(json.dumps(h) if args.json else f"{h['seq']}:{h['entry_sha256']}")
+    return 0
+
+
+def cmd_ledger_keygen(args) -> int:
+    from promptforget.store.ledger import KEY_FILE_ENV, keygen
+
+    key = keygen(args.out)
+    print(f"[ledger] wrote a new key to {args.out} (key_id {key.key_id}); use it with --ledger-key-file or "
+          f"{KEY_FILE_ENV}, and keep it away from the run directory")
+    return 0
 
 
 def cmd_serve(args) -> int:
@@ -48,6 +80,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from promptforget.service.app import create_app
+    from promptforget.service.server import uvicorn_config
     from promptforget.service.settings import read_token
 
     settings = config_from_args(
@@ -68,17 +101,20 @@ def cmd_serve(args) -> int:
     host, port = sock.getsockname()[:2]
     print(f"[serve] {args.run_dir} on http://{host}:{port} (OpenAPI: /docs); predict "
           f"{'needs a token' if settings.predict_token else 'is open'}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug"))
+    if not app.state.host.ready:
+        print(f"[serve] not ready, forgets refused: {app.state.host.ledger_problem}", file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level=args.log_level, access_log=args.log_level == "debug"))
     server.run(sockets=[sock])
     return 0
 
 
 def cmd_ledger_verify(args) -> int:
     from promptforget.store.durable import recover
-    from promptforget.store.ledger import verify
+    from promptforget.store.ledger import KEY_ENV, KEY_FILE_ENV, load_key, verify
 
-    recovery = None if args.no_recover else recover(args.run_dir)
-    report = verify(args.run_dir)
+    key = load_key(args.ledger_key_file)
+    recovery = None if args.no_recover else recover(args.run_dir, key)
+    report = verify(args.run_dir, key, expect_head=args.expect_head)
     if recovery is not None:
         report["recovery"] = recovery
     if args.json:
@@ -90,6 +126,11 @@ def cmd_ledger_verify(args) -> int:
         state = "OK" if report["ok"] else "FAILED"
         print(f"[ledger] {state}: {report['entries']} entries, {report['commits']} forgets; forgotten "
               f"{report['forgotten_classes'] or '-'}; artefact sha256 {report['artefact_sha256'][:16]}...")
+        if key is None:
+            print(f"[ledger] no ledger key given ({KEY_ENV} / {KEY_FILE_ENV} / --ledger-key-file): could only check "
+                  "the chain, not who wrote it")
+        elif report["authenticated"]:
+            print(f"[ledger] authenticated: every entry signed with key {key.key_id}")
         for p in report["problems"]:
             print(f"[ledger] problem: {p}", file=sys.stderr)
     return 0 if report["ok"] else 1

@@ -5,7 +5,16 @@ forget lock. A forget (``store.durable.forget``, the same path as the CLI) repla
 swaps the in-memory bank by assignment under a short swap lock, then waits for predictions that started
 before the swap to finish (a grace period, at most one forward pass), then commits the ledger and
 answers. So predictions never wait on a forget, and once a forget has answered no prediction can come
-from the deleted prompt. Forgets made by another process (the CLI) are noticed by a polling watcher.
+from the deleted prompt.
+
+Forgets made by another process (the CLI, another server on the same run): before each prediction the
+host compares a ``stat`` of the artefact (inode, mtime, size) with the one it last loaded; the forget's
+atomic rename happens before that forget is acknowledged, so a prediction that starts after the
+acknowledgement sees the new file and drops the prompts first (a header read, then the same swap). A
+polling watcher keeps ``/classes`` fresh between requests.
+
+The ledger is verified at start and on every forget; while it does not verify, the host is not ready
+(``ledger_problem``): forgets are refused, predictions go on (the artefact decides which prompts exist).
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from promptforget.service.settings import ServiceSettings
-from promptforget.store import durable
+from promptforget.store import durable, layout
+from promptforget.store.artefact import Safetensors
 from promptforget.store.layout import WEIGHTS_NAME
+from promptforget.store.ledger import LedgerError, load_key, verify
 
 log = logging.getLogger("promptforget.service")
 
@@ -60,8 +71,13 @@ class ModelHost:
     def __init__(self, run_dir: str | os.PathLike, settings: ServiceSettings, model=None):
         self.run_dir = Path(run_dir)
         self.settings = settings
-        self.recovery = durable.recover(self.run_dir)  # a crashed forget is resolved before serving
-        if self.recovery["resolved"] or self.recovery["torn_tail_bytes"] or self.recovery["stale_temps"]:
+        self.key = load_key(settings.ledger_key_file)
+        self.ledger_problem: str | None = None
+        try:
+            self.recovery = durable.recover(self.run_dir, self.key)  # a crashed forget is resolved before serving
+        except LedgerError as e:
+            self.recovery, self.ledger_problem = None, str(e)
+        if self.recovery and (self.recovery["resolved"] or self.recovery["torn_tail_bytes"] or self.recovery["stale_temps"]):
             log.warning("recovered run %s: %s", self.run_dir, self.recovery)
         if model is None:
             from promptforget.pfm.model import PFMModel
@@ -71,12 +87,15 @@ class ModelHost:
         self.modality = model.encoder.modality
         self.readers = Readers()
         self._swap_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe to call from several threads
         self.in_sync = True
         self.started = time.time()
-        self._stat = self._weights_stat()
+        self._stat = None
         self._stop = threading.Event()
-        self._sync_to_disk()
+        self.sync_if_changed()
+        if self.ledger_problem is None:
+            self.check_ledger()
         self._watcher = None
         if settings.poll_interval_s > 0:
             self._watcher = threading.Thread(target=self._watch, name="promptforget-artefact-watch", daemon=True)
@@ -85,15 +104,33 @@ class ModelHost:
     def close(self) -> None:
         self._stop.set()
 
+    # ---------------------------------------------------------------- the ledger
+    @property
+    def ready(self) -> bool:
+        return self.ledger_problem is None
+
+    def check_ledger(self) -> dict:
+        """Full verification (chain, signatures, artefact); sets or clears ``ledger_problem``."""
+        report = verify(self.run_dir, self.key)
+        self.ledger_problem = None if report["ok"] else report["problems"][0]
+        if self.ledger_problem:
+            log.error("the deletion ledger does not verify; forgets are refused: %s", self.ledger_problem)
+        return report
+
     # ---------------------------------------------------------------- predictions
     def predict(self, raw, top_k: int = 1) -> dict:
         import torch
 
-        if self.modality == "text":
-            with self._tok_lock:
+        try:
+            if self.modality == "text":
+                with self._tok_lock:
+                    inputs = self.model.preprocess(raw)
+            else:
                 inputs = self.model.preprocess(raw)
-        else:
-            inputs = self.model.preprocess(raw)
+        except (TypeError, UnicodeError) as e:  # what tokenizers raise on text they cannot take
+            raise ValueError(f"{type(e).__name__}: {e}") from None
+        if self.settings.sync_every_request:
+            self.sync_if_changed()
         with self.readers.read() as gen, torch.inference_mode():
             logits = self.model(inputs, mask_forgotten=self.settings.mask_forgotten)
         probs = torch.softmax(logits.float(), dim=-1)
@@ -123,8 +160,13 @@ class ModelHost:
                         self.settings.grace_timeout_s)
 
     def forget(self, classes: list[str], reason: str, request_id: str) -> durable.ForgetResult:
-        r = durable.forget(self.run_dir, classes, reason=reason, request_id=request_id, source="service",
-                           on_artefact=self.swap)
+        try:
+            r = durable.forget(self.run_dir, classes, reason=reason, request_id=request_id, source="service",
+                               on_artefact=self.swap, key=self.key)
+        except LedgerError as e:
+            self.ledger_problem = str(e)
+            raise
+        self.ledger_problem = None  # the forget verified the whole ledger first
         self._stat = self._weights_stat()
         log.info("forget %s request_id=%s replayed=%s seq=%d total=%.1fms", r.classes, r.request_id, r.replayed,
                  r.ledger_seq, r.timings_ms.get("total", 0.0))
@@ -138,20 +180,32 @@ class ModelHost:
         except FileNotFoundError:
             return None
 
-    def _sync_to_disk(self) -> None:
-        self.swap(durable.artefact_state(self.run_dir)["active_classes"])
+    def sync_if_changed(self) -> None:
+        """If the artefact file changed since it was last loaded (a forget by any process), drop from
+        memory the prompts it no longer holds. One ``stat`` when nothing changed."""
+        if self._weights_stat() == self._stat:
+            return
+        with self._sync_lock:
+            st = self._weights_stat()  # before reading: a later change is seen by the next call
+            if st == self._stat or st is None:
+                return
+            try:
+                names = Safetensors.read_names(self.run_dir / WEIGHTS_NAME)
+            except (OSError, ValueError):
+                log.exception("could not read the artefact's header; keeping the prompts in memory as they are")
+                return
+            self.swap(layout.active_classes(self.model.class_names, names))
+            self._stat = st
 
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.poll_interval_s):
-            st = self._weights_stat()
-            if st is not None and st != self._stat:
-                self._stat = st
-                try:
-                    self._sync_to_disk()
-                except Exception:  # noqa: BLE001 - a watcher must not die; the next change retries
-                    log.exception("could not sync with the artefact")
+            try:
+                self.sync_if_changed()
+            except Exception:  # noqa: BLE001 - a watcher must not die; the next change retries
+                log.exception("could not sync with the artefact")
 
     def classes(self) -> dict:
+        self.sync_if_changed()
         m = self.model
         return {"classes": m.class_names, "active": m.active_classes, "forgotten": m.forgotten_classes,
                 "mask_forgotten": self.settings.mask_forgotten}

@@ -1,9 +1,12 @@
-"""What the service accepts: request bodies, image and array decoding, the body size limit."""
+"""What the service accepts: request bodies, text, image and array decoding, the body size and time limits,
+and the bearer-token gate that runs before any body is read."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hmac
 import io
 from typing import Any
 
@@ -13,11 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptforget.store import durable
 
-REQUEST_ID_PATTERN = durable.REQUEST_ID_RE.pattern
+REQUEST_ID_PATTERN = f"^{durable.REQUEST_ID_CHARS}$"  # pydantic's regex engine: "$" is the true end
 
 
 def http_error(status: int, msg: str):
     raise HTTPException(status_code=status, detail=msg)
+
+
+def check_text(t: str, i: int) -> None:
+    """A text the tokenizer can take: no lone surrogates (JSON allows ``\ud800``; UTF-8 does not)."""
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError as e:
+        http_error(422, f"texts[{i}]: not valid Unicode ({e.reason} at character {e.start})")
 
 
 def decode_image(b64: str, i: int, max_pixels: int) -> np.ndarray:
@@ -63,10 +74,11 @@ def decode_array(a: Any, i: int, max_pixels: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------- body size limit (ASGI)
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413 before they reach JSON parsing (also chunked ones)."""
+    """Refuse request bodies over ``max_bytes`` with 413 before they reach JSON parsing (also chunked ones),
+    and bodies that take longer than ``timeout_s`` to arrive with 408."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float = 10.0):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -81,8 +93,12 @@ class BodyLimit:
             if n > self.max_bytes:
                 return await _plain(send, 413, f"request body of {n} bytes exceeds the limit of {self.max_bytes} bytes")
         body, more = bytearray(), True
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while more:
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                return await _plain(send, 408, f"request body not received within {self.timeout_s:g} s")
             if msg["type"] == "http.disconnect":
                 return
             body += msg.get("body", b"")
@@ -101,13 +117,40 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _plain(send, status: int, msg: str) -> None:
+# ---------------------------------------------------------------------- bearer tokens (ASGI, before the body)
+def bearer_matches(authorization: bytes | None, token: str) -> bool:
+    """``Authorization: Bearer <token>``, compared as bytes: the header's raw bytes against the token's
+    UTF-8 bytes, in constant time (also when the header is missing)."""
+    scheme, _, given = (authorization or b"").partition(b" ")
+    ok = hmac.compare_digest(given.strip(), token.encode("utf-8"))
+    return ok and scheme.lower() == b"bearer"
+
+
+class AuthGate:
+    """Answer 401 before a body is read or parsed when a guarded path lacks its token.
+    ``token_for(path)`` returns the token a path needs, or None for an open path."""
+
+    def __init__(self, app, token_for):
+        self.app, self.token_for = app, token_for
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            token = self.token_for(scope.get("path", ""))
+            if token is not None:
+                given = next((v for k, v in scope.get("headers") or [] if k == b"authorization"), None)
+                if not bearer_matches(given, token):
+                    return await _plain(send, 401, "missing or wrong bearer token",
+                                        [(b"www-authenticate", b"Bearer")])
+        await self.app(scope, receive, send)
+
+
+async def _plain(send, status: int, msg: str, extra_headers=()) -> None:
     import json
 
     data = json.dumps({"detail": msg}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *extra_headers]})
     await send({"type": "http.response.body", "body": data})
 
 

@@ -36,13 +36,39 @@ class Safetensors:
         meta = header.pop("__metadata__", None)
         data = memoryview(raw)[8 + n :]
         for name, info in header.items():
-            b, e = info["data_offsets"]
+            try:
+                b, e = info["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{where}: tensor {name!r} has no valid data_offsets") from None
             if not 0 <= b <= e <= len(data):
                 raise ValueError(f"{where}: tensor {name!r} has offsets {b}..{e} outside the data block")
         return cls(header, meta, data)
 
+    @staticmethod
+    def read_names(path) -> list[str]:
+        """The tensor names of a file, from its header alone (no data read): a cheap look at which
+        prompts an artefact holds."""
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{path}: not a safetensors file (only {len(head)} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > 100_000_000:
+                raise ValueError(f"{path}: implausible header length {n}")
+            try:
+                header = json.loads(f.read(n).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{path}: unreadable safetensors header ({e})") from None
+        if not isinstance(header, dict):
+            raise ValueError(f"{path}: safetensors header is not an object")
+        return [k for k in header if k != "__metadata__"]
+
     def names(self) -> list[str]:
         return list(self.header)
+
+    def nbytes(self, name: str) -> int:
+        b, e = self.header[name]["data_offsets"]
+        return e - b
 
     def tensor_bytes(self, name: str) -> bytes:
         b, e = self.header[name]["data_offsets"]

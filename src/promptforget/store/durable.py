@@ -18,18 +18,24 @@ any two steps, so the two are kept consistent with an intent/commit protocol:
 8. append ``commit`` and fsync it                                      -- ``mid_commit`` (a torn line),
    ``after_commit``; only now is the forget acknowledged.
 
+Before step 3 the whole ledger is verified against the artefact (:func:`promptforget.store.ledger.check_run`:
+schema, chain, HMACs when a ledger key is set, the artefact's state); any problem is a :class:`LedgerError`
+and nothing is written. A disk error (full, read-only) is a :class:`StorageError`: nothing acknowledged,
+and a pending whose artefact was never replaced is aborted (or left for recovery to abort).
+
 Recovery (at service start, ``ledger verify``, and before every forget), under the lock: cut a torn
 last ledger line (never acknowledged), delete leftover temp files (they may hold the old prompt's
 bytes), and resolve a dangling ``pending`` by hashing the artefact: equal to the expected after-hash
 -> append ``commit`` (roll forward, ``recovered: true``); equal to the before-hash -> append ``abort``
 (nothing happened; the request id may be retried); anything else -> :class:`LedgerError`, no forget
-proceeds until a person looks. So after any crash the pair is either before or after, never half.
+proceeds until a person looks. Recovery appends only to a chain that checks out. So after any crash the pair is either before or after, never half.
 
 Crash injection for tests: ``PROMPTFORGET_CRASH_AT=<point>`` makes the process ``os._exit(86)`` there.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -46,13 +52,15 @@ from typing import Callable, Iterable
 from promptforget.store import layout
 from promptforget.store.artefact import Safetensors
 from promptforget.store.layout import WEIGHTS_NAME, prompt_tensor_name
-from promptforget.store.ledger import Ledger, LedgerError, committed, dangling_pending, utc_now
+from promptforget.store.ledger import (Ledger, LedgerError, LedgerKey, check_chain, check_run, check_signatures,
+                                       committed, dangling_pending, is_signed, load_key, utc_now)
 from promptforget.utils.io import atomic_write_bytes, remove_stale_temps
 
 CRASH_ENV = "PROMPTFORGET_CRASH_AT"
 CRASH_POINTS = ("after_pending", "mid_artefact", "after_artefact", "before_commit", "mid_commit", "after_commit")
 CRASH_EXIT_CODE = 86
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+REQUEST_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}"
+REQUEST_ID_RE = re.compile(REQUEST_ID_CHARS)  # use fullmatch: "$" would also accept a trailing newline
 MAX_REASON_CHARS = 2000
 
 
@@ -71,6 +79,18 @@ class AlreadyForgottenError(ForgetError):
 
 class RequestIdConflictError(ForgetError):
     status = 409
+
+
+class StorageError(ForgetError):
+    """The disk refused a write (full, read-only, no permission); nothing was acknowledged."""
+
+    status = 503
+
+    @classmethod
+    def from_os(cls, e: OSError, doing: str, after: str = "nothing was forgotten") -> "StorageError":
+        err = cls(f"disk error while {doing}: {e.strerror or e} ({errno.errorcode.get(e.errno, e.errno)}); {after}")
+        err.status = 507 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 503
+        return err
 
 
 # ---------------------------------------------------------------------- crash injection
@@ -144,20 +164,28 @@ def artefact_state(run_dir: str | os.PathLike) -> dict:
 
 
 # ---------------------------------------------------------------------- recovery
-def recover(run_dir: str | os.PathLike) -> dict:
-    """Bring artefact and ledger to a consistent state after a crash (see the module docstring)."""
+def recover(run_dir: str | os.PathLike, key: LedgerKey | None = None) -> dict:
+    """Bring artefact and ledger to a consistent state after a crash (see the module docstring).
+    ``key``: the ledger key (default: from the environment, see :func:`promptforget.store.ledger.load_key`)."""
+    key = key if key is not None else load_key()
     with run_lock(run_dir):
-        return _recover_locked(Path(run_dir))
+        return _recover_locked(Path(run_dir), key)
 
 
-def _recover_locked(run_dir: Path) -> dict:
-    ledger = Ledger(run_dir)
+def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
+    ledger = Ledger(run_dir, key)
     report = {"torn_tail_bytes": ledger.repair_torn_tail() if ledger.exists() else 0,
               "stale_temps": remove_stale_temps(run_dir), "resolved": None}
     entries = ledger.read()
     p = dangling_pending(entries)
     if p is None:
         return report
+    problems = check_chain(entries) + check_signatures(entries, key)
+    if key is None and is_signed(entries):
+        problems.append("the ledger is signed and no ledger key was given")
+    if problems:
+        raise LedgerError(f"{run_dir}: cannot resolve the pending forget seq {p['seq']}: the ledger does not "
+                          f"verify ({problems[0]}); nothing was written")
     sha = hashlib.sha256((run_dir / WEIGHTS_NAME).read_bytes()).hexdigest()
     if sha == p["artefact_after_sha256"]:
         ledger.append(_commit_event(p, recovered=True), entries)
@@ -213,7 +241,7 @@ def validate_request(classes, reason: str, request_id: str | None) -> tuple[list
         raise ForgetError(f"forget: reason must be a string of at most {MAX_REASON_CHARS} characters")
     if request_id is None:
         request_id = f"req-{uuid.uuid4()}"
-    if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
+    if not isinstance(request_id, str) or not REQUEST_ID_RE.fullmatch(request_id):
         raise ForgetError("forget: request_id must be 1-128 characters of letters, digits and ._:@/+=- "
                           "(starting with a letter or digit)")
     return classes, reason, request_id
@@ -226,17 +254,20 @@ def forget(
     request_id: str | None = None,
     source: str = "cli",
     on_artefact: Callable[[list[str]], None] | None = None,
+    key: LedgerKey | None = None,
 ) -> ForgetResult:
     """Forget ``classes`` durably (see the module docstring). Returns once artefact and ledger are on disk.
 
     ``on_artefact(active_classes)`` runs after the artefact is replaced and before the commit: a live
     model uses it to drop the prompts from memory. A repeated ``request_id`` with the same classes
-    returns the recorded result (``replayed=True``); with other classes it is an error.
+    returns the recorded result (``replayed=True``); with other classes it is an error. ``key`` signs
+    the new entries and checks the old ones (default: from the environment).
     """
     t0 = time.perf_counter()
     classes, reason, request_id = validate_request(classes, reason, request_id)
     run_dir = Path(run_dir)
     names = layout.class_names(run_dir)
+    key = key if key is not None else load_key()
     timings: dict[str, float] = {}
 
     def lap(name: str, since: float) -> float:
@@ -246,9 +277,15 @@ def forget(
 
     with run_lock(run_dir):
         t = lap("lock", t0)
-        recovery = _recover_locked(run_dir)
-        ledger = Ledger(run_dir)
+        recovery = _recover_locked(run_dir, key)
+        ledger = Ledger(run_dir, key)
         entries = ledger.read()
+        weights = run_dir / WEIGHTS_NAME
+        raw = weights.read_bytes()
+        problems, facts = check_run(entries, raw, names, key, str(weights))
+        if problems:
+            more = f" (and {len(problems) - 1} more: `promptforget ledger verify`)" if len(problems) > 1 else ""
+            raise LedgerError(f"the ledger does not verify, nothing was written: {problems[0]}{more}")
         for e in committed(entries):
             if e["request_id"] == request_id:
                 if sorted(e["classes"]) != sorted(classes):
@@ -260,8 +297,6 @@ def forget(
                 return _result(e, replayed=True, state=state, recovery=recovery, timings=timings)
         t = lap("recover", t)
 
-        weights = run_dir / WEIGHTS_NAME
-        raw = weights.read_bytes()
         st = Safetensors.parse(raw, str(weights))
         active = layout.active_classes(names, st.names())
         unknown = [c for c in classes if c not in names]
@@ -277,19 +312,25 @@ def forget(
         pending = {
             "event": "pending", "request_id": request_id, "classes": classes, "reason": reason, "source": source,
             "removed_prompt_sha256": {c: st.tensor_sha256(prompt_tensor_name(c)) for c in classes},
-            "artefact_before_sha256": hashlib.sha256(raw).hexdigest(),
+            "artefact_before_sha256": facts["artefact_sha256"],
             "artefact_after_sha256": hashlib.sha256(new).hexdigest(),
         }
         del raw, st  # the old prompt bytes need not live longer than necessary
         t = lap("prepare", t)
 
-        p = ledger.append(pending, entries)
+        try:
+            p = ledger.append(pending, entries)
+        except OSError as e:  # a torn pending line is never acknowledged; recovery cuts it
+            raise StorageError.from_os(e, "writing the ledger") from None
         entries.append(p)
         _crash("after_pending")
         t = lap("ledger_pending", t)
 
         _crash_mid_artefact(run_dir, new)
-        atomic_write_bytes(weights, new)
+        try:
+            atomic_write_bytes(weights, new)
+        except OSError as e:
+            raise _artefact_write_failed(e, ledger, p, entries, weights) from None
         _crash("after_artefact")
         t = lap("artefact_write", t)
 
@@ -299,12 +340,29 @@ def forget(
         _crash("before_commit")
         t = lap("swap", t)
 
-        c = ledger.append(_commit_event(p), entries, before_write=_crash_mid_write)
+        try:
+            c = ledger.append(_commit_event(p), entries, before_write=_crash_mid_write)
+        except OSError as e:
+            raise StorageError.from_os(e, "writing the ledger's commit", after="the artefact no longer holds the "
+                                       "prompts; the next forget or start commits it (recovery)") from None
         _crash("after_commit")
         lap("ledger_commit", t)
     timings["total"] = round(1000 * (time.perf_counter() - t0), 3)
     state = {"active_classes": remaining, "forgotten_classes": [n for n in names if n not in remaining]}
     return _result(c, replayed=False, state=state, recovery=recovery, timings=timings)
+
+
+def _artefact_write_failed(e: OSError, ledger: Ledger, p: dict, entries: list[dict], weights: Path) -> StorageError:
+    """The artefact write failed: if the old artefact is still in place, abort the pending (best effort;
+    recovery aborts it anyway), so the request id may be retried."""
+    try:
+        if hashlib.sha256(weights.read_bytes()).hexdigest() == p["artefact_before_sha256"]:
+            ledger.append({"event": "abort", "pending_seq": p["seq"], "request_id": p["request_id"],
+                           "note": f"the artefact could not be written ({e.strerror or e}); nothing was forgotten"},
+                          entries)
+    except OSError:
+        pass
+    return StorageError.from_os(e, "writing the artefact")
 
 
 def _result(e: dict, replayed: bool, state: dict, recovery: dict | None, timings: dict) -> ForgetResult:
@@ -319,4 +377,4 @@ def _result(e: dict, replayed: bool, state: dict, recovery: dict | None, timings
 
 
 __all__ = ["forget", "recover", "artefact_state", "run_lock", "ForgetResult", "ForgetError", "UnknownClassNameError",
-           "AlreadyForgottenError", "RequestIdConflictError", "LedgerError", "CRASH_ENV", "CRASH_POINTS", "utc_now"]
+           "AlreadyForgottenError", "RequestIdConflictError", "StorageError", "LedgerError", "CRASH_ENV", "CRASH_POINTS", "utc_now"]

@@ -1,8 +1,17 @@
-"""The deletion ledger: ``RUN_DIR/forget_ledger.jsonl``, append-only JSON lines, hash-chained.
+"""The deletion ledger: ``RUN_DIR/forget_ledger.jsonl``, append-only JSON lines, hash-chained and, with a
+key, authenticated.
 
 Every line is one event; ``entry_sha256`` is the SHA-256 of the event's canonical JSON (sorted keys,
-no spaces, ASCII) without that field, and ``prev_sha256`` is the previous line's ``entry_sha256``
-(64 zeros for the first). Editing, inserting, deleting or reordering any line breaks the chain.
+no spaces, ASCII) without ``entry_sha256`` and ``hmac``, and ``prev_sha256`` is the previous line's
+``entry_sha256`` (64 zeros for the first). Editing, inserting, deleting or reordering any line breaks the
+chain -- unless whoever edits recomputes every hash, which needs nothing secret. Two things close that:
+
+- a **ledger key** (``PROMPTFORGET_LEDGER_KEY``, or a key file made by ``promptforget ledger keygen`` and
+  named by ``PROMPTFORGET_LEDGER_KEY_FILE``; never stored in the run): each entry then carries
+  ``key_id`` and ``hmac`` = HMAC-SHA256(key, entry_sha256), so a rewritten or appended entry fails
+  verification without the key;
+- an **anchor**: ``promptforget ledger head`` prints the head's seq and hash to keep elsewhere, and
+  ``ledger verify --expect-head SEQ:HASH`` fails if the chain no longer holds that entry.
 
 Events (written by :mod:`promptforget.store.durable`, the only writer):
 
@@ -13,16 +22,22 @@ Events (written by :mod:`promptforget.store.durable`, the only writer):
              (``pending_seq``); ``recovered: true`` when a restart rolled a crashed forget forward.
 ``abort``    a crashed forget that never replaced the artefact (nothing was forgotten).
 
-A forgotten class is one with a ``commit``. :func:`verify` checks the chain, the events' logic, and the
-artefact: it must be the last commit's ``after`` state and hold no forgotten prompt (by name or bytes).
+A forgotten class is one with a ``commit``. :func:`check_run` checks the entries' schema, the chain, the
+signatures, the events' logic, and the artefact: it must be the last commit's ``after`` state and hold no
+forgotten prompt (by name or bytes). :func:`verify` runs it on a run directory; every forget runs it first
+and refuses on any problem.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import re
+import secrets
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +48,10 @@ from promptforget.utils.io import fsync_dir
 
 GENESIS = "0" * 64
 EVENTS = ("pending", "commit", "abort")
+KEY_ENV = "PROMPTFORGET_LEDGER_KEY"
+KEY_FILE_ENV = "PROMPTFORGET_LEDGER_KEY_FILE"
+MIN_KEY_BYTES = 16
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class LedgerError(ValueError):
@@ -44,38 +63,164 @@ def canonical(obj) -> bytes:
 
 
 def entry_hash(entry: dict) -> str:
-    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "entry_sha256"})).hexdigest()
+    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k not in ("entry_sha256", "hmac")})).hexdigest()
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+# ---------------------------------------------------------------------- the key
+@dataclass(frozen=True)
+class LedgerKey:
+    secret: bytes = field(repr=False)
+
+    @property
+    def key_id(self) -> str:
+        """A short public name of the key, so a wrong key is reported as such."""
+        return hashlib.sha256(b"promptforget-ledger-key-id\0" + self.secret).hexdigest()[:16]
+
+    def sign(self, entry_sha256: str) -> str:
+        return hmac.new(self.secret, entry_sha256.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def signed_by_me(self, entry: dict) -> bool:
+        given = entry.get("hmac")
+        return isinstance(given, str) and hmac.compare_digest(given, self.sign(str(entry.get("entry_sha256"))))
+
+    @classmethod
+    def from_text(cls, text: str, where: str) -> "LedgerKey":
+        text = text.strip()
+        secret = bytes.fromhex(text) if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text) else text.encode("utf-8")
+        if len(secret) < MIN_KEY_BYTES:
+            raise ValueError(f"{where}: a ledger key needs at least {MIN_KEY_BYTES} bytes "
+                             "(make one with `promptforget ledger keygen --out FILE`)")
+        return cls(secret)
+
+
+def load_key(path: str | os.PathLike | None = None) -> LedgerKey | None:
+    """The ledger key from ``path``, else ``$PROMPTFORGET_LEDGER_KEY_FILE``, else ``$PROMPTFORGET_LEDGER_KEY``;
+    None when none is set."""
+    path = path or os.environ.get(KEY_FILE_ENV) or None
+    if path:
+        p = Path(path)
+        try:
+            return LedgerKey.from_text(p.read_text(encoding="utf-8"), f"ledger key file {p}")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the ledger key file {p}: {e.strerror if isinstance(e, OSError) else e}") from None
+    text = os.environ.get(KEY_ENV)
+    if text is None:
+        return None
+    return LedgerKey.from_text(text, f"${KEY_ENV}")
+
+
+def inside_run_dir(path: Path) -> Path | None:
+    """The run directory ``path`` lies in, if any (a key stored there would travel with the ledger)."""
+    for d in Path(os.path.abspath(path)).parents:
+        if (d / layout.CONFIG_NAME).exists() or (d / LEDGER_NAME).exists():
+            return d
+    return None
+
+
+def keygen(out: str | os.PathLike) -> LedgerKey:
+    """Write a new random key (hex, 0600) to ``out``; never overwrites, never inside a run directory."""
+    out = Path(out)
+    run = inside_run_dir(out)
+    if run is not None:
+        raise ValueError(f"{out}: refusing to store the ledger key inside the run directory {run} "
+                         "(the key must live apart from the ledger it authenticates)")
+    secret = secrets.token_bytes(32)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ValueError(f"{out} already exists; refusing to overwrite a key") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return LedgerKey(secret)
+
+
+# ---------------------------------------------------------------------- entry schema
+_FIELDS = {  # event -> required field -> check
+    "pending": ("request_id", "classes", "reason", "source", "removed_prompt_sha256",
+                "artefact_before_sha256", "artefact_after_sha256"),
+    "commit": ("pending_seq", "request_id", "classes", "removed_prompt_sha256",
+               "artefact_before_sha256", "artefact_after_sha256"),
+    "abort": ("pending_seq", "request_id"),
+}
+
+
+def _field_problem(name: str, value) -> str | None:
+    if name in ("seq", "pending_seq"):
+        return None if type(value) is int and value >= 1 else "must be a positive integer"
+    if name.endswith("sha256") and name != "removed_prompt_sha256":
+        return None if isinstance(value, str) and _HEX64.fullmatch(value) else "must be 64 lowercase hex digits"
+    if name == "classes":
+        ok = isinstance(value, list) and value and all(isinstance(c, str) and c for c in value)
+        return None if ok else "must be a non-empty list of class names"
+    if name == "removed_prompt_sha256":
+        ok = isinstance(value, dict) and all(isinstance(h, str) and _HEX64.fullmatch(h) for h in value.values())
+        return None if ok else "must map class names to 64-hex hashes"
+    if name in ("request_id", "reason", "source", "time", "hmac", "key_id"):
+        return None if isinstance(value, str) else "must be a string"
+    return None
+
+
+def schema_problem(entry: dict) -> str | None:
+    """What is wrong with one entry's shape (missing or mistyped field), or None."""
+    kind = entry.get("event")
+    if kind not in EVENTS:
+        return f"unknown event {kind!r}"
+    for name in ("seq", "prev_sha256", "entry_sha256", "time", *_FIELDS[kind]):
+        if name not in entry:
+            return f"{kind} has no {name!r}"
+        why = _field_problem(name, entry[name])
+        if why:
+            return f"{kind} field {name!r} {why}"
+    for name in ("hmac", "key_id"):
+        if name in entry and _field_problem(name, entry[name]):
+            return f"{kind} field {name!r} must be a string"
+    return None
+
+
+# ---------------------------------------------------------------------- the file
 class Ledger:
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, key: LedgerKey | None = None):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LEDGER_NAME
+        self.key = key
 
     def exists(self) -> bool:
         return self.path.is_file()
 
     # ------------------------------------------------------------------ reading
     def _raw(self) -> bytes:
-        return self.path.read_bytes() if self.path.is_file() else b""
+        if not os.path.lexists(self.path):
+            return b""
+        if not self.path.is_file():
+            raise LedgerError(f"{self.path}: is not a regular file")
+        try:
+            return self.path.read_bytes()
+        except OSError as e:
+            raise LedgerError(f"{self.path}: cannot be read ({e.strerror})") from None
 
     def read(self) -> list[dict]:
-        """All complete entries. A torn last line (a crash mid-append, never acknowledged) is skipped;
-        a line that does not parse anywhere else is corruption and raises :class:`LedgerError`."""
+        """All complete entries, each checked for shape. A torn last line (a crash mid-append, never
+        acknowledged) is skipped; anything else that does not parse is corruption: :class:`LedgerError`
+        naming the line and the field."""
         raw = self._raw()
         body = raw[: raw.rfind(b"\n") + 1]  # drop a torn tail
         entries = []
         for i, line in enumerate(body.splitlines(), 1):
             try:
                 e = json.loads(line)
-                if not isinstance(e, dict):
-                    raise ValueError("not an object")
             except ValueError as exc:
-                raise LedgerError(f"{self.path}: line {i} is not a JSON object ({exc})") from None
+                raise LedgerError(f"{LEDGER_NAME} line {i}: not JSON ({exc})") from None
+            if not isinstance(e, dict):
+                raise LedgerError(f"{LEDGER_NAME} line {i}: not a JSON object")
+            why = schema_problem(e)
+            if why:
+                raise LedgerError(f"{LEDGER_NAME} line {i}: {why}")
             entries.append(e)
         return entries
 
@@ -96,8 +241,8 @@ class Ledger:
         return n
 
     def append(self, event: dict, entries: list[dict] | None = None, before_write=None) -> dict:
-        """Chain ``event`` to the last entry, write it as one line, fsync. Returns the stored entry.
-        ``before_write(fd, line)`` is a test hook (crash injection)."""
+        """Chain ``event`` to the last entry (signed when the ledger has a key), write it as one line,
+        fsync. Returns the stored entry. ``before_write(fd, line)`` is a test hook (crash injection)."""
         if event.get("event") not in EVENTS:
             raise ValueError(f"unknown ledger event {event.get('event')!r}")
         entries = self.read() if entries is None else entries
@@ -108,7 +253,11 @@ class Ledger:
             "prev_sha256": last["entry_sha256"] if last else GENESIS,
             "time": event.get("time") or utc_now(),
         }
+        if self.key is not None:
+            entry["key_id"] = self.key.key_id
         entry["entry_sha256"] = entry_hash(entry)
+        if self.key is not None:
+            entry["hmac"] = self.key.sign(entry["entry_sha256"])
         line = canonical(entry) + b"\n"
         created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -138,6 +287,16 @@ def forgotten_by_ledger(entries: list[dict]) -> list[str]:
 def dangling_pending(entries: list[dict]) -> dict | None:
     """The last entry, if it is a pending without a commit/abort (a forget that crashed)."""
     return entries[-1] if entries and entries[-1].get("event") == "pending" else None
+
+
+def head(entries: list[dict]) -> dict:
+    """The anchor an operator keeps elsewhere: the last entry's seq and hash."""
+    return {"seq": entries[-1]["seq"] if entries else 0,
+            "entry_sha256": entries[-1]["entry_sha256"] if entries else GENESIS}
+
+
+def is_signed(entries: list[dict]) -> bool:
+    return any("hmac" in e or "key_id" in e for e in entries)
 
 
 def check_chain(entries: list[dict]) -> list[str]:
@@ -176,59 +335,122 @@ def check_chain(entries: list[dict]) -> list[str]:
     return problems
 
 
-def verify(run_dir: str | os.PathLike) -> dict:
-    """Check the chain and the artefact. Read-only; returns a JSON-able report with ``ok``."""
+def check_signatures(entries: list[dict], key: LedgerKey | None) -> list[str]:
+    """With a key, every entry must carry its HMAC. Without one, nothing can be checked here; a signed
+    ledger then only verifies as a chain (see :func:`verify`'s ``authenticated``)."""
+    if key is None:
+        return []
+    problems = []
+    for i, e in enumerate(entries, 1):
+        where = f"entry {i} (seq {e.get('seq')})"
+        if "hmac" not in e:
+            problems.append(f"{where}: not signed (a ledger key is set, so every entry must carry its hmac)")
+        elif e.get("key_id") != key.key_id:
+            problems.append(f"{where}: signed with another key (key_id {e.get('key_id')!r}, this key is {key.key_id!r})")
+        elif not key.signed_by_me(e):
+            problems.append(f"{where}: hmac does not match (entry forged or rewritten without the key)")
+    return problems
+
+
+def check_anchor(entries: list[dict], expect_head: str) -> list[str]:
+    """``expect_head`` is ``SEQ:HASH`` (that entry must still be at that seq) or ``HASH`` (anywhere)."""
+    seq_text, _, want = expect_head.strip().rpartition(":")
+    if not _HEX64.fullmatch(want) or (seq_text and not seq_text.isdigit()):
+        raise ValueError(f"--expect-head: expected SEQ:HASH or HASH (64 hex digits), got {expect_head!r}")
+    if seq_text:
+        seq = int(seq_text)
+        if seq == 0 and want == GENESIS:
+            return []
+        if not (1 <= seq <= len(entries)) or entries[seq - 1].get("entry_sha256") != want:
+            return [(f"anchor seq {seq} ({want[:12]}...) is not in the ledger any more (history was rewritten "
+                     "or truncated behind the anchor)")]
+        return []
+    if not any(e.get("entry_sha256") == want for e in entries):
+        return [f"anchor {want[:12]}... is not in the ledger any more (history was rewritten or truncated)"]
+    return []
+
+
+def check_run(entries: list[dict], raw_artefact: bytes, class_names: list[str], key: LedgerKey | None = None,
+              where: str = layout.WEIGHTS_NAME) -> tuple[list[str], dict]:
+    """Chain, signatures, and the artefact against the ledger. Returns (problems, facts about the run)."""
+    problems = check_chain(entries) + check_signatures(entries, key)
+    if key is None and is_signed(entries):
+        problems.append("the ledger is signed but no ledger key was given "
+                        f"(set {KEY_ENV} or {KEY_FILE_ENV}); nothing may be appended without it")
+    try:
+        st = Safetensors.parse(raw_artefact, where)
+    except ValueError as e:
+        return problems + [str(e)], {"active_classes": [], "forgotten_classes": forgotten_by_ledger(entries),
+                                     "artefact_sha256": hashlib.sha256(raw_artefact).hexdigest()}
+    names = set(st.names())
+    sha = hashlib.sha256(raw_artefact).hexdigest()
+    forgotten = forgotten_by_ledger(entries)
+    for c in forgotten:
+        if layout.prompt_tensor_name(c) in names:
+            problems.append(f"class {c!r} is forgotten in the ledger but its prompt is in the artefact")
+    removed = {h: (e["seq"], c) for e in committed(entries) for c, h in e["removed_prompt_sha256"].items()}
+    if removed:
+        # Every prompt has the same size, so only tensors of a prompt's size can hold a removed one's exact bytes.
+        prompt_sizes = {st.nbytes(n) for n in st.names() if n.startswith(layout.PROMPT_PREFIX)}
+        for n in st.names():
+            if prompt_sizes and st.nbytes(n) not in prompt_sizes:
+                continue
+            h = st.tensor_sha256(n)
+            if h in removed:
+                seq, c = removed[h]
+                problems.append(f"tensor {n!r} has the exact bytes of the prompt of {c!r} removed at seq {seq}")
+    active = layout.active_classes(class_names, names)
+    unrecorded = sorted({c for c in class_names if c not in active} - set(forgotten))
+    if unrecorded:
+        problems.append(f"classes missing from the artefact without a ledger commit: {unrecorded} "
+                        "(the ledger was deleted or truncated, or the artefact replaced)")
+    commits = committed(entries)
+    if commits and commits[-1]["artefact_after_sha256"] != sha:
+        problems.append("the artefact is not the one the last commit produced (changed outside the ledger)")
+    return problems, {"forgotten_classes": forgotten, "active_classes": active, "artefact_sha256": sha}
+
+
+def verify(run_dir: str | os.PathLike, key: LedgerKey | None = None, expect_head: str | None = None) -> dict:
+    """Check the ledger and the artefact. Read-only, never raises on a broken run; returns a JSON-able
+    report with ``ok``, ``problems`` and ``authenticated`` (every entry's HMAC checked with the key)."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     ledger = Ledger(run_dir)
     report: dict = {"run_dir": str(run_dir), "ledger": str(ledger.path), "problems": []}
     problems = report["problems"]
+    entries = []
     try:
         entries = ledger.read()
+        if ledger.torn_tail():
+            problems.append(f"ledger ends with a torn line of {ledger.torn_tail()} bytes (a crashed append; recovery cuts it)")
     except LedgerError as e:
         problems.append(str(e))
-        entries = []
-    if ledger.torn_tail():
-        problems.append(f"ledger ends with a torn line of {ledger.torn_tail()} bytes (a crashed append; recovery cuts it)")
-    problems += check_chain(entries)
     if dangling_pending(entries):
         problems.append(f"seq {entries[-1]['seq']}: pending forget without commit/abort (a crash; recovery resolves it)")
-
     weights = run_dir / layout.WEIGHTS_NAME
-    class_names = layout.class_names(run_dir)
-    raw = weights.read_bytes()
-    st = Safetensors.parse(raw, str(weights))
-    names = set(st.names())
-    sha = hashlib.sha256(raw).hexdigest()
-    forgotten = forgotten_by_ledger(entries)
-    for c in forgotten:
-        if layout.prompt_tensor_name(c) in names:
-            problems.append(f"class {c!r} is forgotten in the ledger but its prompt is in the artefact")
-    removed = {h: (e["seq"], c) for e in committed(entries) for c, h in e.get("removed_prompt_sha256", {}).items()}
-    for n in st.names():
-        h = st.tensor_sha256(n)
-        if h in removed:
-            seq, c = removed[h]
-            problems.append(f"tensor {n!r} has the exact bytes of the prompt of {c!r} removed at seq {seq}")
-    active = layout.active_classes(class_names, names)
-    on_disk_forgotten = [c for c in class_names if c not in active]
-    unrecorded = sorted(set(on_disk_forgotten) - set(forgotten))
-    if unrecorded:
-        problems.append(f"classes missing from the artefact without a ledger commit: {unrecorded}")
-    commits = committed(entries)
-    if commits and commits[-1]["artefact_after_sha256"] != sha:
-        problems.append("the artefact is not the one the last commit produced (changed outside the ledger)")
+    try:
+        raw = weights.read_bytes()
+        class_names = layout.class_names(run_dir)
+    except (OSError, ValueError, KeyError) as e:
+        problems.append(f"cannot read the run: {e}")
+        raw, class_names = b"", []
+    found, facts = check_run(entries, raw, class_names, key, str(weights))
+    problems += found
+    if expect_head:
+        problems += check_anchor(entries, expect_head)
     leftovers = sorted(p.name for p in run_dir.glob(".*.tmp"))
     if leftovers:
         problems.append(f"leftover temp files may hold old bytes: {leftovers} (recovery removes them)")
     report.update(
         ok=not problems,
+        authenticated=key is not None and not check_signatures(entries, key),
+        signed=is_signed(entries),
+        key_id=key.key_id if key is not None else None,
         entries=len(entries),
-        commits=len(commits),
-        forgotten_classes=forgotten,
-        active_classes=active,
-        artefact_sha256=sha,
-        head_sha256=entries[-1]["entry_sha256"] if entries else GENESIS,
+        commits=len(committed(entries)),
+        **facts,
+        head_sha256=head(entries)["entry_sha256"],
+        head_seq=head(entries)["seq"],
         seconds=time.perf_counter() - t0,
     )
     return report

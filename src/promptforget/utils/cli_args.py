@@ -19,3 +19,10 @@ def add_report_to(parser) -> None:
     parser.add_argument("--report-to", choices=REPORT_TO, default="auto",
                         help="track losses, lr and evaluation metrics: auto = TensorBoard under RUN/logs when "
                         "installed, else none (default: %(default)s)")
+
+
+def add_ledger_key_flag(parser) -> None:
+    """``--ledger-key-file``: the HMAC key that signs and checks the deletion ledger (store/ledger.py)."""
+    parser.add_argument("--ledger-key-file", default=None,
+                        help="file holding the ledger key (else $PROMPTFORGET_LEDGER_KEY_FILE or "
+                        "$PROMPTFORGET_LEDGER_KEY); entries are signed and checked with it")
