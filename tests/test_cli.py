@@ -112,7 +112,10 @@ def test_only_rank_zero_writes_a_run(csv_data, tiny_bert_dir, tmp_path, monkeypa
     assert not run.exists()
     monkeypatch.setenv("RANK", "0")
     assert main(args) == 0
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    def files():
+        return {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    before = files()
     monkeypatch.setenv("RANK", "1")
     assert main(args + ["--overwrite"]) == 0
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert files() == before
