@@ -90,3 +90,14 @@ def test_card_names_the_real_backbone_not_the_alias(run):
 def test_card_of_a_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a PFM run directory"):
         write_model_card(tmp_path)
+
+
+def test_the_dinov2_alias_is_named_by_its_local_directory(tmp_path, monkeypatch):
+    from promptforget.backbones.dinov2.cache import CACHE_ENV, DEFAULT_NAME, cache_root
+    from promptforget.pfm.card import base_model_id
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert base_model_id("dinov2-s14") == str(cache_root() / DEFAULT_NAME)
+    assert cache_root().is_relative_to(tmp_path)
+    assert base_model_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_model_id("/some/dir") == "/some/dir"

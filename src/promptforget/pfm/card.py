@@ -112,7 +112,7 @@ def base_model_id(name_or_path: str) -> str:
     if name_or_path in HUB_IDS:
         return HUB_IDS[name_or_path]
     if name_or_path == "dinov2-s14":  # a local rebuild from ONNX: its directory is the truth
-        from promptforget.backbones.dinov2_onnx import DEFAULT_NAME, cache_root
+        from promptforget.backbones.dinov2.cache import DEFAULT_NAME, cache_root
 
         return str(cache_root() / DEFAULT_NAME)
     return name_or_path
