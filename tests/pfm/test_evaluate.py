@@ -103,3 +103,31 @@ def test_protocol_reports_anti_prediction():
     p = evaluate_probes(AntiPredictor(), {"label": y}, y)
     assert p["own"] == {"acc": 1.0, "argmin_acc": 0.0}
     assert p["none"] == p["all_wrong"] == {"acc": 0.0, "argmin_acc": 1.0}
+
+
+def test_shared_passes_run_each_prompt_set_once_and_match_direct_passes(model_and_data, monkeypatch):
+    import promptforget.pfm.evaluate as ev
+
+    m, x, y = model_and_data
+    runs = []
+    direct = ev.batched_logits
+    monkeypatch.setattr(ev, "batched_logits", lambda *a, **k: runs.append(1) or direct(*a, **k))
+    passes = ev.SharedPasses(m, x)
+    evaluate_state(m, x, y, passes=passes)
+    evaluate_protocol(m, x, y, progress=False, passes=passes)
+    assert len(runs) == 1 + 4 + 6 + 4  # full bank, then every k = 1, 2, 3 combination
+    probes = evaluate_probes(m, x, y, passes=passes)
+    assert len(runs) == 16  # only `none` is new: full, k=1 (all_wrong) and k=3 (one prompt) are shared
+    ones = lambda ids: torch.ones_like(ids, dtype=torch.bool)  # noqa: E731
+    bank = torch.arange(4).expand(24, -1)
+    own = y.unsqueeze(1)
+    expected = {"full": direct(m, x, bank, ones(bank)), "own": direct(m, x, own, ones(own)),
+                "all_wrong": direct(m, x, bank, bank != own), "none": direct(m, x, bank[:, :0], ones(bank[:, :0]))}
+    for probe, logits in expected.items():
+        assert probes[probe]["acc"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+        assert probes[probe]["argmin_acc"] == pytest.approx(float((logits.argmin(1) == y).float().mean()))
+    for j, name in enumerate(m.class_names):
+        single = direct(m, x, torch.full((24, 1), j), torch.ones(24, 1, dtype=torch.bool))
+        assert probes["best_single"]["per_prompt"][name] == pytest.approx(float((single.argmax(1) == y).float().mean()))
+    # the same report without sharing: every probe on its own passes
+    assert evaluate_probes(m, x, y) == probes

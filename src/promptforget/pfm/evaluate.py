@@ -19,6 +19,12 @@ Probes (what a model reveals with other prompt sets), on samples of the classes 
   random_wrong  one random active prompt that is not the sample's own
   best_single   the single prompt j used for all samples, best accuracy over j (j reported)
 Each probe but best_single also reports argmin_acc (the sample's class is the least likely one).
+
+The three share their passes (:class:`SharedPasses`): a prompt set that every sample sees is run once
+per evaluation. The full bank serves the state and the full probe; the bank without class c serves the
+protocol's k=1 combination (c,) and the all_wrong probe of c's samples; one prompt j serves the k=C-1
+combination that leaves j, best_single's j, and the own and random_wrong probes of the samples that
+meet j. With prefix-style prompts the bank's keys/values are projected once per evaluation too.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from promptforget.pfm import prefix
 from promptforget.pfm.model import mask_classes
 from promptforget.pfm.train import trim_padding
 
@@ -53,14 +60,41 @@ def batched_logits(model, inputs, prompt_ids=None, prompt_mask=None, batch_size:
     return torch.cat(out) if out else torch.zeros(0, model.num_classes)
 
 
+class SharedPasses:
+    """Logits [N, C] of every sample of ``inputs`` when all of them see one prompt set, each set run
+    once: asking again returns the stored logits (up to ``max_bytes`` of them; past that, sets run again)."""
+
+    def __init__(self, model, inputs, batch_size: int = 64, max_bytes: int = 256 * 2**20):
+        self.model, self.inputs, self.batch_size, self.max_bytes = model, inputs, batch_size, max_bytes
+        self.n = len(next(iter(inputs.values())))
+        self.logits: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def __call__(self, prompt_set) -> torch.Tensor:
+        key = tuple(sorted(int(i) for i in prompt_set))
+        if key not in self.logits:
+            ids = torch.tensor(key, dtype=torch.long).reshape(1, -1).expand(self.n, -1)
+            with prefix.reuse_bank_projections():
+                logits = batched_logits(self.model, self.inputs, ids, torch.ones_like(ids, dtype=torch.bool), self.batch_size)
+            if sum(x.nbytes for x in self.logits.values()) + logits.nbytes > self.max_bytes:
+                return logits
+            self.logits[key] = logits
+        return self.logits[key]
+
+    def has(self, prompt_sets) -> bool:
+        return all(tuple(sorted(int(i) for i in s)) in self.logits for s in prompt_sets)
+
+    def per_sample(self, sets: list[tuple[int, ...]], which: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Row ``rows[i]`` of the logits of ``sets[which[i]]``: each sample under its own set."""
+        out = torch.empty(len(rows), self.model.num_classes)
+        for j, s in enumerate(sets):
+            hit = which == j
+            if bool(hit.any()):
+                out[hit] = self(s)[rows[hit]]
+        return out
+
+
 def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
-
-
-def _bank(active_idx: list[int], n: int, exclude=()) -> tuple[torch.Tensor, torch.Tensor]:
-    keep = [i for i in active_idx if i not in set(exclude)]
-    ids = torch.tensor(keep, dtype=torch.long).expand(n, -1)
-    return ids, torch.ones_like(ids, dtype=torch.bool)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> list[float] | None:
@@ -93,13 +127,14 @@ def _per_class(pred: torch.Tensor, labels: torch.Tensor, class_names: list[str])
     }
 
 
-def evaluate_state(model, inputs, labels, batch_size: int = 64) -> dict:
+def evaluate_state(model, inputs, labels, batch_size: int = 64, passes: SharedPasses | None = None) -> dict:
     """Accuracy of the model as it is now: on samples of active classes vs forgotten classes,
     without and with the forgotten classes masked in the head (one forward pass for both)."""
     labels = torch.as_tensor(labels)
+    passes = passes or SharedPasses(model, inputs, batch_size)
     active = [model.class_index(c) for c in model.active_classes]
     is_active = torch.isin(labels, torch.tensor(active))
-    logits = batched_logits(model, inputs, batch_size=batch_size)
+    logits = passes(() if model.config.objective == "plain" else active)  # what a default forward sees
     masked = mask_classes(logits, [model.class_index(c) for c in model.forgotten_classes])
     res = {"active_classes": model.active_classes, "forgotten_classes": model.forgotten_classes}
     for tag, lg in (("no_mask", logits), ("head_masked", masked)):
@@ -133,11 +168,12 @@ def default_ks(num_active: int) -> list[int]:
 
 
 def evaluate_protocol(
-    model, inputs, labels, ks=None, max_combinations: int = 50, seed: int = 42, batch_size: int = 64, progress=True
+    model, inputs, labels, ks=None, max_combinations: int = 50, seed: int = 42, batch_size: int = 64, progress=True,
+    passes: SharedPasses | None = None,
 ) -> dict:
     """The paper's protocol, simulated on the active prompt bank (the model itself is not modified)."""
     labels = torch.as_tensor(labels)
-    n = len(labels)
+    passes = passes or SharedPasses(model, inputs, batch_size)
     active = [model.class_index(c) for c in model.active_classes]
     ks = default_ks(len(active)) if ks is None else list(ks)
     for k in ks:
@@ -147,8 +183,7 @@ def evaluate_protocol(
     jobs = [(k, combo) for k in ks for combo in forgetting_combinations(active, k, max_combinations, seed + k)]
     rows: dict[int, list[dict]] = {k: [] for k in ks}
     for k, combo in tqdm(jobs, desc="forget combinations", disable=not progress, leave=False):
-        ids, mask = _bank(active, n, exclude=combo)
-        logits = batched_logits(model, inputs, ids, mask, batch_size=batch_size)
+        logits = passes([a for a in active if a not in combo])
         forgot = torch.isin(labels, torch.tensor(combo))
         kept = torch.isin(labels, torch.tensor([a for a in active if a not in combo]))
         masked = mask_classes(logits, combo)
@@ -183,44 +218,58 @@ def evaluate_protocol(
     return {"ks": ks, "max_combinations": max_combinations, "seed": seed, "by_k": results}
 
 
-def evaluate_probes(model, inputs, labels, seed: int = 42, batch_size: int = 64, probes=PROBES) -> dict:
+def evaluate_probes(model, inputs, labels, seed: int = 42, batch_size: int = 64, probes=PROBES,
+                    passes: SharedPasses | None = None) -> dict:
     """Accuracy under each probe mode, on samples whose class still has a prompt (see module doc)."""
     labels = torch.as_tensor(labels)
+    for probe in probes:
+        if probe not in PROBES:
+            raise ValueError(f"unknown probe {probe!r}; choose from {PROBES}")
+    passes = passes or SharedPasses(model, inputs, batch_size)
     active = [model.class_index(c) for c in model.active_classes]
     sel = torch.isin(labels, torch.tensor(active))
-    x = {k: v[sel] for k, v in inputs.items()}
+    rows = sel.nonzero().squeeze(1)  # rows of `inputs` the probes score
     y = labels[sel]
     n = len(y)
     g = torch.Generator().manual_seed(seed)
-    bank = torch.tensor(active, dtype=torch.long).expand(n, -1)
+    a = torch.tensor(active)
+    own_pos = (a.unsqueeze(0) == y.unsqueeze(1)).float().argmax(1)  # position of each sample's class in `active`
+    singles = [(j,) for j in active]
+    all_but = [tuple(i for i in active if i != j) for j in active]
+    # One prompt per sample: from the single-prompt passes when they are (or will be) run anyway, else one pass.
+    use_singles = "best_single" in probes or passes.has(singles)
+
+    def one_prompt_each(pos: torch.Tensor) -> torch.Tensor:
+        if use_singles:
+            return passes.per_sample(singles, pos, rows)
+        ids = a[pos].unsqueeze(1)
+        x = {k: v[sel] for k, v in inputs.items()}
+        return batched_logits(model, x, ids, torch.ones_like(ids, dtype=torch.bool), batch_size)
+
     out: dict[str, dict] = {}
     for probe in probes:
         if probe == "full":
-            ids, mask = bank, torch.ones_like(bank, dtype=torch.bool)
+            logits = passes(active)[rows]
         elif probe == "own":
-            ids, mask = y.unsqueeze(1), torch.ones(n, 1, dtype=torch.bool)
+            logits = one_prompt_each(own_pos)
         elif probe == "all_wrong":
-            ids, mask = bank, bank != y.unsqueeze(1)
+            if passes.has(all_but):  # the protocol's k=1 passes
+                logits = passes.per_sample(all_but, own_pos, rows)
+            else:
+                bank = a.expand(n, -1)
+                x = {k: v[sel] for k, v in inputs.items()}
+                logits = batched_logits(model, x, bank, bank != y.unsqueeze(1), batch_size)
         elif probe == "none":
-            ids, mask = torch.zeros(n, 0, dtype=torch.long), torch.zeros(n, 0, dtype=torch.bool)
+            logits = passes(())[rows]
         elif probe == "random_wrong":
             # Uniform over the active classes other than y: draw a position among the A-1 wrong ones.
-            a = torch.tensor(active)
             pos = torch.randint(0, len(active) - 1, (n,), generator=g)
-            own_pos = (a.unsqueeze(0) == y.unsqueeze(1)).float().argmax(1)
-            ids = a[pos + (pos >= own_pos).long()].unsqueeze(1)
-            mask = torch.ones(n, 1, dtype=torch.bool)
-        elif probe == "best_single":
-            accs = {}
-            for j in active:
-                ids_j = torch.full((n, 1), j, dtype=torch.long)
-                accs[model.class_names[j]] = _acc(batched_logits(model, x, ids_j, torch.ones_like(ids_j, dtype=torch.bool), batch_size), y)
+            logits = one_prompt_each(pos + (pos >= own_pos).long())
+        else:  # best_single
+            accs = {model.class_names[j]: _acc(passes([j])[rows], y) for j in active}
             best = max(accs, key=accs.get)
             out[probe] = {"acc": accs[best], "prompt": best, "per_prompt": accs}
             continue
-        else:
-            raise ValueError(f"unknown probe {probe!r}; choose from {PROBES}")
-        logits = batched_logits(model, x, ids, mask, batch_size)
         out[probe] = {"acc": _acc(logits, y), "argmin_acc": _acc(-logits, y)}
     out["chance_acc"] = 1.0 / model.num_classes
     out["n_samples"] = n

@@ -189,7 +189,8 @@ class PFMModel(nn.Module):
             rows = row[prompt_ids]
             if bool(((rows < 0) & prompt_mask).any()):
                 raise UnknownClassError("a prompt set refers to a forgotten class")
-            bank = torch.stack([prompts[class_key(self.config.class_names[i])] for i in active]).to(tokens.dtype)  # [A,T,D]
+            bank_prompts = tuple(prompts[class_key(self.config.class_names[i])] for i in active)
+            bank = torch.stack(bank_prompts).to(tokens.dtype)  # [A, T, D]
             if decoy_prompts is not None:
                 # Each sample's decoy becomes bank row A + i, in one extra slot of its set.
                 if decoy_prompts.shape != (b, t, bank.shape[-1]):
@@ -200,7 +201,8 @@ class PFMModel(nn.Module):
                 bank = torch.cat([bank, decoy_prompts.to(device, bank.dtype)])
                 s += 1
             if self.config.prompt_style == "prefix":
-                with prefix.prefix_context(self.encoder, bank, rows, prompt_mask, key_mask, start):
+                bank_kv = None if decoy_prompts is not None else prefix.bank_projections(self.encoder, bank, start, bank_prompts)
+                with prefix.prefix_context(self.encoder, bank, rows, prompt_mask, key_mask, start, bank_kv):
                     hidden = self.encoder.encode(tokens, key_mask, start)
                 return self._logits(hidden[:, 0], active, mask_forgotten)
             cls = self._encode_with_prompt_tokens(tokens, key_mask, bank, rows, prompt_mask, start)

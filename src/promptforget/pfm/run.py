@@ -97,7 +97,7 @@ def evaluate_run(run_dir: Path, ks=None, max_combinations=50, protocol=True, pro
     """The run's current state on its held-out split, the k-combination forgetting protocol and the probe modes."""
     import torch
 
-    from promptforget.pfm.evaluate import evaluate_probes, evaluate_protocol, evaluate_state
+    from promptforget.pfm.evaluate import SharedPasses, evaluate_probes, evaluate_protocol, evaluate_state
     from promptforget.pfm.model import PFMModel
 
     model = PFMModel.from_pretrained(run_dir)
@@ -106,12 +106,14 @@ def evaluate_run(run_dir: Path, ks=None, max_combinations=50, protocol=True, pro
     inputs = model.encode_dataset(test.inputs)
     labels = torch.as_tensor(test.labels)
     t0 = time.perf_counter()
-    report = {"run_dir": str(run_dir), "n_test": len(test), "state": evaluate_state(model, inputs, labels, batch_size)}
+    passes = SharedPasses(model, inputs, batch_size)  # prompt sets the three parts have in common run once
+    report = {"run_dir": str(run_dir), "n_test": len(test), "state": evaluate_state(model, inputs, labels, batch_size, passes)}
     if model.config.objective == "plain":  # no prompts: nothing to forget, only the utility figure
         protocol = probes = False
     if protocol and len(model.active_classes) >= 2:
-        report["protocol"] = evaluate_protocol(model, inputs, labels, ks, max_combinations, model.config.seed, batch_size, progress)
+        report["protocol"] = evaluate_protocol(model, inputs, labels, ks, max_combinations, model.config.seed, batch_size,
+                                               progress, passes)
     if probes and len(model.active_classes) >= 2:
-        report["probes"] = evaluate_probes(model, inputs, labels, model.config.seed, batch_size)
+        report["probes"] = evaluate_probes(model, inputs, labels, model.config.seed, batch_size, passes=passes)
     report["eval_seconds"] = time.perf_counter() - t0
     return report
