@@ -61,7 +61,7 @@ def main() -> None:
                 mem = f"{row['gpu_peak_mb']} MB GPU peak" if device == "cuda" else f"peak RSS {row['rss_peak_mb']} MB"
                 print(f"C={c:>5} {style:>6} from block {layer}: {row['images_per_s']:.1f} img/s, "
                       f"{row['overhead_vs_plain']:.2f}x the plain backbone, {mem}", flush=True)
-                del m
+                m = None  # free this model before the next is built
     plain = min(bases, key=lambda b: b["median_s"])
     result = {"benchmark": "prompt_overhead", "device": device, "settings": vars(args),
               "plain_backbone": plain | {"images_per_s": args.batch / plain["median_s"]}, "rows": rows}
