@@ -32,3 +32,19 @@ def test_the_check_sees_a_print(tmp_path):
     f = tmp_path / "m.py"
     f.write_text('"""print(1) in a docstring is no call"""\ndef f():\n    # print(2)\n    print("x")\n')
     assert print_calls(f) == [4]
+
+
+def test_the_cli_shows_library_logs_as_plain_lines(capsys):
+    import logging
+
+    from promptforget.cli import configure_console_logging
+
+    configure_console_logging()
+    configure_console_logging()  # idempotent: one handler, one copy of each line
+    logging.getLogger("promptforget.pfm").info("[RANK 0] [train] epoch %d: loss %.4f", 1, 0.5)
+    logging.getLogger("promptforget.audit").info("[audit] run: forgetting %s", ["a"])
+    logging.getLogger("promptforget.spul").warning("note: %s", "multi-token labels")
+    logging.getLogger("promptforget.pfm").debug("not shown")
+    out, err = capsys.readouterr()
+    assert out == "[train] epoch 1: loss 0.5000\n[audit] run: forgetting ['a']\n"
+    assert err == "note: multi-token labels\n"
