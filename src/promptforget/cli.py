@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import re
 import sys
 
 from promptforget import __version__
@@ -33,12 +35,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConsoleHandler(logging.Handler):
+    """What the library logs under ``promptforget``, as the user reads it: the message alone, INFO on
+    stdout and warnings on stderr (the streams of the moment, so captured output works too). accelerate's
+    ``[RANK 0]`` prefix is dropped: on the training paths only rank 0 speaks."""
+
+    RANK_ZERO = re.compile(r"^\[RANK 0\] ")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write(self.RANK_ZERO.sub("", self.format(record)) + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def configure_console_logging() -> None:
+    package = logging.getLogger("promptforget")
+    package.handlers = [h for h in package.handlers if not isinstance(h, ConsoleHandler)] + [ConsoleHandler()]
+    package.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    configure_console_logging()
     try:
         return int(args.func(args) or 0)
     except OSError as exc:

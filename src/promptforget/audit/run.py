@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -12,6 +13,7 @@ from typing import Sequence
 from promptforget.audit.config import AuditConfig
 from promptforget.store.layout import AUDIT_DIR
 
+log = logging.getLogger("promptforget.audit")
 
 
 def is_spul_run(run_dir: Path) -> bool:
@@ -57,7 +59,7 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
         model.class_index(c)  # unknown names fail here, before any expensive work
     train, test = load_split(run_dir)
     test = stratified_cap(test, config.max_eval, model.config.seed)
-    print(f"[audit] {run_dir}: forgetting {forgotten}; {len(train)} train / {len(test)} test samples", flush=True)
+    log.info("[audit] %s: forgetting %s; %d train / %d test samples", run_dir, forgotten, len(train), len(test))
     xtr, ytr = model.encode_dataset(train.inputs), torch.as_tensor(train.labels)
     xte, yte = model.encode_dataset(test.inputs), torch.as_tensor(test.labels)
 
@@ -66,8 +68,8 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
         references = [PFMModel.from_pretrained(reference)]
     elif train_reference:
         overrides = {"epochs": config.reference_epochs} if config.reference_epochs is not None else None
-        print(f"[audit] {config.reference_seeds} retrain-from-scratch reference(s) in {out / 'reference'} "
-              "(saved ones are reused) ...", flush=True)
+        log.info("[audit] %d retrain-from-scratch reference(s) in %s (saved ones are reused) ...",
+                 config.reference_seeds, out / "reference")
         references = train_pfm_references(model.config, xtr, ytr, forgotten, out / "reference",
                                           reference_seeds=config.reference_seeds, config_overrides=overrides)
 
@@ -87,7 +89,7 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
             audited = copy.deepcopy(model)
             audited.forget(forgotten)
         targets = {"audited": audited} | ({"reference": references} if references else {})
-        print(f"[audit] U-LiRA: training {c.ulira_shadows} shadow models ...", flush=True)
+        log.info("[audit] U-LiRA: training %d shadow models ...", c.ulira_shadows)
         overrides = {"epochs": c.ulira_epochs} if c.ulira_epochs is not None else None
         shadows = pfm_ulira(model.config, xtr, ytr, targets, forgotten, n_shadow=c.ulira_shadows,
                             config_overrides=overrides, max_pool=c.ulira_pool, seed=c.seed)
@@ -157,7 +159,7 @@ def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None
     td, split = prepare(inputs)
     task = td.task
     split = {k: v for k, v in split.items() if k != "info"}
-    print(f"[audit] SPUL run {run_dir}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()), flush=True)
+    log.info("[audit] SPUL run %s: %s", run_dir, ", ".join(f"{k} {len(v)}" for k, v in split.items()))
 
     reference_model = None
     if reference:
@@ -167,14 +169,14 @@ def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None
     elif train_reference:
         ref_dir = out / "reference" / "model"
         if (ref_dir / "config.json").is_file():
-            print(f"[audit] reusing the reference in {ref_dir}", flush=True)
+            log.info("[audit] reusing the reference in %s", ref_dir)
             reference_model, _ = load_causal_lm(str(ref_dir))
         else:
             base, ft = stage1_run(inputs.model)
             if config.reference_epochs is not None:
                 ft = {**ft, "epochs": config.reference_epochs}
-            print(f"[audit] training the reference: stage 1 ({base}) on the {len(split['train_retain'])} retain "
-                  "examples only ...", flush=True)
+            log.info("[audit] training the reference: stage 1 (%s) on the %d retain examples only ...", base,
+                     len(split["train_retain"]))
             reference_model, ref_tok = load_causal_lm(base)
             reference_model, _ = finetune(reference_model, ref_tok, task, split["train_retain"],
                                           FinetuneConfig.from_dict(ft))
@@ -184,7 +186,7 @@ def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None
     model, tok = load_causal_lm(inputs.model)
     spul = SPUL.from_pretrained(model, tok, run_dir / "prompt")
     audit = audit_spul(spul, split, reference_model, max_length=data.max_length, batch_size=config.batch_size,
-                       seed=config.seed, progress=lambda m: print(m, flush=True))
+                       seed=config.seed, progress=log.info)
     audit.update(run_dir=str(run_dir), forget_info=forget_split["info"], stage1_model=inputs.model,
                  settings=settings or config.to_dict(), audit_seconds=time.perf_counter() - t0)
     paths = write_spul_report(audit, out, with_plots=config.plots)

@@ -48,6 +48,8 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     (its defaults for the rest; ``seed`` also draws the split); the class names come from the data, and
     ``backbone=None`` means minilm for text, dinov2-s14 for images. ``report_to``: see utils/tracking.py."""
     import torch
+    from accelerate import PartialState
+    from accelerate.logging import get_logger
 
     from promptforget.data import load_splits
     from promptforget.pfm.config import PFMConfig
@@ -70,13 +72,15 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     main = is_main_process()
     if main:
         prepare_run_dir(out, overwrite)  # after every input check: a bad argument deletes nothing
-    print(f"[train] {dataset}: {len(train)} examples, {len(cfg.class_names)} classes; backbone {cfg.backbone} "
-          f"({model.encoder.family}); trainable parameters {model.num_parameters():,}", flush=True)
+    PartialState(cpu=not torch.cuda.is_available())  # the launch's state, which accelerate's logger reads
+    log = get_logger("promptforget.pfm")  # under accelerate launch / torchrun: rank 0 speaks
+    log.info("[train] %s: %d examples, %d classes; backbone %s (%s); trainable parameters %s", dataset, len(train),
+             len(cfg.class_names), cfg.backbone, model.encoder.family, f"{model.num_parameters():,}")
     tracker = Tracker(report_to if main else "none", out, "pfm-train", cfg.to_dict())
 
-    def epoch_end(epoch: int, log: dict) -> None:
-        print(f"[train] epoch {epoch}: loss {log['loss']:.4f} (ce {log['ce']:.4f}, kl {log['kl']:.4f})", flush=True)
-        tracker.log({k: v for k, v in log.items() if k != "epoch"}, epoch, prefix="train/")
+    def epoch_end(epoch: int, losses: dict) -> None:
+        log.info("[train] epoch %d: loss %.4f (ce %.4f, kl %.4f)", epoch, losses["loss"], losses["ce"], losses["kl"])
+        tracker.log({k: v for k, v in losses.items() if k != "epoch"}, epoch, prefix="train/")
 
     t0 = time.perf_counter()
     inputs = model.encode_dataset(train.inputs)
@@ -89,7 +93,7 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     atomic_write_json(out / DATA_NAME, split_record(dataset, test_size, cfg.seed, max_train))
     atomic_write_json(out / TRAIN_LOG_NAME, {"history": history, "train_seconds": seconds, "n_train": len(train)})
     write_model_card(out)
-    print(f"[train] done in {seconds:.1f}s -> {out}", flush=True)
+    log.info("[train] done in %.1fs -> %s", seconds, out)
     return out
 
 

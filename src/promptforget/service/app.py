@@ -7,6 +7,7 @@
     GET  /ledger/verify  chain + signatures + artefact check (read-only)                admin token
     GET  /health         readiness: 200 when the ledger verifies, else 503 with the reason
     GET  /health/live    liveness: 200 while the process serves
+    GET  /metrics        Prometheus metrics (service.metrics)                          predict token if set
     GET  /docs           OpenAPI page
 
 The model and its forget path live in :mod:`promptforget.service.host` (RCU: predictions never wait on
@@ -16,34 +17,42 @@ never predicted at all.
 
 Authentication: ``Authorization: Bearer <token>``. Forget and ledger endpoints need the admin token
 (``PROMPTFORGET_ADMIN_TOKEN`` or a token file); predict and classes are open unless a predict token is
-set. The check runs before the body is read (an unauthenticated client gets 401, whatever it sent), and
+set (``/metrics`` too: it goes with ``/classes``). The check runs before the body is read (an unauthenticated client gets 401, whatever it sent), and
 compares bytes (the token as UTF-8) with ``hmac.compare_digest``. Tokens are never logged or echoed.
 
 A ledger that does not verify (tampered, malformed, signed with another key) makes ``POST /forget``
 answer 409 and ``/health`` 503 until it verifies again; a disk error on a forget is 507 (full) or 503.
+
+Every route declares its response model and error codes (:mod:`promptforget.service.responses`), so the
+OpenAPI schema is complete. A committed forget rewrites the run's model card after the response is sent.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from promptforget.service.host import ModelHost
 from promptforget.service.inputs import (AuthGate, BodyLimit, ForgetRequest, PredictRequest, check_text, decode_array,
                                          decode_image, http_error)
+from promptforget.service.metrics import CONTENT_TYPE, RequestMetrics, ServiceMetrics, forget_outcome
+from promptforget.service.responses import (ClassesResponse, ForgetResponse, LedgerPage, Liveness, NotReady,
+                                            PredictResponse, Readiness, VerifyReport, errors)
 from promptforget.service.settings import ServiceSettings
 from promptforget.store import durable
 from promptforget.store.ledger import Ledger, LedgerError
 
 ADMIN_PATHS = ("/forget", "/ledger", "/ledger/verify")
-READ_PATHS = ("/predict", "/classes")
+READ_PATHS = ("/predict", "/classes", "/metrics")
+access_log = logging.getLogger("promptforget.service.access")
 
 
 def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None):
@@ -65,6 +74,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         lifespan=lifespan,
     )
     app.state.host = host
+    app.state.metrics = metrics = ServiceMetrics(host)
     bearer = HTTPBearer(auto_error=False)
 
     def _check(creds: HTTPAuthorizationCredentials | None, expected: str, what: str) -> None:
@@ -91,11 +101,11 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs]
         return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 
-    @app.get("/health/live")
+    @app.get("/health/live", response_model=Liveness)
     def live() -> dict:
         return {"status": "alive", "uptime_s": round(time.time() - host.started, 3)}
 
-    @app.get("/health")
+    @app.get("/health", response_model=Readiness, responses={503: {"model": NotReady, "description": "not ready"}})
     def health():
         if not host.ready:
             host.check_ledger()  # a repaired ledger is noticed without a restart
@@ -112,11 +122,18 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
                 "artefact_sha256": st["artefact_sha256"], "in_sync_with_artefact": host.in_sync,
                 "uptime_s": round(time.time() - host.started, 3)}
 
-    @app.get("/classes", dependencies=[Depends(reader)])
+    @app.get("/classes", dependencies=[Depends(reader)], response_model=ClassesResponse, responses=errors(401))
     def classes() -> dict:
         return host.classes()
 
-    @app.post("/predict", dependencies=[Depends(reader)])
+    @app.get("/metrics", dependencies=[Depends(reader)], response_class=Response, responses={
+        200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}},
+              "description": "Prometheus text exposition format"}, **errors(401)})
+    def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/predict", dependencies=[Depends(reader)], response_model=PredictResponse,
+              responses=errors(400, 401, 408, 413, 415, 422))
     def predict(req: PredictRequest) -> dict:
         given = [k for k in ("texts", "images", "arrays") if getattr(req, k) is not None]
         if len(given) != 1:
@@ -148,21 +165,28 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
             http_error(422, f"cannot preprocess the inputs: {e}")
         return out
 
-    @app.post("/forget", dependencies=[Depends(admin)])
-    def forget(req: ForgetRequest) -> dict:
+    @app.post("/forget", dependencies=[Depends(admin)], response_model=ForgetResponse,
+              responses=errors(400, 401, 404, 408, 409, 413, 422, 503, 507))
+    def forget(req: ForgetRequest, background: BackgroundTasks) -> dict:
         try:
             r = host.forget(req.classes, req.reason, req.request_id)
-        except LedgerError as e:  # before ForgetError: both are ValueErrors
-            http_error(409, f"ledger problem, nothing was forgotten: {e}")
-        except durable.ForgetError as e:  # StorageError included: 507 (disk full) or 503
-            http_error(e.status, str(e))
-        except TimeoutError as e:
-            http_error(503, str(e))
-        except OSError as e:
-            http_error(503, f"cannot read the run ({e.strerror or e}); nothing was forgotten")
+        except (ValueError, OSError) as e:  # TimeoutError is an OSError
+            metrics.forgets.labels(forget_outcome(e)).inc()
+            if isinstance(e, LedgerError):  # before ForgetError: both are ValueErrors
+                http_error(409, f"ledger problem, nothing was forgotten: {e}")
+            if isinstance(e, durable.ForgetError):  # StorageError included: 507 (disk full) or 503
+                http_error(e.status, str(e))
+            if isinstance(e, TimeoutError):
+                http_error(503, str(e))
+            if isinstance(e, OSError):
+                http_error(503, f"cannot read the run ({e.strerror or e}); nothing was forgotten")
+            raise
+        metrics.forgets.labels(forget_outcome(None, r.replayed)).inc()
+        if not r.replayed:
+            background.add_task(host.update_model_card)  # after the response: off the forget's latency
         return r.to_dict()
 
-    @app.get("/ledger", dependencies=[Depends(admin)])
+    @app.get("/ledger", dependencies=[Depends(admin)], response_model=LedgerPage, responses=errors(401, 409, 422))
     def ledger(since: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> dict:
         try:
             entries = Ledger(host.run_dir).read()
@@ -172,7 +196,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         return {"entries": sel, "count": len(sel), "total": len(entries),
                 "head_sha256": entries[-1]["entry_sha256"] if entries else None}
 
-    @app.get("/ledger/verify", dependencies=[Depends(admin)])
+    @app.get("/ledger/verify", dependencies=[Depends(admin)], response_model=VerifyReport, responses=errors(401))
     def ledger_verify() -> dict:
         return host.check_ledger()  # 200 with ``ok`` and the problems, each naming the line and the field
 
@@ -183,5 +207,6 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         return settings.predict_token if path in READ_PATHS else None
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.read_timeout_s)
-    app.add_middleware(AuthGate, token_for=token_for)  # added last = runs first: before the body is read
+    app.add_middleware(AuthGate, token_for=token_for)  # runs before the body is read
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=app.router.routes, log=access_log)  # outermost
     return app

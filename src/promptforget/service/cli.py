@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p.add_argument_group("service (ServiceSettings)"), ServiceSettings, exclude=TOKEN_FIELDS)
     p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="logs on stderr: plain text, or one JSON object per line (time, level, logger, message, "
+                        "route, status, latency_ms, request_id, ...); uvicorn's logs included")
 
     p = sub.add_parser("ledger", help="check or show a run's deletion ledger",
                        description="The deletion ledger (RUN_DIR/forget_ledger.jsonl): append-only, hash-chained.")
@@ -74,12 +77,12 @@ def cmd_serve(args) -> int:
     """Run the forget service (FastAPI + uvicorn; OpenAPI page at /docs). The admin token comes from
     PROMPTFORGET_ADMIN_TOKEN or --admin-token-file; predictions are open unless PROMPTFORGET_PREDICT_TOKEN
     or --predict-token-file is set. Forgotten classes are masked in the head."""
-    import logging
     import socket
 
     import uvicorn
 
     from promptforget.service.app import create_app
+    from promptforget.service.logs import configure_logging
     from promptforget.service.server import uvicorn_config
     from promptforget.service.settings import read_token
 
@@ -93,7 +96,7 @@ def cmd_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = configure_logging(args.log_level, args.log_format)
     app = create_app(args.run_dir, settings)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -103,7 +106,8 @@ def cmd_serve(args) -> int:
           f"{'needs a token' if settings.predict_token else 'is open'}", flush=True)
     if not app.state.host.ready:
         print(f"[serve] not ready, forgets refused: {app.state.host.ledger_problem}", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn_config(app, settings, log_level=args.log_level, access_log=args.log_level == "debug"))
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level=args.log_level, log_config=log_config,
+                                           access_log=args.log_level == "debug"))
     server.run(sockets=[sock])
     return 0
 

@@ -169,8 +169,21 @@ class ModelHost:
         self.ledger_problem = None  # the forget verified the whole ledger first
         self._stat = self._weights_stat()
         log.info("forget %s request_id=%s replayed=%s seq=%d total=%.1fms", r.classes, r.request_id, r.replayed,
-                 r.ledger_seq, r.timings_ms.get("total", 0.0))
+                 r.ledger_seq, r.timings_ms.get("total", 0.0),
+                 extra={"request_id": r.request_id, "classes": r.classes, "replayed": r.replayed,
+                        "ledger_seq": r.ledger_seq, "latency_ms": r.timings_ms.get("total", 0.0)})
         return r
+
+    def update_model_card(self) -> None:
+        """Rewrite the run's model card (README.md) after a forget. Under the run lock: a forget's
+        recovery deletes temp files, and its verification counts them as leftovers. Never raises."""
+        from promptforget.pfm.card import write_model_card
+
+        try:
+            with durable.run_lock(self.run_dir, timeout=self.settings.grace_timeout_s):
+                write_model_card(self.run_dir)
+        except Exception:  # noqa: BLE001 - the forget is committed; a stale card must not hide that
+            log.exception("could not update the model card of %s after a forget", self.run_dir)
 
     # ---------------------------------------------------------------- forgets made elsewhere (CLI)
     def _weights_stat(self):

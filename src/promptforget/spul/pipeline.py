@@ -5,7 +5,6 @@ and the weights (``model/``, ``prompt/`` or ``adapter/``). Heavy imports happen 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -129,8 +128,13 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
     model, tok = load_causal_lm(model_name)
     check_label_tokens(tok, task.labels)  # words sharing a first token: one line, before any training
     note = multi_token_note(tok, task.labels)
-    if note and is_main_process():
-        print(f"note: {note}", file=sys.stderr, flush=True)
+    if note:
+        import torch
+        from accelerate import PartialState
+        from accelerate.logging import get_logger
+
+        PartialState(cpu=not torch.cuda.is_available())  # the launch's state, which accelerate's logger reads
+        get_logger("promptforget.spul").warning("note: %s", note)  # rank 0 only (main_process_only)
     tracker = Tracker(report_to if is_main_process() else "none", out, "spul-finetune", config.to_dict())
     t0 = time.time()
     model, hist = finetune(model, tok, task, train, config, callback=tracker.step_callback())
