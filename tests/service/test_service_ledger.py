@@ -193,3 +193,12 @@ def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main(cmd + ["--help"])
     assert e.value.code == 0 and "usage: promptforget" in capsys.readouterr().out
+
+
+def test_only_artefact_temp_files_count_as_leftovers(ledgered_run):
+    """A temp file of the artefact may hold a removed prompt's bytes; one of the model card cannot."""
+    (ledgered_run / ".README.md.abc.tmp").write_text("card being written")
+    assert verify(ledgered_run)["ok"]
+    (ledgered_run / ".model.safetensors.abc.tmp").write_bytes(b"old bytes")
+    report = verify(ledgered_run)
+    assert not report["ok"] and any("leftover" in p for p in report["problems"])

@@ -438,7 +438,9 @@ def verify(run_dir: str | os.PathLike, key: LedgerKey | None = None, expect_head
     problems += found
     if expect_head:
         problems += check_anchor(entries, expect_head)
-    leftovers = sorted(p.name for p in run_dir.glob(".*.tmp"))
+    # Only the artefact's temp files can hold prompt bytes; other files (the model card) are rewritten
+    # atomically too, and their temp files are no evidence of a crashed forget.
+    leftovers = sorted(p.name for p in run_dir.glob(f".{layout.WEIGHTS_NAME}.*.tmp"))
     if leftovers:
         problems.append(f"leftover temp files may hold old bytes: {leftovers} (recovery removes them)")
     report.update(
