@@ -131,3 +131,28 @@ def test_shared_passes_run_each_prompt_set_once_and_match_direct_passes(model_an
         assert probes["best_single"]["per_prompt"][name] == pytest.approx(float((single.argmax(1) == y).float().mean()))
     # the same report without sharing: every probe on its own passes
     assert evaluate_probes(m, x, y) == probes
+
+
+class ForgottenAntiPredictor(AntiPredictor):
+    """The anti-predictor after really forgetting "d": its prompt is gone, its samples rank it last."""
+
+    active_classes = ["a", "b", "c"]
+    forgotten_classes = ["d"]
+
+    class config:
+        objective = "pfm"
+
+
+def test_state_of_a_really_forgotten_run_reports_argmin_and_the_worst_class():
+    from promptforget.pfm.cli import format_report
+    from promptforget.pfm.evaluate import evaluate_state
+
+    y = torch.arange(20) % 4
+    s = evaluate_state(ForgottenAntiPredictor(), {"label": y}, y)
+    assert s["no_mask"]["forgotten_acc"] == 0.0
+    assert s["no_mask"]["forgotten_argmin_acc"] == 1.0  # recognised, not forgotten
+    assert s["worst_forgotten_class"]["argmin_acc"]["class"] == "d"
+    assert s["worst_forgotten_class"]["argmin_acc"]["value"] == 1.0
+    assert "forgotten_argmin_acc" not in s["head_masked"]  # last by construction there: not reported
+    text = format_report({"state": s})
+    assert "0 by design" in text and "most often last): d 1.000" in text

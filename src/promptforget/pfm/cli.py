@@ -111,19 +111,28 @@ def format_report(report: dict) -> str:
     lines = [
         f"active classes: {', '.join(s['active_classes'])}",
         f"forgotten:      {', '.join(s['forgotten_classes']) or '-'}   (chance = {s['chance_acc']:.3f})",
-        f"{'':<22}{'overall':>9}{'retained':>10}{'forgotten':>11}",
+        f"{'':<34}{'overall':>9}{'retained':>10}{'forgotten':>11}{'forgotten argmin':>18}",
     ]
-    for tag in ("no_mask", "head_masked"):
-        r = s[tag]
-        lines.append(f"{tag:<22}{_f(r['overall_acc']):>9}{_f(r['retained_acc']):>10}{_f(r['forgotten_acc']):>11}")
+    r = s["no_mask"]
+    lines.append(f"{'no head mask':<34}{_f(r['overall_acc']):>9}{_f(r['retained_acc']):>10}{_f(r['forgotten_acc']):>11}"
+                 f"{_f(r.get('forgotten_argmin_acc')):>18}")
+    r = s["head_masked"]
+    lines.append(f"{'head masked (forgotten 0 by design)':<34}{_f(r['overall_acc']):>9}{_f(r['retained_acc']):>10}"
+                 f"{_f(r['forgotten_acc']):>11}")
+    for key, what in (("acc", "answered most"), ("argmin_acc", "most often last")):
+        w = s.get("worst_forgotten_class", {}).get(key)
+        if w:
+            lines.append(f"worst forgotten class ({what}): {w['class']} {w['value']:.3f} "
+                         f"[{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}] of {w['n']} samples")
     if "protocol" in report:
-        lines.append("protocol (mean +- std over combinations):")
-        lines.append(f"{'k':>4}{'combos':>8}{'retained':>18}{'forgotten':>18}{'forgotten argmin':>18}{'forgotten(masked)':>20}")
+        lines.append("protocol (mean +- std over combinations; with the head mask forgotten accuracy is 0 by design):")
+        lines.append(f"{'k':>4}{'combos':>8}{'retained':>18}{'forgotten':>18}{'forgotten argmin':>18}{'worst forgotten':>18}")
         for k, r in report["protocol"]["by_k"].items():
-            cells = [r[key] for key in ("retained_acc", "forgotten_acc", "forgotten_argmin_acc", "forgotten_acc_head_masked")]
-            widths = (11, 11, 11, 13)
+            cells = [r[key] for key in ("retained_acc", "forgotten_acc", "forgotten_argmin_acc")]
+            worst = (r.get("worst_forgotten") or {}).get("acc") or {}
+            worst_text = f"{worst['value']:.3f} ({worst['class']})" if worst else "-"
             lines.append(f"{k:>4}{r['combinations']:>8}" + "".join(
-                f"{c['mean']:>{w}.3f} +-{c['std']:.3f}" for c, w in zip(cells, widths)))
+                f"{c['mean']:>11.3f} +-{c['std']:.3f}" for c in cells) + f"  {worst_text:>18}")
     if "probes" in report:
         p = report["probes"]
         lines.append("probes on active-class samples: " + ", ".join(

@@ -143,6 +143,9 @@ def evaluate_state(model, inputs, labels, batch_size: int = 64, passes: SharedPa
             "retained_acc": _acc(lg[is_active], labels[is_active]),
             "forgotten_acc": _acc(lg[~is_active], labels[~is_active]),
         }
+    # How often a forgotten sample's own class is the least likely answer: near 1 is recognition, not
+    # forgetting (chance is 1/C). Only without the head mask: masked, a forgotten class is last by construction.
+    res["no_mask"]["forgotten_argmin_acc"] = _acc(-logits[~is_active], labels[~is_active])
     res["per_class_acc"] = _per_class(logits.argmax(1), labels, model.class_names)
     res["class_counts"] = {c: int((labels == i).sum()) for i, c in enumerate(model.class_names)}
     res["chance_acc"] = 1.0 / model.num_classes
