@@ -11,6 +11,7 @@ import torch
 from promptforget.backbones.image_processing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    HFImagePreprocessor,
     ImagePreprocessor,
 )
 from promptforget.data.images import load_digits
@@ -178,3 +179,87 @@ def test_mnist_5k_numbers_and_parity_with_the_backbone_processor(tmp_path, size)
         assert diff.max().item() < 1e-6
     else:
         assert diff.max().item() < 0.6 and diff.mean().item() < 0.025
+
+
+# --------------------------------------------------------------------------- image_processor="hf"
+def test_hf_preprocessor_is_the_backbone_processor_sized_to_image_size(tmp_path):
+    from transformers import AutoImageProcessor
+
+    d = _tiny_dinov2_dir(tmp_path / "model")  # processor: resize short side to 256, crop 224, bilinear
+    hf = HFImagePreprocessor.for_backbone(d, image_size=42)
+    assert hf.processor.size.shortest_edge == 42 and (hf.processor.crop_size.height, hf.processor.crop_size.width) == (42, 42)
+    grey = load_digits().images[:3]
+    out = hf(grey)
+    assert out.shape == (3, 3, 42, 42) and out.dtype == torch.float32
+    # grey goes in as RGB; floats in [0, 1] as the uint8 they round to; lists image by image
+    assert torch.equal(out, hf(np.repeat(grey[..., None], 3, axis=-1)))
+    assert torch.equal(out, hf(grey.astype(np.float32) / 255))
+    assert torch.equal(out, hf(list(grey)))
+    # the processor's own normalisation (mean 0.1, std 0.4 on channel 0): black is (0 - 0.1) / 0.4
+    assert out[:, 0].min().item() == pytest.approx(-0.25)
+    # a non-square image: short side to 42, the long side's margins cropped, as the torch path does
+    wide = np.zeros((1, 20, 40, 3), np.uint8)
+    wide[:, :, 10:30] = 255
+    assert hf(wide).shape == (1, 3, 42, 42) and hf(wide)[0, 0].min().item() > 0
+    # the saved config loads as the same transform with plain transformers
+    hf.save_pretrained(tmp_path / "export")
+    reloaded = AutoImageProcessor.from_pretrained(tmp_path / "export")
+    assert torch.equal(reloaded(list(np.repeat(grey[..., None], 3, axis=-1)), return_tensors="pt")["pixel_values"], out)
+
+
+def test_hf_preprocessor_height_width_processor(tmp_path):
+    from transformers import ViTConfig
+
+    ViTConfig(image_size=16, patch_size=8).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ViTImageProcessor", "size": {"height": 224, "width": 224}, "resample": 2,
+        "do_resize": True, "do_rescale": True, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+    }))
+    assert HFImagePreprocessor.for_backbone(tmp_path).image_size == 224  # by default, the processor's own size
+    hf = HFImagePreprocessor.for_backbone(tmp_path, image_size=16)
+    assert hf.image_size == 16 and (hf.processor.size.height, hf.processor.size.width) == (16, 16)
+    out = hf(np.full((2, 16, 16), 255, np.uint8))
+    assert out.shape == (2, 3, 16, 16) and torch.allclose(out, torch.ones_like(out))
+
+
+def test_hf_preprocessor_bad_input(tmp_path):
+    d = _tiny_dinov2_dir(tmp_path / "model")
+    with pytest.raises(ValueError, match="patch size"):
+        HFImagePreprocessor.for_backbone(d, image_size=50)
+    with pytest.raises(ValueError, match="cannot read the image settings"):
+        HFImagePreprocessor.for_backbone(tmp_path / "missing-model")
+    with pytest.raises(ValueError, match=r"\[N,H,W\]"):
+        HFImagePreprocessor.for_backbone(d, image_size=28)(np.zeros((2, 4, 4, 4), np.uint8))
+    (d / "preprocessor_config.json").unlink()
+    with pytest.raises(ValueError, match="no preprocessor_config.json.*image_processor='torch'"):
+        HFImagePreprocessor.for_backbone(d, image_size=28)
+
+
+# Measured on 64 MNIST-5k digits through the real DINOv2-S/14 processor: max |hf - torch|, mean |hf - torch|.
+HF_VS_TORCH_AT_224 = (0.50696, 0.018854)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("size", [28, 224])
+def test_hf_and_torch_preprocessors_on_mnist_5k_with_dinov2(size):
+    """image_processor="hf" equals "torch" at 28 px; at 28 -> 224 px only the resize differs (PIL vs torch
+    bicubic), by the measured amount; "hf" is exactly the backbone's AutoImageProcessor."""
+    from transformers import AutoImageProcessor
+
+    from promptforget.backbones.encoder import resolve_backbone
+    from promptforget.data.images import load_mnist_5k
+
+    d = resolve_backbone("dinov2-s14")
+    digits = load_mnist_5k().images[:64]
+    hf = HFImagePreprocessor.for_backbone(d, image_size=size)(digits)
+    ours = ImagePreprocessor.for_backbone(d, image_size=size)(digits)
+    assert hf.shape == ours.shape == (64, 3, size, size)
+    diff = (hf - ours).abs()
+    if size == 28:
+        assert diff.max().item() < 1e-6
+    else:
+        assert (diff.max().item(), diff.mean().item()) == pytest.approx(HF_VS_TORCH_AT_224, abs=1e-4)
+    processor = AutoImageProcessor.from_pretrained(d)
+    theirs = processor(list(np.repeat(digits[..., None], 3, axis=-1)), size={"height": size, "width": size},
+                       do_center_crop=False, return_tensors="pt")["pixel_values"]
+    assert torch.equal(hf, theirs)

@@ -326,3 +326,42 @@ def test_size_groups_minimise_padded_tokens():
     assert [sorted(g.tolist()) for g in groups] == [[1, 2, 4], [0, 3, 5]]
     assert len(PFMModel.size_groups(sizes, 2, 1, 10)) == 4  # never more groups than distinct sizes
     assert PFMModel.size_groups(torch.zeros(0, dtype=torch.long), 2, 1, 4) == []
+
+
+def test_hf_image_processor_trains_predicts_and_exports(tiny_vit_dir, tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+    from transformers import AutoImageProcessor
+
+    from promptforget.backbones.image_processing import HFImagePreprocessor, ImagePreprocessor
+    from promptforget.pfm.export import export_run
+    from promptforget.pfm.train import fit
+
+    backbone = shutil.copytree(tiny_vit_dir, tmp_path / "vit")
+    (backbone / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ViTImageProcessor", "size": {"height": 224, "width": 224}, "resample": 2,
+        "do_resize": True, "do_rescale": True, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+    }))
+    config = PFMConfig(backbone=str(backbone), class_names=CLASSES, image_size=16, image_processor="hf",
+                       batch_size=8, epochs=1)
+    m = PFMModel(config)
+    assert isinstance(m.image_preprocessor, HFImagePreprocessor)
+    assert isinstance(PFMModel(PFMConfig(backbone=str(backbone), class_names=CLASSES)).image_preprocessor,
+                      ImagePreprocessor)
+    images = np.random.default_rng(0).integers(0, 256, size=(8, 20, 20), dtype=np.uint8)
+    inputs = m.encode_dataset(images)
+    assert inputs["pixel_values"].shape == (8, 3, 16, 16)
+    before = m.head.weight.detach().clone()
+    logs = fit(m, inputs, torch.tensor([0, 1, 2, 3] * 2), progress=False)
+    assert len(logs) == 1 and not torch.equal(before, m.head.weight)
+    assert set(m.predict(images)) <= set(CLASSES)
+
+    m.save_pretrained(tmp_path / "run")
+    assert PFMModel.from_pretrained(tmp_path / "run").config.image_processor == "hf"
+    out = export_run(tmp_path / "run", tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["image_processor"] == "hf"
+    exported = AutoImageProcessor.from_pretrained(out)  # the run's transform, not the base model's 224 px
+    rgb = list(np.repeat(images[..., None], 3, axis=-1))
+    assert torch.equal(exported(rgb, return_tensors="pt")["pixel_values"], m.preprocess(images)["pixel_values"])

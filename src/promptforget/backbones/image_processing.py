@@ -9,6 +9,9 @@ processor's: on MNIST-5k it gives the same numbers where no resize happens (28 p
 resize (PIL bicubic, a=-0.5, rounded back to uint8 before normalising; its torchvision backend does not
 install beside the pinned torch) differs from ``torch.nn.functional.interpolate`` by up to 0.51 (mean 0.019)
 after normalisation at 28 -> 224 px. ``tests/backbones/test_image_processing.py`` pins both facts.
+
+:class:`HFImagePreprocessor` (``PFMConfig.image_processor="hf"``) runs that processor itself, sized to
+the run's ``image_size``, for runs that must match what a user of the exported model feeds it.
 """
 
 from __future__ import annotations
@@ -118,6 +121,64 @@ class ImagePreprocessor:
         mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
         return ((x - mean) / std).contiguous()
+
+
+class HFImagePreprocessor:
+    """The backbone's own ``AutoImageProcessor``, sized to ``image_size``: uint8 images -> ``[N, 3, S, S]``.
+
+    Its resize target is ``image_size`` (the short side, where the processor resizes by short side) and
+    its crop size too, so a square image is resized whole: DINOv2's 256 -> 224 evaluation crop would cut
+    strokes off small centred digits; only a non-square image loses its long side's margins, as in
+    :class:`ImagePreprocessor`. Images reach it as uint8 RGB (grey is repeated to 3 channels; floats in
+    [0, 1] are rounded to uint8, which its PIL resize needs anyway).
+    """
+
+    def __init__(self, processor, image_size: int):
+        self.processor = processor
+        self.image_size = image_size
+
+    @classmethod
+    def for_backbone(cls, name_or_path: str | os.PathLike, image_size: int | None = None) -> HFImagePreprocessor:
+        """The processor of a model directory (or hub name); ``image_size=None``: the backbone's crop size."""
+        # Same checks and default size as the torch path (a patch-size multiple, a readable model dir).
+        image_size = ImagePreprocessor.for_backbone(name_or_path, image_size=image_size).image_size
+        path = Path(str(name_or_path)).expanduser()
+        if path.is_dir() and not (path / "preprocessor_config.json").is_file():
+            raise ValueError(f"{path} has no preprocessor_config.json, so no image processor of its own; "
+                             "use image_processor='torch'")
+        from transformers import AutoImageProcessor
+
+        try:
+            processor = AutoImageProcessor.from_pretrained(str(name_or_path))
+            sized = {"size": {"shortest_edge": image_size} if processor.size.get("shortest_edge")
+                     else {"height": image_size, "width": image_size}}
+            if getattr(processor, "crop_size", None) is not None:
+                sized["crop_size"] = {"height": image_size, "width": image_size}
+            processor = AutoImageProcessor.from_pretrained(str(name_or_path), **sized)
+        except Exception as e:  # any loading failure is bad input here
+            raise ValueError(f"cannot load the image processor of backbone {str(name_or_path)!r} "
+                             f"({type(e).__name__}: {e})") from e
+        return cls(processor, image_size)
+
+    def save_pretrained(self, out_dir: str | os.PathLike) -> None:
+        """Write the sized ``preprocessor_config.json``: ``AutoImageProcessor`` loads this exact transform."""
+        self.processor.save_pretrained(str(out_dir))
+
+    def __call__(self, images) -> "torch.Tensor":  # noqa: F821
+        import torch
+
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError("no images given")
+            return torch.cat([self(_as_batch(np.asarray(im))) for im in images])
+        x = _to_nchw_float(images)  # validates shape, dtype and range
+        rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        rgb = rgb.mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        out = self.processor(list(rgb), return_tensors="pt")["pixel_values"]
+        if out.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(f"the backbone's image processor gave {tuple(out.shape[-2:])} images, "
+                             f"not {self.image_size}x{self.image_size}")
+        return out.float().contiguous()
 
 
 def _as_batch(im: np.ndarray) -> np.ndarray:

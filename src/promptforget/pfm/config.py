@@ -12,6 +12,7 @@ PROMPT_STYLES = ("token", "prefix")
 OBJECTIVES = ("pfm", "plain")
 LR_SCHEDULES = ("constant", "cosine")
 VIEW_B_SIZES = ("uniform", "harmonic")
+IMAGE_PROCESSORS = ("torch", "hf")
 
 
 @dataclass
@@ -58,6 +59,10 @@ class PFMConfig(ConfigMixin):
     seed: int = 42
     max_length: int = knob(128, "text: max tokens per example (truncation)")
     image_size: int | None = knob(None, "images: side in pixels (None: the backbone's)")
+    # Both read the backbone's processor settings; they differ only where images are resized (see
+    # backbones/image_processing.py).
+    image_processor: str = knob("torch", "images: torch = our vectorised transform; hf = the backbone's "
+                                "AutoImageProcessor (PIL), sized to image_size", choices=IMAGE_PROCESSORS)
     class_names: list[str] = knob([], "the classes, in label order (from the data)")
 
     def __post_init__(self) -> None:
@@ -89,6 +94,8 @@ class PFMConfig(ConfigMixin):
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.image_processor not in IMAGE_PROCESSORS:
+            raise ValueError(f"image_processor must be one of {IMAGE_PROCESSORS}, got {self.image_processor!r}")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {self.image_size}")
         if len(set(self.class_names)) != len(self.class_names):

@@ -10,7 +10,8 @@
       adapter/                    the LoRA alone, a standard PEFT adapter on the base model:
         adapter_config.json       PeftModel.from_pretrained(AutoModel.from_pretrained(base), OUT_DIR/adapter)
         adapter_model.safetensors
-      tokenizer / preprocessor    the base model's, when it has them
+      tokenizer / preprocessor    the base model's, when it has them; with image_processor="hf", the
+                                  processor the run used (sized to its image_size)
 
     AutoModelForSequenceClassification.from_pretrained(OUT_DIR, trust_remote_code=True)   # text
     AutoModelForImageClassification.from_pretrained(OUT_DIR, trust_remote_code=True)      # images
@@ -110,6 +111,7 @@ def write_export(model: PFMModel, run_dir: Path, out_dir: Path) -> None:
         "use_prompts": cfg.objective != "plain",  # a plain fine-tune runs without prompts
         "max_length": cfg.max_length,
         "image_size": cfg.image_size,
+        "image_processor": cfg.image_processor,
         "base_model_name_or_path": base_path,
         "base_model_hub_id": HUB_IDS.get(cfg.backbone) or (None if Path(base_path).exists() else base_path),
         "base_model_sha256": model.backbone_sha256,
@@ -128,6 +130,9 @@ def write_export(model: PFMModel, run_dir: Path, out_dir: Path) -> None:
     if cfg.adapt == "lora":
         write_peft_adapter(model, base_path, out_dir / ADAPTER_DIR)
     save_preprocessing(base_path, modality, out_dir)
+    if modality == "image" and cfg.image_processor == "hf":
+        # the run's own transform, sized to its image_size, instead of the base model's
+        model.image_preprocessor.save_pretrained(out_dir)
 
 
 def merged_encoder_state_dict(model: PFMModel) -> dict[str, torch.Tensor]:

@@ -327,9 +327,10 @@ class PFMModel(nn.Module):
     @property
     def image_preprocessor(self):
         if getattr(self, "_image_preprocessor", None) is None:
-            from promptforget.backbones.image_processing import ImagePreprocessor
+            from promptforget.backbones.image_processing import HFImagePreprocessor, ImagePreprocessor
 
-            self._image_preprocessor = ImagePreprocessor.for_backbone(
+            preprocessor = HFImagePreprocessor if self.config.image_processor == "hf" else ImagePreprocessor
+            self._image_preprocessor = preprocessor.for_backbone(
                 resolve_backbone(self.config.backbone), image_size=self.config.image_size
             )
         return self._image_preprocessor
