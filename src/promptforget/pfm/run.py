@@ -54,6 +54,7 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
     from promptforget.pfm.card import write_model_card
+    from promptforget.pfm.exact import MANIFEST_KEY, dataset_sha256
     from promptforget.utils.dist import is_main_process
     from promptforget.utils.io import atomic_write_json
     from promptforget.utils.tracking import Tracker, resolve_report_to
@@ -86,7 +87,9 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     if not main:  # every rank trained the same model; rank 0 writes it
         return out
     model.save_pretrained(out)
-    atomic_write_json(out / DATA_NAME, split_record(dataset, test_size, cfg.seed, max_train))
+    # The training examples' hash: an exact forget retrains on this data and checks it is unchanged.
+    atomic_write_json(out / DATA_NAME, {**split_record(dataset, test_size, cfg.seed, max_train),
+                                        MANIFEST_KEY: dataset_sha256(train)})
     atomic_write_json(out / TRAIN_LOG_NAME, {"history": history, "train_seconds": seconds, "n_train": len(train)})
     write_model_card(out)
     print(f"[train] done in {seconds:.1f}s -> {out}", flush=True)

@@ -2,7 +2,8 @@
 
     POST /predict        {"texts": [...]} | {"images": [base64 PNG/JPEG, ...]} | {"arrays": [uint8 HxW(x3) lists]}
     GET  /classes        all, active and forgotten classes
-    POST /forget         {"classes": [...], "reason": "...", "request_id": "..."}      admin token
+    POST /forget         {"classes": [...], "reason": "...", "request_id": "...", "exact": false}   admin token
+    GET  /forget/{id}    a forget request's state: instant | retraining | exact               admin token
     GET  /ledger         the deletion ledger's entries (?since=SEQ&limit=N)            admin token
     GET  /ledger/verify  chain + signatures + artefact check (read-only)                admin token
     GET  /health         readiness: 200 when the ledger verifies, else 503 with the reason
@@ -18,6 +19,9 @@ Authentication: ``Authorization: Bearer <token>``. Forget and ledger endpoints n
 (``PROMPTFORGET_ADMIN_TOKEN`` or a token file); predict and classes are open unless a predict token is
 set. The check runs before the body is read (an unauthenticated client gets 401, whatever it sent), and
 compares bytes (the token as UTF-8) with ``hmac.compare_digest``. Tokens are never logged or echoed.
+
+``"exact": true`` answers once the prompt is deleted (``state: "retraining"``); the retrain without the
+classes' data runs in the background and replaces the model when done (``state: "exact"``).
 
 A ledger that does not verify (tampered, malformed, signed with another key) makes ``POST /forget``
 answer 409 and ``/health`` 503 until it verifies again; a disk error on a forget is 507 (full) or 503.
@@ -151,7 +155,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
     @app.post("/forget", dependencies=[Depends(admin)])
     def forget(req: ForgetRequest) -> dict:
         try:
-            r = host.forget(req.classes, req.reason, req.request_id)
+            r = host.forget(req.classes, req.reason, req.request_id, exact=req.exact)
         except LedgerError as e:  # before ForgetError: both are ValueErrors
             http_error(409, f"ledger problem, nothing was forgotten: {e}")
         except durable.ForgetError as e:  # StorageError included: 507 (disk full) or 503
@@ -160,7 +164,18 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
             http_error(503, str(e))
         except OSError as e:
             http_error(503, f"cannot read the run ({e.strerror or e}); nothing was forgotten")
-        return r.to_dict()
+        state = host.request_state(r.request_id)
+        return {**r.to_dict(), "state": state["state"] if state else "instant"}
+
+    @app.get("/forget/{request_id:path}", dependencies=[Depends(admin)])
+    def forget_state(request_id: str) -> dict:
+        try:
+            state = host.request_state(request_id)
+        except LedgerError as e:
+            http_error(409, str(e))
+        if state is None:
+            http_error(404, f"no committed forget has request_id {request_id!r}")
+        return state
 
     @app.get("/ledger", dependencies=[Depends(admin)])
     def ledger(since: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> dict:
@@ -178,7 +193,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
 
     def token_for(path: str) -> str | None:
         path = path.rstrip("/") or "/"
-        if path in ADMIN_PATHS:
+        if path in ADMIN_PATHS or path.startswith("/forget/"):
             return settings.admin_token
         return settings.predict_token if path in READ_PATHS else None
 
