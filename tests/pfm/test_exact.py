@@ -109,7 +109,8 @@ def test_exact_forget_is_a_from_scratch_retrain(run, exact_sport, tmp_path):
     assert [e["event"] for e in entries] == ["pending", "commit", "exact_pending", "exact"]
     kept = train.subset([i for i, y in enumerate(train.labels) if train.class_names[y] != "sport"])
     assert done["train_manifest_sha256"] == dataset_sha256(kept) and done["n_train"] == len(kept)
-    assert done["artefact_before_sha256"] == entries[1]["artefact_after_sha256"] and done["artefact_after_sha256"] == sha(raw)
+    assert done["artefact_before_sha256"] == entries[1]["artefact_after_sha256"]
+    assert done["artefact_after_sha256"] == sha(raw)
     assert request_state(entries, "req-1")["state"] == "exact"
     report = verify(run)
     assert report["ok"], report["problems"]
@@ -251,3 +252,10 @@ def test_a_crash_mid_retrain_leaves_instant_or_exact_and_resumes(run, exact_spor
         assert resolved == ["exact"]
     assert not list(run.glob(".*.tmp"))
     assert verify(run)["ok"]
+
+
+def test_an_instant_request_id_is_not_replayed_as_exact(run):
+    durable.forget(run, ["sport"], request_id="inst-1")
+    with pytest.raises(durable.RequestIdConflictError, match="was an instant forget"):
+        exact_forget(run, ["sport"], request_id="inst-1")
+    assert request_state(Ledger(run).read(), "inst-1")["state"] == "instant"

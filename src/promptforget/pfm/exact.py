@@ -25,17 +25,16 @@ import os
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from promptforget.store import durable
 from promptforget.store.durable import ForgetError
-from promptforget.store.layout import CONFIG_NAME, WEIGHTS_NAME, read_config_record, read_split_record
+from promptforget.store.layout import (CONFIG_NAME, MANIFEST_KEY, WEIGHTS_NAME, read_config_record,
+                                       read_split_record)
 from promptforget.store.ledger import LedgerKey, load_key
-
-MANIFEST_KEY = "train_manifest_sha256"
 
 
 class ExactUnavailableError(ForgetError):
@@ -158,9 +157,9 @@ def run_exact(run_dir: str | os.PathLike, key: LedgerKey | None = None, on_model
         train = exact_training_data(run_dir) if train is None else train
         log(f"[exact] retraining {run_dir} without {start['classes']} (requests {start['request_ids']}) ...")
         model, raw, info = retrain(run_dir, start["classes"], train, progress)
+        swap_in = (lambda m=model: on_model(m)) if on_model else None
         entry = durable.install_exact(run_dir, raw, start, info["config_sha256"], info["train_manifest_sha256"],
-                                      info["n_train"], on_artefact=(lambda: on_model(model)) if on_model else None,
-                                      key=key)
+                                      info["n_train"], on_artefact=swap_in, key=key)
         if entry is None:
             log("[exact] a forget came in during the retrain; retraining again to cover it")
             continue

@@ -54,7 +54,8 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
     from promptforget.pfm.card import write_model_card
-    from promptforget.pfm.exact import MANIFEST_KEY, dataset_sha256
+    from promptforget.pfm.exact import dataset_sha256
+    from promptforget.store.layout import MANIFEST_KEY
     from promptforget.utils.dist import is_main_process
     from promptforget.utils.io import atomic_write_json
     from promptforget.utils.tracking import Tracker, resolve_report_to

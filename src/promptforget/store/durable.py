@@ -334,6 +334,9 @@ def forget(
                 if sorted(e["classes"]) != sorted(classes):
                     raise RequestIdConflictError(
                         f"request_id {request_id!r} was already used for classes {e['classes']} (seq {e['seq']})")
+                if exact and not e.get("exact_requested"):
+                    raise RequestIdConflictError(f"request_id {request_id!r} was an instant forget (seq {e['seq']}); "
+                                                 "ask for the exact one with a new request id")
                 state = artefact_state(run_dir)
                 if on_artefact is not None:
                     on_artefact(state["active_classes"])
@@ -504,4 +507,4 @@ def _result(e: dict, replayed: bool, state: dict, recovery: dict | None, timings
 
 __all__ = ["forget", "recover", "artefact_state", "run_lock", "ForgetResult", "ForgetError", "UnknownClassNameError",
            "AlreadyForgottenError", "RequestIdConflictError", "StorageError", "LedgerError", "CRASH_ENV", "CRASH_POINTS", "utc_now",
-           "exact_start", "install_exact", "EXACT_CRASH_POINTS"]
+           "exact_start", "install_exact", "crash", "EXACT_CRASH_POINTS"]

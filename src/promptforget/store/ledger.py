@@ -38,8 +38,8 @@ A request is ``exact`` once an ``exact`` entry follows its commit: every retrain
 of every class forgotten before it. ``commit`` and ``exact`` entries form one chain of artefact states.
 
 A forgotten class is one with a ``commit``. :func:`check_run` checks the entries' schema, the chain, the
-signatures, the events' logic, and the artefact: it must be the last commit's ``after`` state and hold no
-forgotten prompt (by name or bytes). :func:`verify` runs it on a run directory; every forget runs it first
+signatures, the events' logic, and the artefact: it must be the last commit's (or exact's) ``after``
+state and hold no forgotten prompt (by name or bytes). :func:`verify` runs it on a run directory; every forget runs it first
 and refuses on any problem.
 """
 
