@@ -259,3 +259,22 @@ def test_an_instant_request_id_is_not_replayed_as_exact(run):
     with pytest.raises(durable.RequestIdConflictError, match="was an instant forget"):
         exact_forget(run, ["sport"], request_id="inst-1")
     assert request_state(Ledger(run).read(), "inst-1")["state"] == "instant"
+
+
+def test_the_audit_cannot_tell_an_exact_forget_from_retraining(run, tmp_path):
+    # The exact artefact is the retrain reference of the run's seed itself: every attack gives it exactly
+    # that reference's figures, and no verdict tells it apart from retraining (on data this small most
+    # verdicts stay inconclusive: the reference seeds' spread is wide).
+    from promptforget.audit.report import FORGETS_MORE, LEAKS_MORE, UTILITY_LOST
+
+    exact_forget(run, ["sport"], log=lambda *_: None)
+    out = tmp_path / "audit"
+    assert main(["audit", str(run), "--train-reference", "--reference-seeds", "2", "--key-restarts", "1",
+                 "--attack-seeds", "1", "--ns", "1", "3", "--key-steps", "3", "--relearn-steps", "2", "--eval-every", "1",
+                 "--n-retain", "4", "--max-mia", "20", "--out", str(out)]) == 0
+    record = json.loads((out / "audit.json").read_text())
+    models = record["audit"]["models"]
+    assert models["audited"]["figures"] == models["reference"]["seed_figures"][0]
+    verdicts = {r["metric"]: r["verdict"] for r in record["table"]}
+    assert not {LEAKS_MORE, FORGETS_MORE, UTILITY_LOST} & set(verdicts.values()), verdicts
+    assert all(verdicts[m] == "indistinguishable" for m in ("key_recovery_j_n1", "key_recovery_j_n3", "relearn_j_n1"))
