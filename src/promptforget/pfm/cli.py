@@ -33,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", default="", help="why (recorded in the deletion ledger)")
     p.add_argument("--request-id", default=None, help="idempotency key: repeating it changes nothing (default: a new uuid)")
     p.add_argument("--json", action="store_true", help="also print the result (ledger hashes, timings) as JSON")
+    p.add_argument("--exact", action="store_true",
+                   help="then retrain the shared weights from scratch without the classes' data (needs the run's "
+                   "training data, unchanged) and replace the artefact: the model is as if it never saw them")
+    add_ledger_key_flag(p)
+
+    p = add_command(sub, "exact", cmd_exact,
+                    help="run the pending exact-forget retrains of a run (e.g. after a crash mid-retrain)")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="also print the ledger's exact entry as JSON")
     add_ledger_key_flag(p)
 
     p = add_command(sub, "export", cmd_export,
@@ -80,8 +89,14 @@ def cmd_forget(args) -> int:
     from promptforget.store.durable import forget
     from promptforget.store.ledger import load_key
 
-    r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli",
-               key=load_key(args.ledger_key_file))
+    key = load_key(args.ledger_key_file)
+    if args.exact:
+        from promptforget.pfm.exact import exact_forget
+
+        r, _ = exact_forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id,
+                               source="cli", key=key, retrain_now=False)
+    else:
+        r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli", key=key)
     if not r.replayed:
         from promptforget.pfm.card import write_model_card
 
@@ -91,6 +106,27 @@ def cmd_forget(args) -> int:
           f"request id {r.request_id}); remaining classes: {r.active_classes}")
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
+    if args.exact:  # the prompt is gone and acknowledged above; now the retrain
+        return cmd_exact(args)
+    return 0
+
+
+def cmd_exact(args) -> int:
+    """Retrain for every open exact request of the run (coalesced into one retrain) and install it."""
+    from promptforget.pfm.exact import run_exact
+    from promptforget.store.ledger import load_key
+
+    done = run_exact(args.run_dir, load_key(args.ledger_key_file))
+    if done is None:
+        print(f"[exact] no exact forget is pending in {args.run_dir}")
+        return 0
+    from promptforget.pfm.card import write_model_card
+
+    write_model_card(args.run_dir)
+    print(f"[exact] the artefact is now a retrain without {done['classes']} (ledger seq {done['seq']}, "
+          f"requests {done['request_ids']}, {done['n_train']} training examples)")
+    if args.json:
+        print(json.dumps(done, indent=2))
     return 0
 
 

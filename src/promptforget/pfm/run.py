@@ -56,6 +56,8 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
     from promptforget.pfm.card import write_model_card
+    from promptforget.pfm.exact import dataset_sha256
+    from promptforget.store.layout import MANIFEST_KEY
     from promptforget.utils.dist import is_main_process
     from promptforget.utils.io import atomic_write_json
     from promptforget.utils.tracking import Tracker, resolve_report_to
@@ -90,7 +92,9 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     if not main:  # every rank trained the same model; rank 0 writes it
         return out
     model.save_pretrained(out)
-    atomic_write_json(out / DATA_NAME, split_record(dataset, test_size, cfg.seed, max_train))
+    # The training examples' hash: an exact forget retrains on this data and checks it is unchanged.
+    atomic_write_json(out / DATA_NAME, {**split_record(dataset, test_size, cfg.seed, max_train),
+                                        MANIFEST_KEY: dataset_sha256(train)})
     atomic_write_json(out / TRAIN_LOG_NAME, {"history": history, "train_seconds": seconds, "n_train": len(train)})
     write_model_card(out)
     log.info("[train] done in %.1fs -> %s", seconds, out)

@@ -2,7 +2,8 @@
 
     POST /predict        {"texts": [...]} | {"images": [base64 PNG/JPEG, ...]} | {"arrays": [uint8 HxW(x3) lists]}
     GET  /classes        all, active and forgotten classes
-    POST /forget         {"classes": [...], "reason": "...", "request_id": "..."}      admin token
+    POST /forget         {"classes": [...], "reason": "...", "request_id": "...", "exact": false}   admin token
+    GET  /forget/{id}    a forget request's state: instant | retraining | exact               admin token
     GET  /ledger         the deletion ledger's entries (?since=SEQ&limit=N)            admin token
     GET  /ledger/verify  chain + signatures + artefact check (read-only)                admin token
     GET  /health         readiness: 200 when the ledger verifies, else 503 with the reason
@@ -19,6 +20,9 @@ Authentication: ``Authorization: Bearer <token>``. Forget and ledger endpoints n
 (``PROMPTFORGET_ADMIN_TOKEN`` or a token file); predict and classes are open unless a predict token is
 set (``/metrics`` too: it goes with ``/classes``). The check runs before the body is read (an unauthenticated client gets 401, whatever it sent), and
 compares bytes (the token as UTF-8) with ``hmac.compare_digest``. Tokens are never logged or echoed.
+
+``"exact": true`` answers once the prompt is deleted (``state: "retraining"``); the retrain without the
+classes' data runs in the background and replaces the model when done (``state: "exact"``).
 
 A ledger that does not verify (tampered, malformed, signed with another key) makes ``POST /forget``
 answer 409 and ``/health`` 503 until it verifies again; a disk error on a forget is 507 (full) or 503.
@@ -44,7 +48,7 @@ from promptforget.service.host import ModelHost
 from promptforget.service.inputs import (AuthGate, BodyLimit, ForgetRequest, PredictRequest, check_text, decode_array,
                                          decode_image, http_error)
 from promptforget.service.metrics import CONTENT_TYPE, RequestMetrics, ServiceMetrics, forget_outcome
-from promptforget.service.responses import (ClassesResponse, ForgetResponse, LedgerPage, Liveness, NotReady,
+from promptforget.service.responses import (ClassesResponse, ForgetResponse, ForgetState, LedgerPage, Liveness, NotReady,
                                             PredictResponse, Readiness, VerifyReport, errors)
 from promptforget.service.settings import ServiceSettings
 from promptforget.store import durable
@@ -169,7 +173,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
               responses=errors(400, 401, 404, 408, 409, 413, 422, 503, 507))
     def forget(req: ForgetRequest, background: BackgroundTasks) -> dict:
         try:
-            r = host.forget(req.classes, req.reason, req.request_id)
+            r = host.forget(req.classes, req.reason, req.request_id, exact=req.exact)
         except (ValueError, OSError) as e:  # TimeoutError is an OSError
             metrics.forgets.labels(forget_outcome(e)).inc()
             if isinstance(e, LedgerError):  # before ForgetError: both are ValueErrors
@@ -184,7 +188,19 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         metrics.forgets.labels(forget_outcome(None, r.replayed)).inc()
         if not r.replayed:
             background.add_task(host.update_model_card)  # after the response: off the forget's latency
-        return r.to_dict()
+        state = host.request_state(r.request_id)
+        return {**r.to_dict(), "state": state["state"] if state else "instant"}
+
+    @app.get("/forget/{request_id:path}", dependencies=[Depends(admin)], response_model=ForgetState,
+             responses=errors(401, 404, 409))
+    def forget_state(request_id: str) -> dict:
+        try:
+            state = host.request_state(request_id)
+        except LedgerError as e:
+            http_error(409, str(e))
+        if state is None:
+            http_error(404, f"no committed forget has request_id {request_id!r}")
+        return state
 
     @app.get("/ledger", dependencies=[Depends(admin)], response_model=LedgerPage, responses=errors(401, 409, 422))
     def ledger(since: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> dict:
@@ -202,7 +218,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
 
     def token_for(path: str) -> str | None:
         path = path.rstrip("/") or "/"
-        if path in ADMIN_PATHS:
+        if path in ADMIN_PATHS or path.startswith("/forget/"):
             return settings.admin_token
         return settings.predict_token if path in READ_PATHS else None
 

@@ -15,6 +15,11 @@ polling watcher keeps ``/classes`` fresh between requests.
 
 The ledger is verified at start and on every forget; while it does not verify, the host is not ready
 (``ledger_problem``): forgets are refused, predictions go on (the artefact decides which prompts exist).
+
+Exact forgets (``exact=True``, :mod:`promptforget.pfm.exact`): the instant forget answers as above; a
+background thread then retrains without the forgotten classes' data -- every open request in one retrain
+-- and, once the new artefact is in place, swaps the retrained model in by assignment (the same RCU: a
+prediction keeps the model it started with). Open requests left by a crash are retrained at start.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from promptforget.service.settings import ServiceSettings
 from promptforget.store import durable, layout
 from promptforget.store.artefact import Safetensors
 from promptforget.store.layout import WEIGHTS_NAME
-from promptforget.store.ledger import LedgerError, load_key, verify
+from promptforget.store.ledger import Ledger, LedgerError, load_key, open_exact_requests, request_state, verify
 
 log = logging.getLogger("promptforget.service")
 
@@ -96,6 +101,12 @@ class ModelHost:
         self.sync_if_changed()
         if self.ledger_problem is None:
             self.check_ledger()
+        self._exact_wake = threading.Event()
+        self._exact_guard = threading.Lock()
+        self._exact_thread: threading.Thread | None = None
+        self.exact_problem: str | None = None  # why the last exact retrain failed (it is retried on the next one)
+        if self.ready and open_exact_requests(Ledger(self.run_dir).read()):
+            self.start_exact()  # requests left open by a crash mid-retrain
         self._watcher = None
         if settings.poll_interval_s > 0:
             self._watcher = threading.Thread(target=self._watch, name="promptforget-artefact-watch", daemon=True)
@@ -159,19 +170,26 @@ class ModelHost:
             log.warning("grace period: predictions started before the swap still running after %.0fs",
                         self.settings.grace_timeout_s)
 
-    def forget(self, classes: list[str], reason: str, request_id: str) -> durable.ForgetResult:
+    def forget(self, classes: list[str], reason: str, request_id: str, exact: bool = False) -> durable.ForgetResult:
+        if exact:
+            from promptforget.pfm.exact import exact_training_data
+
+            exact_training_data(self.run_dir)  # no data, changed data: refused before anything is written
         try:
             r = durable.forget(self.run_dir, classes, reason=reason, request_id=request_id, source="service",
-                               on_artefact=self.swap, key=self.key)
+                               on_artefact=self.swap, key=self.key, exact=exact)
         except LedgerError as e:
             self.ledger_problem = str(e)
             raise
         self.ledger_problem = None  # the forget verified the whole ledger first
         self._stat = self._weights_stat()
-        log.info("forget %s request_id=%s replayed=%s seq=%d total=%.1fms", r.classes, r.request_id, r.replayed,
-                 r.ledger_seq, r.timings_ms.get("total", 0.0),
+        log.info("forget %s request_id=%s replayed=%s seq=%d total=%.1fms exact=%s", r.classes, r.request_id,
+                 r.replayed, r.ledger_seq, r.timings_ms.get("total", 0.0), r.exact_requested,
                  extra={"request_id": r.request_id, "classes": r.classes, "replayed": r.replayed,
-                        "ledger_seq": r.ledger_seq, "latency_ms": r.timings_ms.get("total", 0.0)})
+                        "ledger_seq": r.ledger_seq, "latency_ms": r.timings_ms.get("total", 0.0),
+                        "exact": r.exact_requested})
+        if r.exact_requested:
+            self.start_exact()
         return r
 
     def update_model_card(self) -> None:
@@ -184,6 +202,59 @@ class ModelHost:
                 write_model_card(self.run_dir)
         except Exception:  # noqa: BLE001 - the forget is committed; a stale card must not hide that
             log.exception("could not update the model card of %s after a forget", self.run_dir)
+
+    def request_state(self, request_id: str) -> dict | None:
+        """A forget request's state (instant | retraining | exact) from the ledger; None if never committed."""
+        state = request_state(Ledger(self.run_dir).read(), request_id)
+        if state is not None and state["state"] == "retraining" and self.exact_problem:
+            state["exact_problem"] = self.exact_problem
+        return state
+
+    # ---------------------------------------------------------------- exact forgets (background retrain)
+    def start_exact(self) -> None:
+        """Make sure a retrain runs for every open exact request (one thread; requests that arrive while it
+        trains are covered by its next round)."""
+        with self._exact_guard:
+            self._exact_wake.set()
+            if self._exact_thread is None:
+                self._exact_thread = threading.Thread(target=self._exact_worker, name="promptforget-exact", daemon=True)
+                self._exact_thread.start()
+
+    def wait_exact(self, timeout: float) -> bool:
+        """Wait until no retrain is running (tests, shutdown). True when idle."""
+        t = self._exact_thread
+        if t is not None:
+            t.join(timeout)
+        return self._exact_thread is None
+
+    def _exact_worker(self) -> None:
+        from promptforget.pfm.exact import run_exact
+
+        while True:
+            self._exact_wake.clear()
+            try:
+                done = run_exact(self.run_dir, self.key, on_model=self.install_model, log=log.info)
+                self.exact_problem = None
+                if done is not None:
+                    self._stat = self._weights_stat()
+                    self.update_model_card()
+            except Exception as e:  # noqa: BLE001 - the request stays open; the next forget or start retries
+                self.exact_problem = f"{type(e).__name__}: {e}"
+                log.exception("exact retrain failed; the instant forget stands and the request stays open")
+            with self._exact_guard:
+                if not self._exact_wake.is_set() or self._stop.is_set():
+                    self._exact_thread = None
+                    return
+
+    def install_model(self, model) -> None:
+        """Serve ``model`` (the retrain, already on disk) from now on; wait out predictions on the old one."""
+        model = model.to(next(self.model.parameters()).device).eval()
+        with self._swap_lock:
+            self.model = model
+            self.in_sync = True
+        if not self.readers.synchronize(self.settings.grace_timeout_s):
+            log.warning("grace period: predictions started before the retrained model still running after %.0fs",
+                        self.settings.grace_timeout_s)
 
     # ---------------------------------------------------------------- forgets made elsewhere (CLI)
     def _weights_stat(self):

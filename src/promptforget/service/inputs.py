@@ -167,3 +167,6 @@ class ForgetRequest(BaseModel):
     classes: list[str] = Field(..., min_length=1, description="class names to forget (all or nothing)")
     reason: str = Field(..., min_length=1, max_length=durable.MAX_REASON_CHARS, description="why; recorded in the ledger")
     request_id: str = Field(..., pattern=REQUEST_ID_PATTERN, description="idempotency key: a repeat changes nothing")
+    exact: bool = Field(False, description="then retrain the shared weights without the classes' data, in the "
+                        "background (GET /forget/{request_id} tells when it is done); refused (409) when the run's "
+                        "training data is unavailable or changed")

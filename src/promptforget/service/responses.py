@@ -52,6 +52,18 @@ class ForgetResponse(BaseModel):
     forgotten_classes: list[str]
     recovery: dict[str, Any] | None = Field(None, description="a crashed forget resolved first, if any")
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    state: str = Field("instant", description="instant (prompt deleted) | retraining (an exact forget is running) "
+                       "| exact (retrained without the class's data)")
+    exact_requested: bool = Field(False, description="an exact forget was asked for")
+
+
+class ForgetState(BaseModel):
+    request_id: str
+    classes: list[str]
+    state: str = Field(..., description="instant | retraining | exact")
+    exact_requested: bool
+    commit_seq: int = Field(..., description="seq of the ledger's commit entry (the instant forget)")
+    exact_seq: int | None = Field(None, description="seq of the ledger's exact entry, once retrained")
 
 
 class LedgerPage(BaseModel):

@@ -4,7 +4,8 @@ deletion ledger, and the one durable forget path that keeps artefact and ledger 
 - :mod:`promptforget.store.layout`   file names, class-key encoding, active classes, the recorded split
 - :mod:`promptforget.store.artefact` byte-level access to ``model.safetensors``
 - :mod:`promptforget.store.ledger`   the hash-chained, append-only ledger and its verification
-- :mod:`promptforget.store.durable`  the crash-consistent forget (CLI, Python, HTTP all use it)
+- :mod:`promptforget.store.durable`  the crash-consistent forget (CLI, Python, HTTP all use it) and the
+  install of an exact forget's retrained artefact
 """
 
 from __future__ import annotations

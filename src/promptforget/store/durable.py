@@ -30,6 +30,16 @@ bytes), and resolve a dangling ``pending`` by hashing the artefact: equal to the
 (nothing happened; the request id may be retried); anything else -> :class:`LedgerError`, no forget
 proceeds until a person looks. Recovery appends only to a chain that checks out. So after any crash the pair is either before or after, never half.
 
+Exact forgetting (:func:`install_exact`, called by :mod:`promptforget.pfm.exact` once a retrain
+without the forgotten classes' data is done): ``forget(..., exact=True)`` records the request in the
+pending and commit (``exact_requested``). The retrain runs outside the lock; then, under it, the
+artefact must still be the state the retrain started from (else the retrain is stale: another forget
+came in, and the caller retrains again, covering it too). ``exact_pending`` (before- and after-hash)
+-- ``after_exact_pending``; atomic replace -- ``mid_exact_artefact``, ``after_exact_artefact``;
+``on_artefact`` -- ``before_exact_commit``; ``exact``. Recovery resolves a dangling ``exact_pending``
+as a pending (roll forward to ``exact``, or ``exact_abort``: the instant state stays and the request
+stays open for the next retrain).
+
 Crash injection for tests: ``PROMPTFORGET_CRASH_AT=<point>`` makes the process ``os._exit(86)`` there.
 """
 
@@ -52,12 +62,15 @@ from typing import Callable, Iterable
 from promptforget.store import layout
 from promptforget.store.artefact import Safetensors
 from promptforget.store.layout import WEIGHTS_NAME, prompt_tensor_name
-from promptforget.store.ledger import (Ledger, LedgerError, LedgerKey, check_chain, check_run, check_signatures,
-                                       committed, dangling_pending, is_signed, load_key, utc_now)
+from promptforget.store.ledger import (EXACT_FIELDS, Ledger, LedgerError, LedgerKey, check_chain, check_run,
+                                       check_signatures, committed, dangling_pending, forgotten_by_ledger,
+                                       forgotten_prompt_problems, is_signed, load_key, open_exact_requests, utc_now)
 from promptforget.utils.io import atomic_write_bytes, remove_stale_temps
 
 CRASH_ENV = "PROMPTFORGET_CRASH_AT"
 CRASH_POINTS = ("after_pending", "mid_artefact", "after_artefact", "before_commit", "mid_commit", "after_commit")
+EXACT_CRASH_POINTS = ("mid_exact_training", "after_exact_pending", "mid_exact_artefact", "after_exact_artefact",
+                      "before_exact_commit")
 CRASH_EXIT_CODE = 86
 REQUEST_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}"
 REQUEST_ID_RE = re.compile(REQUEST_ID_CHARS)  # use fullmatch: "$" would also accept a trailing newline
@@ -94,6 +107,11 @@ class StorageError(ForgetError):
 
 
 # ---------------------------------------------------------------------- crash injection
+def crash(point: str) -> None:
+    """Crash injection: exit here when ``$PROMPTFORGET_CRASH_AT`` names ``point`` (tests only)."""
+    _crash(point)
+
+
 def _crash(point: str) -> None:
     if os.environ.get(CRASH_ENV) == point:
         os._exit(CRASH_EXIT_CODE)
@@ -106,8 +124,8 @@ def _crash_mid_write(fd: int, line: bytes) -> None:
         os._exit(CRASH_EXIT_CODE)
 
 
-def _crash_mid_artefact(run_dir: Path, data: bytes) -> None:
-    if os.environ.get(CRASH_ENV) == "mid_artefact":
+def _crash_mid_artefact(run_dir: Path, data: bytes, point: str = "mid_artefact") -> None:
+    if os.environ.get(CRASH_ENV) == point:
         # What atomic_write_bytes leaves when killed while writing: a partial temp file, no rename.
         fd, _ = tempfile.mkstemp(prefix=f".{WEIGHTS_NAME}.", suffix=".tmp", dir=run_dir)
         os.write(fd, data[: len(data) // 2])
@@ -187,6 +205,8 @@ def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
         raise LedgerError(f"{run_dir}: cannot resolve the pending forget seq {p['seq']}: the ledger does not "
                           f"verify ({problems[0]}); nothing was written")
     sha = hashlib.sha256((run_dir / WEIGHTS_NAME).read_bytes()).hexdigest()
+    if p["event"] == "exact_pending":
+        return _recover_exact(run_dir, ledger, entries, p, sha, report)
     if sha == p["artefact_after_sha256"]:
         ledger.append(_commit_event(p, recovered=True), entries)
         report["resolved"] = {"pending_seq": p["seq"], "action": "commit", "request_id": p["request_id"]}
@@ -202,10 +222,30 @@ def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
     return report
 
 
+def _recover_exact(run_dir: Path, ledger: Ledger, entries: list[dict], p: dict, sha: str, report: dict) -> dict:
+    if sha == p["artefact_after_sha256"]:
+        ledger.append(_exact_event(p, recovered=True), entries)
+        report["resolved"] = {"pending_seq": p["seq"], "action": "exact", "request_ids": p["request_ids"]}
+    elif sha == p["artefact_before_sha256"]:
+        ledger.append({"event": "exact_abort", "pending_seq": p["seq"],
+                       "note": "crashed before the retrained artefact was in place; the instant forget stands "
+                               "and the exact retrain runs again"}, entries)
+        report["resolved"] = {"pending_seq": p["seq"], "action": "exact_abort", "request_ids": p["request_ids"]}
+    else:
+        raise LedgerError(f"{run_dir}: exact retrain seq {p['seq']} is unresolved and the artefact (sha256 "
+                          f"{sha[:12]}...) is neither its before nor its after state; refusing to continue")
+    return report
+
+
 def _commit_event(p: dict, recovered: bool = False) -> dict:
     keep = ("request_id", "classes", "reason", "source", "removed_prompt_sha256",
             "artefact_before_sha256", "artefact_after_sha256")
-    return {"event": "commit", "pending_seq": p["seq"], **{k: p[k] for k in keep}, "recovered": recovered}
+    exact = {"exact_requested": True} if p.get("exact_requested") else {}
+    return {"event": "commit", "pending_seq": p["seq"], **{k: p[k] for k in keep}, **exact, "recovered": recovered}
+
+
+def _exact_event(p: dict, recovered: bool = False) -> dict:
+    return {"event": "exact", "pending_seq": p["seq"], **{k: p[k] for k in EXACT_FIELDS}, "recovered": recovered}
 
 
 # ---------------------------------------------------------------------- the forget
@@ -224,6 +264,7 @@ class ForgetResult:
     forgotten_classes: list[str]
     recovery: dict | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    exact_requested: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -255,13 +296,15 @@ def forget(
     source: str = "cli",
     on_artefact: Callable[[list[str]], None] | None = None,
     key: LedgerKey | None = None,
+    exact: bool = False,
 ) -> ForgetResult:
     """Forget ``classes`` durably (see the module docstring). Returns once artefact and ledger are on disk.
 
     ``on_artefact(active_classes)`` runs after the artefact is replaced and before the commit: a live
     model uses it to drop the prompts from memory. A repeated ``request_id`` with the same classes
     returns the recorded result (``replayed=True``); with other classes it is an error. ``key`` signs
-    the new entries and checks the old ones (default: from the environment).
+    the new entries and checks the old ones (default: from the environment). ``exact=True`` records that
+    an exact retrain is asked for (``exact_requested``); :mod:`promptforget.pfm.exact` runs it.
     """
     t0 = time.perf_counter()
     classes, reason, request_id = validate_request(classes, reason, request_id)
@@ -291,6 +334,9 @@ def forget(
                 if sorted(e["classes"]) != sorted(classes):
                     raise RequestIdConflictError(
                         f"request_id {request_id!r} was already used for classes {e['classes']} (seq {e['seq']})")
+                if exact and not e.get("exact_requested"):
+                    raise RequestIdConflictError(f"request_id {request_id!r} was an instant forget (seq {e['seq']}); "
+                                                 "ask for the exact one with a new request id")
                 state = artefact_state(run_dir)
                 if on_artefact is not None:
                     on_artefact(state["active_classes"])
@@ -314,6 +360,7 @@ def forget(
             "removed_prompt_sha256": {c: st.tensor_sha256(prompt_tensor_name(c)) for c in classes},
             "artefact_before_sha256": facts["artefact_sha256"],
             "artefact_after_sha256": hashlib.sha256(new).hexdigest(),
+            **({"exact_requested": True} if exact else {}),
         }
         del raw, st  # the old prompt bytes need not live longer than necessary
         t = lap("prepare", t)
@@ -365,6 +412,88 @@ def _artefact_write_failed(e: OSError, ledger: Ledger, p: dict, entries: list[di
     return StorageError.from_os(e, "writing the artefact")
 
 
+# ---------------------------------------------------------------------- the exact retrain's artefact
+def exact_start(run_dir: str | os.PathLike, key: LedgerKey | None = None) -> dict | None:
+    """What an exact retrain must do now, under the lock after recovery: None when no request is open, else
+    ``{"request_ids", "classes" (every forgotten class), "artefact_sha256" (the state it starts from)}``."""
+    key = key if key is not None else load_key()
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        _recover_locked(run_dir, key)
+        entries = _verified_entries(run_dir, key)
+        requests = open_exact_requests(entries)
+        if not requests:
+            return None
+        return {"request_ids": [e["request_id"] for e in requests], "classes": forgotten_by_ledger(entries),
+                "artefact_sha256": hashlib.sha256((run_dir / WEIGHTS_NAME).read_bytes()).hexdigest()}
+
+
+def _verified_entries(run_dir: Path, key: LedgerKey | None) -> list[dict]:
+    entries = Ledger(run_dir, key).read()
+    weights = run_dir / WEIGHTS_NAME
+    problems, _ = check_run(entries, weights.read_bytes(), layout.class_names(run_dir), key, str(weights))
+    if problems:
+        raise LedgerError(f"the ledger does not verify, nothing was written: {problems[0]}")
+    return entries
+
+
+def install_exact(
+    run_dir: str | os.PathLike,
+    new: bytes,
+    start: dict,
+    config_sha256: str,
+    train_manifest_sha256: str,
+    n_train: int,
+    on_artefact: Callable[[], None] | None = None,
+    key: LedgerKey | None = None,
+) -> dict | None:
+    """Replace the artefact with the retrain's bytes ``new`` (trained from ``start``, :func:`exact_start`)
+    and record it. Returns the ``exact`` entry, or None when the retrain is stale (a forget came in while it
+    trained: the caller retrains again). ``on_artefact()`` runs after the replace, before the commit."""
+    key = key if key is not None else load_key()
+    run_dir = Path(run_dir)
+    names = layout.class_names(run_dir)
+    with run_lock(run_dir):
+        _recover_locked(run_dir, key)
+        entries = _verified_entries(run_dir, key)
+        weights = run_dir / WEIGHTS_NAME
+        before = hashlib.sha256(weights.read_bytes()).hexdigest()
+        if before != start["artefact_sha256"] or forgotten_by_ledger(entries) != start["classes"]:
+            return None
+        st = Safetensors.parse(new, "the retrained artefact")
+        problems = forgotten_prompt_problems(entries, st)
+        kept = layout.active_classes(names, st.names())
+        if kept != [c for c in names if c not in start["classes"]]:
+            problems.append(f"it holds the prompts of {kept}, not of every class still known")
+        if problems:
+            raise ValueError(f"the retrained artefact is wrong, nothing was written: {problems[0]}")
+        covered = [e["request_id"] for e in open_exact_requests(entries)]
+        pending = {"event": "exact_pending", "request_ids": covered, "classes": list(start["classes"]),
+                   "config_sha256": config_sha256, "train_manifest_sha256": train_manifest_sha256, "n_train": n_train,
+                   "artefact_before_sha256": before, "artefact_after_sha256": hashlib.sha256(new).hexdigest()}
+        try:
+            p = Ledger(run_dir, key).append(pending, entries)
+        except OSError as e:
+            raise StorageError.from_os(e, "writing the ledger", after="the instant forget stands") from None
+        entries.append(p)
+        _crash("after_exact_pending")
+        _crash_mid_artefact(run_dir, new, "mid_exact_artefact")
+        try:
+            atomic_write_bytes(weights, new)
+        except OSError as e:
+            raise StorageError.from_os(e, "writing the retrained artefact",
+                                       after="the instant forget stands; recovery aborts the retrain") from None
+        _crash("after_exact_artefact")
+        if on_artefact is not None:
+            on_artefact()
+        _crash("before_exact_commit")
+        try:
+            return Ledger(run_dir, key).append(_exact_event(p), entries)
+        except OSError as e:
+            raise StorageError.from_os(e, "writing the ledger's exact entry", after="the retrained artefact is in "
+                                       "place; the next start records it (recovery)") from None
+
+
 def _result(e: dict, replayed: bool, state: dict, recovery: dict | None, timings: dict) -> ForgetResult:
     return ForgetResult(
         request_id=e["request_id"], classes=list(e["classes"]), reason=e.get("reason", ""), replayed=replayed,
@@ -372,9 +501,10 @@ def _result(e: dict, replayed: bool, state: dict, recovery: dict | None, timings
         artefact_after_sha256=e["artefact_after_sha256"], removed_prompt_sha256=dict(e["removed_prompt_sha256"]),
         active_classes=list(state["active_classes"]), forgotten_classes=list(state["forgotten_classes"]),
         recovery=recovery if (recovery and (recovery["resolved"] or recovery["torn_tail_bytes"] or recovery["stale_temps"])) else None,
-        timings_ms=timings,
+        timings_ms=timings, exact_requested=bool(e.get("exact_requested")),
     )
 
 
 __all__ = ["forget", "recover", "artefact_state", "run_lock", "ForgetResult", "ForgetError", "UnknownClassNameError",
-           "AlreadyForgottenError", "RequestIdConflictError", "StorageError", "LedgerError", "CRASH_ENV", "CRASH_POINTS", "utc_now"]
+           "AlreadyForgottenError", "RequestIdConflictError", "StorageError", "LedgerError", "CRASH_ENV", "CRASH_POINTS", "utc_now",
+           "exact_start", "install_exact", "crash", "EXACT_CRASH_POINTS"]

@@ -4,7 +4,8 @@ CLI's fast commands read runs without importing a model.
     RUN_DIR/
       pfm_config.json       the PFMConfig, the backbone's name and sha256
       model.safetensors     LoRA, head and the class prompts: the prompts present ARE the known classes
-      data.json             the recorded split (dataset, test_size, seed, max_train)
+      data.json             the recorded split (dataset, test_size, seed, max_train) and the training
+                            examples' hash (train_manifest_sha256, checked by an exact forget)
       train_log.json        training history
       forget_ledger.jsonl   the deletion ledger (store.ledger)
       evaluation.json       `promptforget evaluate`
@@ -25,6 +26,7 @@ LEDGER_NAME = "forget_ledger.jsonl"
 EVAL_NAME = "evaluation.json"
 AUDIT_DIR = "audit"
 PROMPT_PREFIX = "prompts."
+MANIFEST_KEY = "train_manifest_sha256"  # in data.json: SHA-256 over the ordered training examples and labels
 
 
 def class_key(class_name: str) -> str:

@@ -22,9 +22,24 @@ Events (written by :mod:`promptforget.store.durable`, the only writer):
              (``pending_seq``); ``recovered: true`` when a restart rolled a crashed forget forward.
 ``abort``    a crashed forget that never replaced the artefact (nothing was forgotten).
 
+Exact forgetting (a retrain of the shared weights without the forgotten classes' data, see
+:mod:`promptforget.pfm.exact`). The request for it is the instant forget's ``exact_requested: true``
+(in its pending and commit): durable before any training starts, so a crash mid-retrain leaves an open
+request that the next start retrains. Once the retrained bytes exist:
+
+``exact_pending``  intent to replace the artefact with the retrain: the requests it covers
+                   (``request_ids``), every forgotten class it was trained without (``classes``), the
+                   retrain's ``config_sha256``, ``train_manifest_sha256`` of the training examples used,
+                   ``n_train``, and the artefact's before and exact after hash.
+``exact``          the retrain is in place (repeats the pending's fields, ``pending_seq``).
+``exact_abort``    a crashed retrain that never replaced the artefact; its requests stay open.
+
+A request is ``exact`` once an ``exact`` entry follows its commit: every retrain leaves out the data
+of every class forgotten before it. ``commit`` and ``exact`` entries form one chain of artefact states.
+
 A forgotten class is one with a ``commit``. :func:`check_run` checks the entries' schema, the chain, the
-signatures, the events' logic, and the artefact: it must be the last commit's ``after`` state and hold no
-forgotten prompt (by name or bytes). :func:`verify` runs it on a run directory; every forget runs it first
+signatures, the events' logic, and the artefact: it must be the last commit's (or exact's) ``after``
+state and hold no forgotten prompt (by name or bytes). :func:`verify` runs it on a run directory; every forget runs it first
 and refuses on any problem.
 """
 
@@ -47,7 +62,9 @@ from promptforget.store.layout import LEDGER_NAME
 from promptforget.utils.io import fsync_dir
 
 GENESIS = "0" * 64
-EVENTS = ("pending", "commit", "abort")
+EVENTS = ("pending", "commit", "abort", "exact_pending", "exact", "exact_abort")
+PENDING_EVENTS = ("pending", "exact_pending")
+ARTEFACT_EVENTS = ("commit", "exact")  # the entries that replace the artefact
 KEY_ENV = "PROMPTFORGET_LEDGER_KEY"
 KEY_FILE_ENV = "PROMPTFORGET_LEDGER_KEY_FILE"
 MIN_KEY_BYTES = 16
@@ -147,12 +164,25 @@ _FIELDS = {  # event -> required field -> check
     "commit": ("pending_seq", "request_id", "classes", "removed_prompt_sha256",
                "artefact_before_sha256", "artefact_after_sha256"),
     "abort": ("pending_seq", "request_id"),
+    "exact_pending": ("request_ids", "classes", "config_sha256", "train_manifest_sha256", "n_train",
+                      "artefact_before_sha256", "artefact_after_sha256"),
+    "exact": ("pending_seq", "request_ids", "classes", "config_sha256", "train_manifest_sha256", "n_train",
+              "artefact_before_sha256", "artefact_after_sha256"),
+    "exact_abort": ("pending_seq",),
 }
+EXACT_FIELDS = _FIELDS["exact"][1:]  # what an exact entry repeats from its exact_pending
 
 
 def _field_problem(name: str, value) -> str | None:
     if name in ("seq", "pending_seq"):
         return None if type(value) is int and value >= 1 else "must be a positive integer"
+    if name == "n_train":
+        return None if type(value) is int and value >= 1 else "must be a positive integer"
+    if name == "request_ids":
+        ok = isinstance(value, list) and all(isinstance(r, str) and r for r in value)
+        return None if ok else "must be a list of request ids"
+    if name == "exact_requested":
+        return None if value is True else "must be true when present"
     if name.endswith("sha256") and name != "removed_prompt_sha256":
         return None if isinstance(value, str) and _HEX64.fullmatch(value) else "must be 64 lowercase hex digits"
     if name == "classes":
@@ -177,9 +207,11 @@ def schema_problem(entry: dict) -> str | None:
         why = _field_problem(name, entry[name])
         if why:
             return f"{kind} field {name!r} {why}"
-    for name in ("hmac", "key_id"):
-        if name in entry and _field_problem(name, entry[name]):
-            return f"{kind} field {name!r} must be a string"
+    for name in ("hmac", "key_id", "exact_requested"):
+        if name in entry:
+            why = _field_problem(name, entry[name])
+            if why:
+                return f"{kind} field {name!r} {why}"
     return None
 
 
@@ -285,8 +317,33 @@ def forgotten_by_ledger(entries: list[dict]) -> list[str]:
 
 
 def dangling_pending(entries: list[dict]) -> dict | None:
-    """The last entry, if it is a pending without a commit/abort (a forget that crashed)."""
-    return entries[-1] if entries and entries[-1].get("event") == "pending" else None
+    """The last entry, if it is a pending or exact_pending without its resolution (a crash)."""
+    return entries[-1] if entries and entries[-1].get("event") in PENDING_EVENTS else None
+
+
+def artefact_changes(entries: list[dict]) -> list[dict]:
+    """The ``commit`` and ``exact`` entries: each replaced the artefact, in order."""
+    return [e for e in entries if e.get("event") in ARTEFACT_EVENTS]
+
+
+def open_exact_requests(entries: list[dict]) -> list[dict]:
+    """Commits that asked for an exact forget and are not yet covered by an ``exact`` entry."""
+    last_exact = max((e["seq"] for e in entries if e.get("event") == "exact"), default=0)
+    return [e for e in committed(entries) if e.get("exact_requested") and e["seq"] > last_exact]
+
+
+def request_state(entries: list[dict], request_id: str) -> dict | None:
+    """Where a committed forget stands: ``instant`` (prompt deleted), ``retraining`` (an exact forget was
+    asked for and is not done) or ``exact`` (a retrain without the class's data replaced the artefact).
+    None when no commit has that request id."""
+    c = next((e for e in committed(entries) if e["request_id"] == request_id), None)
+    if c is None:
+        return None
+    exact = next((e for e in entries if e.get("event") == "exact" and e["seq"] > c["seq"]), None)
+    state = "exact" if exact else "retraining" if c.get("exact_requested") else "instant"
+    return {"request_id": request_id, "classes": list(c["classes"]), "state": state,
+            "exact_requested": bool(c.get("exact_requested")), "commit_seq": c["seq"],
+            "exact_seq": exact["seq"] if exact else None}
 
 
 def head(entries: list[dict]) -> dict:
@@ -312,27 +369,39 @@ def check_chain(entries: list[dict]) -> list[str]:
             problems.append(f"{where}: entry_sha256 does not match its content (entry was modified)")
         prev = e.get("entry_sha256")
         kind = e.get("event")
-        if kind == "pending":
+        if kind in PENDING_EVENTS:
             if pending:
                 problems.append(f"{where}: a second pending while seq {next(iter(pending))} is unresolved")
             pending = {e.get("seq"): e}
-        elif kind in ("commit", "abort"):
+        elif kind in _RESOLVES:
             p = pending.pop(e.get("pending_seq"), None)
-            if p is None:
-                problems.append(f"{where}: {kind} for pending seq {e.get('pending_seq')}, which is not the open pending")
-            elif kind == "commit":
-                for k in ("request_id", "classes", "artefact_before_sha256", "artefact_after_sha256", "removed_prompt_sha256"):
+            if p is None or p.get("event") != _RESOLVES[kind]:
+                problems.append(f"{where}: {kind} for pending seq {e.get('pending_seq')}, which is not the open "
+                                f"{_RESOLVES[kind]}")
+            elif kind in ("commit", "exact"):
+                for k in _REPEATED[kind]:
                     if e.get(k) != p.get(k):
-                        problems.append(f"{where}: commit field {k!r} differs from its pending")
+                        problems.append(f"{where}: {kind} field {k!r} differs from its pending")
         else:
             problems.append(f"{where}: unknown event {kind!r}")
-    # Consecutive commits: each starts from the artefact the previous one left.
-    commits = committed(entries)
-    for a, b in zip(commits, commits[1:]):
+        if kind == "exact":
+            forgotten = sorted({c for x in committed(entries[: i - 1]) for c in x["classes"]})
+            if sorted(e.get("classes", [])) != forgotten:
+                problems.append(f"{where}: the retrain left out {sorted(e.get('classes', []))}, but the classes "
+                                f"forgotten before it are {forgotten}")
+    # Consecutive artefact states: each starts from the artefact the previous one left.
+    changes = artefact_changes(entries)
+    for a, b in zip(changes, changes[1:]):
         if b.get("artefact_before_sha256") != a.get("artefact_after_sha256"):
             problems.append(f"seq {b.get('seq')}: artefact before-hash is not seq {a.get('seq')}'s after-hash "
                             f"(the artefact changed outside the ledger in between)")
     return problems
+
+
+_RESOLVES = {"commit": "pending", "abort": "pending", "exact": "exact_pending", "exact_abort": "exact_pending"}
+_REPEATED = {"commit": ("request_id", "classes", "artefact_before_sha256", "artefact_after_sha256",
+                        "removed_prompt_sha256", "exact_requested"),
+             "exact": EXACT_FIELDS}
 
 
 def check_signatures(entries: list[dict], key: LedgerKey | None) -> list[str]:
@@ -370,6 +439,25 @@ def check_anchor(entries: list[dict], expect_head: str) -> list[str]:
     return []
 
 
+def forgotten_prompt_problems(entries: list[dict], st: Safetensors) -> list[str]:
+    """A forgotten class's prompt still in the artefact ``st``: by name, or by the exact bytes removed."""
+    names = set(st.names())
+    problems = [f"class {c!r} is forgotten in the ledger but its prompt is in the artefact"
+                for c in forgotten_by_ledger(entries) if layout.prompt_tensor_name(c) in names]
+    removed = {h: (e["seq"], c) for e in committed(entries) for c, h in e["removed_prompt_sha256"].items()}
+    if removed:
+        # Every prompt has the same size, so only tensors of a prompt's size can hold a removed one's exact bytes.
+        prompt_sizes = {st.nbytes(n) for n in st.names() if n.startswith(layout.PROMPT_PREFIX)}
+        for n in st.names():
+            if prompt_sizes and st.nbytes(n) not in prompt_sizes:
+                continue
+            h = st.tensor_sha256(n)
+            if h in removed:
+                seq, c = removed[h]
+                problems.append(f"tensor {n!r} has the exact bytes of the prompt of {c!r} removed at seq {seq}")
+    return problems
+
+
 def check_run(entries: list[dict], raw_artefact: bytes, class_names: list[str], key: LedgerKey | None = None,
               where: str = layout.WEIGHTS_NAME) -> tuple[list[str], dict]:
     """Chain, signatures, and the artefact against the ledger. Returns (problems, facts about the run)."""
@@ -385,28 +473,16 @@ def check_run(entries: list[dict], raw_artefact: bytes, class_names: list[str], 
     names = set(st.names())
     sha = hashlib.sha256(raw_artefact).hexdigest()
     forgotten = forgotten_by_ledger(entries)
-    for c in forgotten:
-        if layout.prompt_tensor_name(c) in names:
-            problems.append(f"class {c!r} is forgotten in the ledger but its prompt is in the artefact")
-    removed = {h: (e["seq"], c) for e in committed(entries) for c, h in e["removed_prompt_sha256"].items()}
-    if removed:
-        # Every prompt has the same size, so only tensors of a prompt's size can hold a removed one's exact bytes.
-        prompt_sizes = {st.nbytes(n) for n in st.names() if n.startswith(layout.PROMPT_PREFIX)}
-        for n in st.names():
-            if prompt_sizes and st.nbytes(n) not in prompt_sizes:
-                continue
-            h = st.tensor_sha256(n)
-            if h in removed:
-                seq, c = removed[h]
-                problems.append(f"tensor {n!r} has the exact bytes of the prompt of {c!r} removed at seq {seq}")
+    problems += forgotten_prompt_problems(entries, st)
     active = layout.active_classes(class_names, names)
     unrecorded = sorted({c for c in class_names if c not in active} - set(forgotten))
     if unrecorded:
         problems.append(f"classes missing from the artefact without a ledger commit: {unrecorded} "
                         "(the ledger was deleted or truncated, or the artefact replaced)")
-    commits = committed(entries)
-    if commits and commits[-1]["artefact_after_sha256"] != sha:
-        problems.append("the artefact is not the one the last commit produced (changed outside the ledger)")
+    changes = artefact_changes(entries)
+    if changes and changes[-1]["artefact_after_sha256"] != sha:
+        problems.append(f"the artefact is not the one the last {changes[-1]['event']} produced "
+                        f"(seq {changes[-1]['seq']}; changed outside the ledger)")
     return problems, {"forgotten_classes": forgotten, "active_classes": active, "artefact_sha256": sha}
 
 
@@ -426,7 +502,8 @@ def verify(run_dir: str | os.PathLike, key: LedgerKey | None = None, expect_head
     except LedgerError as e:
         problems.append(str(e))
     if dangling_pending(entries):
-        problems.append(f"seq {entries[-1]['seq']}: pending forget without commit/abort (a crash; recovery resolves it)")
+        problems.append(f"seq {entries[-1]['seq']}: {entries[-1]['event']} without its commit/abort "
+                        "(a crash; recovery resolves it)")
     weights = run_dir / layout.WEIGHTS_NAME
     try:
         raw = weights.read_bytes()
