@@ -103,9 +103,11 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
     out = tmp / "audit"
     assert main(["audit", str(run), "--out", str(out)]) == 2  # a reference choice is required
     assert "--train-reference" in capsys.readouterr().err
-    assert main(["audit", str(run), "--train-reference", "--out", str(out), "--batch-size", "8"]) == 0
+    assert main(["audit", str(run), "--train-reference", "--reference-seeds", "2", "--out", str(out),
+                 "--batch-size", "8"]) == 0
     record = json.loads((out / "audit.json").read_text())
     audit = record["audit"]
+    assert audit["reference_seeds"] == 2
     assert audit["kind"] == "spul" and set(audit["models"]) == {"audited", "original", "reference"}
     assert (out / "audit.md").read_text().startswith("# SPUL unlearning audit")
     assert (out / "spul_audit.png").stat().st_size > 0 and (out / "README.md").is_file()
@@ -118,8 +120,8 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
     for s in ("train_forget", "train_retain"):
         assert audit["models"]["audited"]["accuracy"][s]["accuracy"] == unlearn_eval[s]["accuracy"]
     # The reference was trained on the retain set only and saved for reuse; it is a different model.
-    ref_dir = out / "reference" / "model"
-    assert (ref_dir / "model.safetensors").is_file()
+    saved = sorted((out / "reference").glob("seed-*/model/model.safetensors"))
+    assert len(saved) == 2 and saved[0].read_bytes() != saved[1].read_bytes()  # two seeds, two models
     # sequence MIAs: the non-member set is at least as large as the member set (members subsampled)
     sizes = audit["models"]["reference"]["llm_mia"]
     assert sizes["n_member"] == min(len(ids["train_forget"]), len(ids["test_forget"]))
@@ -137,6 +139,7 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
                 assert r[m]["ci95"][0] <= r[m]["value"] <= r[m]["ci95"][1] and r[m]["n"] >= 1
 
     capsys.readouterr()
-    assert main(["audit", str(run), "--train-reference", "--out", str(out), "--batch-size", "8", "--no-plots"]) == 0
+    assert main(["audit", str(run), "--train-reference", "--reference-seeds", "2", "--out", str(out),
+                 "--batch-size", "8", "--no-plots"]) == 0
     assert "reusing the reference" in capsys.readouterr().out
     assert json.loads((out / "audit.json").read_text())["audit"]["models"]["reference"]["accuracy"] == audit["models"]["reference"]["accuracy"]

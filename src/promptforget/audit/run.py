@@ -161,31 +161,34 @@ def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None
     split = {k: v for k, v in split.items() if k != "info"}
     log.info("[audit] SPUL run %s: %s", run_dir, ", ".join(f"{k} {len(v)}" for k, v in split.items()))
 
-    reference_model = None
+    references = None
     if reference:
         ref_path = Path(reference)
         check_reference_model(ref_path, inputs)
-        reference_model, _ = load_causal_lm(str(ref_path / "model" if (ref_path / "model").is_dir() else ref_path))
+        references = [load_causal_lm(str(ref_path / "model" if (ref_path / "model").is_dir() else ref_path))[0]]
     elif train_reference:
-        ref_dir = out / "reference" / "model"
-        if (ref_dir / "config.json").is_file():
-            log.info("[audit] reusing the reference in %s", ref_dir)
-            reference_model, _ = load_causal_lm(str(ref_dir))
-        else:
-            base, ft = stage1_run(inputs.model)
-            if config.reference_epochs is not None:
-                ft = {**ft, "epochs": config.reference_epochs}
-            log.info("[audit] training the reference: stage 1 (%s) on the %d retain examples only ...", base,
-                     len(split["train_retain"]))
-            reference_model, ref_tok = load_causal_lm(base)
-            reference_model, _ = finetune(reference_model, ref_tok, task, split["train_retain"],
-                                          FinetuneConfig.from_dict(ft))
-            reference_model.save_pretrained(str(ref_dir), safe_serialization=True)
+        base, ft = stage1_run(inputs.model)
+        if config.reference_epochs is not None:
+            ft = {**ft, "epochs": config.reference_epochs}
+        references = []
+        # Stage 1 retrained on the retain set only, once per seed: the spread between them joins every interval.
+        for seed in range(ft["seed"], ft["seed"] + config.reference_seeds):
+            ref_dir = out / "reference" / f"seed-{seed}" / "model"
+            if (ref_dir / "config.json").is_file():
+                log.info("[audit] reusing the reference in %s", ref_dir)
+                references.append(load_causal_lm(str(ref_dir))[0])
+                continue
+            log.info("[audit] training reference seed %d: stage 1 (%s) on the %d retain examples only ...", seed,
+                     base, len(split["train_retain"]))
+            ref, ref_tok = load_causal_lm(base)
+            ref, _ = finetune(ref, ref_tok, task, split["train_retain"], FinetuneConfig.from_dict({**ft, "seed": seed}))
+            ref.save_pretrained(str(ref_dir), safe_serialization=True)
             ref_tok.save_pretrained(str(ref_dir))
+            references.append(ref)
 
     model, tok = load_causal_lm(inputs.model)
     spul = SPUL.from_pretrained(model, tok, run_dir / "prompt")
-    audit = audit_spul(spul, split, reference_model, max_length=data.max_length, batch_size=config.batch_size,
+    audit = audit_spul(spul, split, references, max_length=data.max_length, batch_size=config.batch_size,
                        seed=config.seed, progress=log.info)
     audit.update(run_dir=str(run_dir), forget_info=forget_split["info"], stage1_model=inputs.model,
                  settings=settings or config.to_dict(), audit_seconds=time.perf_counter() - t0)
