@@ -12,6 +12,27 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+def write_word_csv(path, words: dict[str, str], per_class: int, seed: int = 0):
+    """A toy text,label CSV: each row is three words drawn from its label's word list."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for label, ws in words.items():
+            for _ in range(per_class):
+                w.writerow([" ".join(rng.choice(ws.split(), 3)), label])
+    return path
+
+
+@pytest.fixture(scope="session")
+def word_csv():
+    return write_word_csv
+
+
 def _tiny(hidden=32, layers=2, heads=2):
     return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=2 * hidden)
 

@@ -3,7 +3,6 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 
 from promptforget.cli import main
@@ -39,15 +38,8 @@ def test_report_to_resolves_and_refuses_what_is_not_installed(monkeypatch):
         resolve_report_to("wandb")
 
 
-def test_pfm_train_writes_tensorboard_events_per_epoch(tiny_bert_dir, tmp_path):
-    rng = np.random.default_rng(0)
-    words = {"red": "apple cherry fire", "blue": "sky sea ice"}
-    with open(tmp_path / "toy.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        for label, ws in words.items():
-            for _ in range(12):
-                w.writerow([" ".join(rng.choice(ws.split(), 3)), label])
+def test_pfm_train_writes_tensorboard_events_per_epoch(tiny_bert_dir, tmp_path, word_csv):
+    word_csv(tmp_path / "toy.csv", {"red": "apple cherry fire", "blue": "sky sea ice"}, per_class=12)
     run = tmp_path / "run"
     assert main(["train", "--dataset", f"csv:{tmp_path / 'toy.csv'}", "--backbone", tiny_bert_dir, "--epochs", "2",
                  "--max-length", "8", "--batch-size", "8", "--out", str(run), "--report-to", "tensorboard"]) == 0

@@ -1,9 +1,7 @@
 """`promptforget audit RUN_DIR` end to end on a tiny CSV text run (tiny random BERT)."""
 
-import csv
 import json
 
-import numpy as np
 import pytest
 
 from promptforget.cli import main
@@ -11,16 +9,10 @@ from promptforget.cli import main
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_bert_dir, tmp_path_factory):
+def run_dir(tiny_bert_dir, tmp_path_factory, word_csv):
     d = tmp_path_factory.mktemp("auditcli")
-    rng = np.random.default_rng(0)
-    words = {"red": "apple cherry blood fire", "blue": "sky sea ocean ice", "green": "grass leaf frog lime"}
-    with open(d / "toy.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        for label, ws in words.items():
-            for _ in range(15):
-                w.writerow([" ".join(rng.choice(ws.split(), 3)), label])
+    word_csv(d / "toy.csv", {"red": "apple cherry blood fire", "blue": "sky sea ocean ice",
+                             "green": "grass leaf frog lime"}, per_class=15)
     run = d / "run"
     rc = main(["train", "--dataset", f"csv:{d / 'toy.csv'}", "--backbone", tiny_bert_dir, "--epochs", "1",
                "--max-length", "8", "--batch-size", "16", "--out", str(run)])
