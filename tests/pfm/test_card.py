@@ -101,3 +101,4 @@ def test_the_dinov2_alias_is_named_by_its_local_directory(tmp_path, monkeypatch)
     assert cache_root().is_relative_to(tmp_path)
     assert base_model_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
     assert base_model_id("/some/dir") == "/some/dir"
+

@@ -193,6 +193,8 @@ def test_cli_exact_and_a_signed_ledger(run, exact_sport, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "forgot ['sport']" in out and "the artefact is now a retrain without ['sport']" in out
     assert same_weights((run / WEIGHTS_NAME).read_bytes(), exact_sport)
+    assert "| sport | 2 | `cli-1` |" in (run / "README.md").read_text()  # the card row ...
+    assert "| cli | - | exact |" in (run / "README.md").read_text()  # ... says the forget is exact
     from promptforget.store.ledger import load_key
 
     report = verify(run, load_key())

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from promptforget.store import layout
-from promptforget.store.ledger import GENESIS, Ledger, LedgerError, committed
+from promptforget.store.ledger import GENESIS, Ledger, LedgerError, committed, request_state
 from promptforget.utils.io import atomic_write_text
 
 CARD_NAME = "README.md"
@@ -135,8 +135,12 @@ def ledger_summary(run_dir: Path, forget_events: list[dict] | None) -> dict:
     except LedgerError as e:
         error = str(e)
     events = forget_events if forget_events is not None else committed(entries)
+    # instant (prompt deleted), retraining (an exact forget is running) or exact (retrained without the data)
+    states = {e.get("request_id"): (request_state(entries, e.get("request_id")) or {}).get("state", "instant")
+              for e in events}
     return {
         "events": events,
+        "states": states,
         "forgotten_classes": [c for e in events for c in e.get("classes", [])],
         "entries": len(entries),
         "head_sha256": entries[-1]["entry_sha256"] if entries else GENESIS,
@@ -220,10 +224,15 @@ def forgetting_section(ledger: dict) -> str:
     if not ledger["events"]:
         lines += ["", "No class has been forgotten."]
     else:
-        lines += ["", "| classes | ledger seq | request id | time (UTC) | source | reason |", "|---|---:|---|---|---|---|"]
+        lines += ["", "| classes | ledger seq | request id | time (UTC) | source | reason | state |",
+                  "|---|---:|---|---|---|---|---|"]
         for e in ledger["events"]:
+            state = ledger.get("states", {}).get(e.get("request_id"), "instant")
             lines.append(f"| {', '.join(e.get('classes', []))} | {e.get('seq')} | `{e.get('request_id')}` | "
-                         f"{e.get('time')} | {e.get('source', '-')} | {e.get('reason') or '-'} |")
+                         f"{e.get('time')} | {e.get('source', '-')} | {e.get('reason') or '-'} | {state} |")
+        lines += ["", "State: `instant` = the prompt is deleted; `exact` = the shared weights were also retrained "
+                  "from scratch without the class's data (`promptforget forget --exact`); `retraining` = an exact "
+                  "forget is under way."]
     lines += ["", f"Ledger: {ledger['entries']} entries, head `{ledger['head_sha256']}` "
                   "(`promptforget ledger verify RUN` checks the chain and the weights file against it)."]
     return "\n".join(lines)
