@@ -1,6 +1,6 @@
 """Run every benchmark at CPU-sized settings (under 15 minutes on 2 cores); JSON lands in runs/bench/.
 
-    python benchmarks/run_all.py [--quick]
+    python benchmarks/run_all.py [--only SCRIPT ...]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BENCHES = [
-    ("pfm_train_step.py", ["--classes", "10", "--batch", "32", "--steps", "3"]),
+    ("pfm_train_step.py", ["--classes", "10", "100", "--batch", "32", "--steps", "3"]),
     ("forget_latency.py", ["--steps", "2", "--repeats", "20"]),
     ("prompt_overhead.py", ["--classes", "10", "100", "1000", "--repeats", "2"]),
     ("spul_memory.py", []),

@@ -365,3 +365,63 @@ def test_hf_image_processor_trains_predicts_and_exports(tiny_vit_dir, tmp_path):
     exported = AutoImageProcessor.from_pretrained(out)  # the run's transform, not the base model's 224 px
     rgb = list(np.repeat(images[..., None], 3, axis=-1))
     assert torch.equal(exported(rgb, return_tensors="pt")["pixel_values"], m.preprocess(images)["pixel_values"])
+
+
+def test_reverse_gradient_negates_only_the_backward():
+    from promptforget.pfm.objective import ReverseGradient
+
+    x = torch.randn(3, 4, requires_grad=True)
+    y = ReverseGradient.apply(x)
+    torch.testing.assert_close(y, x)
+    (y * torch.arange(4.0)).sum().backward()
+    torch.testing.assert_close(x.grad, -torch.arange(4.0).expand(3, 4))
+
+
+def test_adversarial_probe_learns_the_class_and_pushes_the_shared_weights_the_other_way(tiny_vit_dir):
+    torch.manual_seed(0)
+    m = make(tiny_vit_dir).eval()  # no dropout: the two passes differ only by the probe term
+    x, y = pixels(8), torch.arange(8) % 4
+    m.adversary = torch.nn.Linear(m.encoder.hidden_size, m.num_classes)
+    grads = {}
+    for w in (0.0, 1.0):
+        m.zero_grad(set_to_none=True)
+        loss, parts = pfm_loss(m, x, y, torch.Generator().manual_seed(4), probe_weight=w)
+        loss.backward()
+        grads[w] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    assert "probe" in parts and torch.isfinite(parts["probe"])
+    assert "adversary.weight" in grads[1.0] and "adversary.weight" not in grads[0.0]
+    # The probe term alone, on the head: the adversary's own gradient descends its CE, while the gradient
+    # reaching the shared weights is the reversed one, so a step there raises the probe's loss.
+    lora = [n for n in grads[1.0] if "lora_" in n]
+    assert lora and any(not torch.allclose(grads[1.0][n], grads[0.0][n]) for n in lora)
+
+    def probe_ce():
+        with torch.no_grad():
+            feats = []
+            h = m.head.register_forward_hook(lambda mod, inp, out: feats.append(inp[0]))
+            ids, mask = torch.zeros(8, 0, dtype=torch.long), torch.zeros(8, 0, dtype=torch.bool)
+            m(x, ids, mask)
+            h.remove()
+            return torch.nn.functional.cross_entropy(m.adversary(feats[0]), y)
+
+    before = probe_ce()
+    lora_params = [p for n, p in m.named_parameters() if "lora_" in n]
+    with torch.no_grad():  # a small step of the shared weights along the probe term's (reversed) gradient
+        for n, p in m.named_parameters():
+            if "lora_" in n:
+                p -= 0.5 * (grads[1.0][n] - grads[0.0][n])
+    assert lora_params and probe_ce() > before
+
+
+def test_adversarial_probe_is_trained_then_dropped(tiny_vit_dir, tmp_path):
+    from promptforget.pfm.train import fit
+
+    m = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, epochs=2, batch_size=8, lr=1e-2,
+                           probe_weight=0.5))
+    history = fit(m, pixels(n=8), torch.arange(8) % 4, progress=False)
+    assert all("probe" in log and log["probe"] > 0 for log in history)
+    assert not hasattr(m, "adversary")
+    plain = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES))
+    assert m.trainable_state_dict().keys() == plain.trainable_state_dict().keys()
+    with pytest.raises(ValueError, match="probe_weight"):
+        PFMConfig(probe_weight=-1.0)

@@ -51,6 +51,12 @@ class PFMConfig(ConfigMixin):
                               "class); 0 = off (paper)")
     decoy_steps: int = knob(0, "signed-gradient steps pushing each decoy towards its sample's class")
     decoy_eps: float = knob(0.1, "per-coordinate size of a decoy step")
+    # Adversarial class probe (not in the paper). A linear probe on the CLS features reads a forgotten class
+    # out of the shared weights. This trains one on view B (samples without their own prompt) and passes
+    # its gradient to the shared weights reversed (DANN), so they learn to hide the class without its key.
+    # The probe is a training-time module only; it is never saved.
+    probe_weight: float = knob(0.0, "weight of an adversarial class probe on view B's CLS features, trained "
+                               "through gradient reversal; 0 = off (paper)")
     lr: float = 1e-3
     lr_schedule: str = knob("constant", "constant (published recipe) or cosine decay to 0 over the run",
                             choices=LR_SCHEDULES)
@@ -86,6 +92,8 @@ class PFMConfig(ConfigMixin):
             raise ValueError(f"decoy_share must be in [0, 1], got {self.decoy_share}")
         if self.decoy_steps < 0 or self.decoy_eps < 0:
             raise ValueError(f"decoy_steps and decoy_eps must be >= 0, got {self.decoy_steps}, {self.decoy_eps}")
+        if self.probe_weight < 0:
+            raise ValueError(f"probe_weight must be >= 0, got {self.probe_weight}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.view_b_sizes not in VIEW_B_SIZES:

@@ -64,11 +64,27 @@ def kl_uniform_to_softmax(logits: torch.Tensor) -> torch.Tensor:
     return (-math.log(c) - F.log_softmax(logits, dim=-1).mean(dim=-1)).mean()
 
 
+class ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient comes back negated (gradient reversal, Ganin & Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
 def pfm_loss(
     model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0, shard=None,
-    decoy: tuple[float, int, float] | None = None, view_b_sizes: str = "uniform",
+    decoy: tuple[float, int, float] | None = None, view_b_sizes: str = "uniform", probe_weight: float = 0.0,
 ):
     """CE on view A + kl_weight * KL(U || p) on view B, computed with one forward of 2B samples.
+
+    probe_weight > 0: + probe_weight * CE of ``model.adversary`` (a linear probe) on view B's CLS features.
+    The probe descends that CE; the shared weights get its gradient reversed, i.e. ascend it, so the
+    features a sample gets without its own prompt stop telling its class.
 
     decoy = (share, steps, eps): that share of view-B samples also holds a fresh N(0,1) prompt of no
     class, moved ``steps`` signed-gradient steps of ``eps`` towards the sample's class (the audit's
@@ -89,10 +105,21 @@ def pfm_loss(
         keys, on = decoy_keys(core, inputs, labels, ids_b, mask_b, share, steps, eps, generator, shard)
         # View A rows carry an empty decoy slot, view B rows the decoy where `on`.
         extra = {"decoy_prompts": torch.cat([keys, keys]), "decoy_mask": torch.cat([torch.zeros_like(on), on])}
-    logits = model(doubled, prompt_ids=ids, prompt_mask=mask, **extra)
+    features = []
+    hook = core.head.register_forward_hook(lambda mod, inp, out: features.append(inp[0])) if probe_weight > 0 else None
+    try:
+        logits = model(doubled, prompt_ids=ids, prompt_mask=mask, **extra)
+    finally:
+        if hook is not None:
+            hook.remove()
     ce = F.cross_entropy(logits[:b], labels)
     kl = kl_uniform_to_softmax(logits[b:])
-    return ce + kl_weight * kl, {"ce": ce.detach(), "kl": kl.detach()}
+    loss, parts = ce + kl_weight * kl, {"ce": ce.detach(), "kl": kl.detach()}
+    if probe_weight > 0:
+        probe = F.cross_entropy(core.adversary(ReverseGradient.apply(features[0][b:])), labels)
+        loss = loss + probe_weight * probe
+        parts["probe"] = probe.detach()
+    return loss, parts
 
 
 def decoy_keys(model, inputs, labels, ids, mask, share: float, steps: int, eps: float, generator=None, shard=None):

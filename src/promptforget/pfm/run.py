@@ -81,7 +81,8 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     tracker = Tracker(report_to if main else "none", out, "pfm-train", cfg.to_dict())
 
     def epoch_end(epoch: int, losses: dict) -> None:
-        log.info("[train] epoch %d: loss %.4f (ce %.4f, kl %.4f)", epoch, losses["loss"], losses["ce"], losses["kl"])
+        probe = f", adversarial probe {losses['probe']:.4f}" if "probe" in losses else ""
+        log.info("[train] epoch %d: loss %.4f (ce %.4f, kl %.4f%s)", epoch, losses["loss"], losses["ce"], losses["kl"], probe)
         tracker.log({k: v for k, v in losses.items() if k != "epoch"}, epoch, prefix="train/")
 
     t0 = time.perf_counter()

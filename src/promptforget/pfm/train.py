@@ -73,6 +73,10 @@ def fit(
         shuffle=True,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
+    probe_weight = cfg.probe_weight if cfg.objective == "pfm" else 0.0
+    if probe_weight > 0:
+        # Registered on the model so that DDP averages its gradients too; removed after training.
+        model.adversary = torch.nn.Linear(model.encoder.hidden_size, model.num_classes)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     total_steps = max(1, cfg.epochs * len(loader))
@@ -88,7 +92,7 @@ def fit(
     history = []
     for epoch in range(cfg.epochs):
         model.train()
-        totals = {"loss": 0.0, "ce": 0.0, "kl": 0.0}
+        totals = {"loss": 0.0, "ce": 0.0, "kl": 0.0, **({"probe": 0.0} if probe_weight > 0 else {})}
         steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and acc.is_local_main_process), leave=False)
         for batch_inputs, batch_labels in bar:
@@ -98,15 +102,15 @@ def fit(
                 loss, parts = plain_loss(model, trim_padding(batch_inputs), batch_labels)
             else:
                 loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard, decoy,
-                                       cfg.view_b_sizes)
+                                       cfg.view_b_sizes, probe_weight)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()
             if schedule is not None:
                 schedule.step()
             totals["loss"] += loss.item()
-            totals["ce"] += parts["ce"].item()
-            totals["kl"] += parts["kl"].item()
+            for key in totals.keys() - {"loss"}:
+                totals[key] += parts[key].item()
             steps += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
         log = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in totals.items()},
@@ -114,5 +118,8 @@ def fit(
         history.append(log)
         if on_epoch_end is not None and acc.is_main_process:
             on_epoch_end(epoch + 1, log)
-    acc.unwrap_model(model).eval()
+    core = acc.unwrap_model(model)
+    if probe_weight > 0:
+        del core.adversary  # a training-time adversary, never part of the model
+    core.eval()
     return history
