@@ -8,6 +8,9 @@ One stage-1 run (``spul finetune``) is given or trained; every point is then ``s
 
     PYTHONPATH=src python benchmarks/spul_tradeoff.py --stage1 runs/spul-s1 --forget entity:auto \\
         --spul-lr 1e-4,1e-3,3e-3 --spul-epochs 20,60 --baseline-lr 1e-4,5e-4 --seeds 0,1 --out runs/tradeoff
+
+A sweep run in pieces (e.g. one process per method, side by side) is joined with
+``--merge DIR [DIR ...] --out OUT``: same stage 1 and forget spec required; nothing is trained.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def ints(text: str) -> list[int]:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--merge", nargs="+", metavar="DIR", help="join the tradeoff.json of earlier sweeps of the same "
+                    "stage 1 and forget spec into OUT (table, front, plot); trains nothing")
     ap.add_argument("--stage1", help="a `spul finetune` run directory (else one is trained into OUT/stage1)")
     ap.add_argument("--model", default="smollm2", help="base model when training stage 1")
     ap.add_argument("--data", default="rotten_tomatoes", help="data when training stage 1 (PFM's grammar)")
@@ -66,6 +71,8 @@ def parse_args(argv=None):
     ap.add_argument("--lora-alpha", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.merge:
+        return args
     if len(set(args.seeds)) < 2:
         ap.error("--seeds needs at least two seeds")
     return args
@@ -186,8 +193,63 @@ def plot(points: list[dict], reference: dict | None, path: Path) -> None:
     plt.close(fig)
 
 
+def markdown(record: dict) -> list[str]:
+    """The table of docs/results.md: mean +- sd over seeds (%), peak RSS, and whether the point is on the front."""
+    fronts = {pair: set(record.get(f"pareto_{pair}", [])) for pair in PAIRS}
+    lines = ["| method | lr | epochs | seeds | train-retain | train-forget | test-retain | test-forget | peak RSS (MB) "
+             "| on the front (train / test) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    s1 = record.get("stage1_accuracy")
+    if s1:
+        lines.append("| stage 1 | | | | " + " | ".join("-" if s1.get(k) is None else f"{100 * s1[k]:.1f}" for k in
+                                                    ("train_retain", "train_forget", "test_retain", "test_forget"))
+                     + " | | |")
+
+    def cell(acc):
+        return "-" if acc["mean"] is None else f"{100 * acc['mean']:.1f} +- {100 * acc['sd']:.1f}"
+
+    for i, p in enumerate(record["points"]):
+        a, st = p["accuracy"], p["settings"]
+        marks = " / ".join("yes" if i in fronts[pair] else "no" for pair in PAIRS)
+        lines.append(f"| {p['method']} | {st.get('lr'):g} | {st.get('epochs')} | {len(p['seeds'])} | "
+                     + " | ".join(cell(a[k]) for k in ("train_retain", "train_forget", "test_retain", "test_forget"))
+                     + f" | {p['peak_rss_mb']:.0f} | {marks} |")
+    return lines
+
+
+def merge(dirs: list[str], out: Path) -> dict:
+    """One record from sweeps run in pieces over the same stage 1 and forget spec."""
+    records = [json.loads((Path(d) / "tradeoff.json").read_text()) for d in dirs]
+    for key in ("stage1",):
+        if len({r[key] for r in records}) > 1:
+            raise SystemExit(f"--merge: the sweeps differ in {key}: {sorted({r[key] for r in records})}")
+    specs = {r["args"]["forget"] for r in records}
+    if len(specs) > 1:
+        raise SystemExit(f"--merge: the sweeps differ in their forget spec: {sorted(specs)}")
+    record = {"merged_from": [str(d) for d in dirs], "stage1": records[0]["stage1"], "args": records[0]["args"],
+              "runs": [run for r in records for run in r["runs"]],
+              "seconds": sum(r.get("seconds", 0) for r in records)}
+    for r in records:
+        if "stage1_accuracy" in r:
+            record["stage1_accuracy"] = r["stage1_accuracy"]
+    record["points"] = summarise(record["runs"])
+    for pair, (retain, forget) in PAIRS.items():
+        record[f"pareto_{pair}"] = pareto_front(record["points"], retain, forget)
+    return record
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        from promptforget.utils.io import atomic_write_json
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        record = merge(args.merge, out)
+        atomic_write_json(out / "tradeoff.json", record)
+        plot(record["points"], record.get("stage1_accuracy"), out / "tradeoff.png")
+        print("\n".join(markdown(record)))
+        print(f"-> {out / 'tradeoff.json'}, {out / 'tradeoff.png'}")
+        return 0
     if args.threads:
         import torch
 
@@ -219,6 +281,7 @@ def main(argv=None) -> int:
         record[f"pareto_{pair}"] = pareto_front(record["points"], retain, forget)
     atomic_write_json(out / "tradeoff.json", record)
     plot(record["points"], record["stage1_accuracy"], out / "tradeoff.png")
+    print("\n".join(markdown(record)))
     print(f"-> {out / 'tradeoff.json'}, {out / 'tradeoff.png'}")
     return 0
 

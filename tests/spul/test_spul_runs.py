@@ -196,3 +196,21 @@ def test_tradeoff_grid_on_a_tiny_model(setup):
     assert record["pareto_train"] and set(record["stage1_accuracy"]) >= {"test_retain", "test_forget"}
     assert (out / "tradeoff.png").stat().st_size > 0
     assert main(["spul", "evaluate", record["runs"][0]["out"], "--out", str(tmp / "e")]) == 0  # each point is a run
+
+    # A sweep run in two pieces and merged gives the same points as the sweep in one piece.
+    (tmp / "part").mkdir()
+    part = json.loads((out / "tradeoff.json").read_text())
+    part["runs"] = part["runs"][2:]
+    (tmp / "part" / "tradeoff.json").write_text(json.dumps(part))
+    first = dict(record, runs=record["runs"][:2])
+    (tmp / "first").mkdir()
+    (tmp / "first" / "tradeoff.json").write_text(json.dumps(first))
+    assert tradeoff.main(["--merge", str(tmp / "first"), str(tmp / "part"), "--out", str(tmp / "merged")]) == 0
+    merged = json.loads((tmp / "merged" / "tradeoff.json").read_text())
+    assert merged["points"] == record["points"] and merged["pareto_train"] == record["pareto_train"]
+    table = tradeoff.markdown(merged)
+    assert len(table) == 2 + 1 + len(record["points"]) and table[3].startswith("| spul | 0.01 | 1 | 2 |")
+    other = dict(part, args={**part["args"], "forget": "cluster:2:1"})
+    (tmp / "part" / "tradeoff.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="forget spec"):
+        tradeoff.main(["--merge", str(tmp / "first"), str(tmp / "part"), "--out", str(tmp / "merged2")])
