@@ -216,12 +216,14 @@ def markdown(record: dict) -> list[str]:
     return lines
 
 
-def merge(dirs: list[str], out: Path) -> dict:
+def merge(dirs: list[str]) -> dict:
     """One record from sweeps run in pieces over the same stage 1 and forget spec."""
+    missing = [d for d in dirs if not (Path(d) / "tradeoff.json").is_file()]
+    if missing:
+        raise SystemExit(f"--merge: no tradeoff.json in {', '.join(missing)}")
     records = [json.loads((Path(d) / "tradeoff.json").read_text()) for d in dirs]
-    for key in ("stage1",):
-        if len({r[key] for r in records}) > 1:
-            raise SystemExit(f"--merge: the sweeps differ in {key}: {sorted({r[key] for r in records})}")
+    if len({r["stage1"] for r in records}) > 1:
+        raise SystemExit(f"--merge: the sweeps differ in their stage 1: {sorted({r['stage1'] for r in records})}")
     specs = {r["args"]["forget"] for r in records}
     if len(specs) > 1:
         raise SystemExit(f"--merge: the sweeps differ in their forget spec: {sorted(specs)}")
@@ -244,7 +246,7 @@ def main(argv=None) -> int:
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        record = merge(args.merge, out)
+        record = merge(args.merge)
         atomic_write_json(out / "tradeoff.json", record)
         plot(record["points"], record.get("stage1_accuracy"), out / "tradeoff.png")
         print("\n".join(markdown(record)))

@@ -54,7 +54,8 @@ class PFMConfig(ConfigMixin):
     # Adversarial class probe (not in the paper). A linear probe on the CLS features reads a forgotten class
     # out of the shared weights. This trains one on view B (samples without their own prompt) and passes
     # its gradient to the shared weights reversed (DANN), so they learn to hide the class without its key.
-    # The probe is a training-time module only; it is never saved.
+    # The probe is a training-time module only; it is never saved. Measured at 1 on MNIST-5k it diverged
+    # (utility 0.934 -> 0.234, docs/results.md): the reversed loss is unbounded.
     probe_weight: float = knob(0.0, "weight of an adversarial class probe on view B's CLS features, trained "
                                "through gradient reversal; 0 = off (paper)")
     lr: float = 1e-3
