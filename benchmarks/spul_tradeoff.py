@@ -70,11 +70,13 @@ def parse_args(argv=None):
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--lora-alpha", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--piece", action="store_true", help="one piece of a sweep, to be joined by --merge: a single "
+                    "seed is allowed (the merged points then carry every piece's seeds)")
     args = ap.parse_args(argv)
     if args.merge:
         return args
-    if len(set(args.seeds)) < 2:
-        ap.error("--seeds needs at least two seeds")
+    if len(set(args.seeds)) < 2 and not args.piece:
+        ap.error("--seeds needs at least two seeds (or --piece, for a piece joined later by --merge)")
     return args
 
 

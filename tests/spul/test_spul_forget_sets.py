@@ -29,6 +29,16 @@ def test_frequent_capitalised_names_skips_sentence_starts_and_stopwords():
     assert set(names) == {"Hanks", "Lopez", "Tom"}  # Jennifer/Leeds/A/Nothing start sentences
 
 
+def test_frequent_capitalised_names_skips_titles_and_words_mostly_written_lower_case():
+    news = [{"id": str(i), "text": t} for i, t in enumerate([
+        "Yesterday Mr Blair met Mr Brown on Monday.", "Then Mr Blair spoke to the Government.",
+        "The government said the government would act.", "Later Mr Brown left.", "Again Blair won.",
+    ])]
+    # "Mr" (title), "Monday" (calendar) and "Government" (lower case 2x, capitalised 1x) are not names.
+    assert fs.frequent_capitalised_names(news, top_k=5, min_count=1) == ["Blair", "Brown"]
+    assert fs.auto_entity_names(news, news, min_size=3) == ["Blair"]
+
+
 def test_cluster_forget_set_picks_whole_clusters_and_assigns_test_points():
     rng = np.random.default_rng(0)
     centers = np.array([[10.0, 0], [0, 10.0], [-10.0, -10.0]])
