@@ -72,6 +72,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--piece", action="store_true", help="one piece of a sweep, to be joined by --merge: a single "
                     "seed is allowed (the merged points then carry every piece's seeds)")
+    ap.add_argument("--no-stage1-eval", action="store_true", help="skip evaluating stage 1 on the forget split (a "
+                    "piece whose sibling evaluates it; --merge takes it from any piece)")
     args = ap.parse_args(argv)
     if args.merge:
         return args
@@ -273,18 +275,19 @@ def main(argv=None) -> int:
         record["points"] = summarise(record["runs"])
         record["seconds"] = round(time.time() - t_all, 1)
         atomic_write_json(out / "tradeoff.json", record)
-    # Stage 1 on the same four splits: the first run's evaluation of stage 1 is not kept, so evaluate it once.
-    from promptforget.spul.pipeline import accuracies, evaluate_run
-    from promptforget.spul.runs import resolve_inputs
+    if not args.no_stage1_eval:
+        # Stage 1 on the same four splits: the runs do not keep their evaluation of stage 1, so evaluate it once.
+        from promptforget.spul.pipeline import accuracies, evaluate_run
+        from promptforget.spul.runs import resolve_inputs
 
-    inputs = resolve_inputs(stage1, {"forget": args.forget, "min_forget": args.min_forget, "seed": args.seeds[0]})
-    ev = evaluate_run(out / "stage1_eval", inputs, {"command": "tradeoff stage1"})
-    record["stage1_accuracy"] = accuracies(ev["evaluation"])
+        inputs = resolve_inputs(stage1, {"forget": args.forget, "min_forget": args.min_forget, "seed": args.seeds[0]})
+        ev = evaluate_run(out / "stage1_eval", inputs, {"command": "tradeoff stage1"})
+        record["stage1_accuracy"] = accuracies(ev["evaluation"])
     record["stage1_train_acc"] = stage1_results["evaluation"]["train"]["accuracy"]
     for pair, (retain, forget) in PAIRS.items():
         record[f"pareto_{pair}"] = pareto_front(record["points"], retain, forget)
     atomic_write_json(out / "tradeoff.json", record)
-    plot(record["points"], record["stage1_accuracy"], out / "tradeoff.png")
+    plot(record["points"], record.get("stage1_accuracy"), out / "tradeoff.png")
     print("\n".join(markdown(record)))
     print(f"-> {out / 'tradeoff.json'}, {out / 'tradeoff.png'}")
     return 0
