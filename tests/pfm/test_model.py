@@ -385,7 +385,7 @@ def test_adversarial_probe_learns_the_class_and_pushes_the_shared_weights_the_ot
     grads = {}
     for w in (0.0, 1.0):
         m.zero_grad(set_to_none=True)
-        loss, parts = pfm_loss(m, x, y, torch.Generator().manual_seed(4), probe_weight=w)
+        loss, parts = pfm_loss(m, x, y, torch.Generator().manual_seed(4), probe_weight=w, probe_mode="reverse")
         loss.backward()
         grads[w] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
     assert "probe" in parts and torch.isfinite(parts["probe"])
@@ -413,13 +413,51 @@ def test_adversarial_probe_learns_the_class_and_pushes_the_shared_weights_the_ot
     assert lora_params and probe_ce() > before
 
 
+def test_confusion_probe_trains_the_probe_on_detached_features_and_the_shared_weights_towards_uniform(tiny_vit_dir):
+    from promptforget.pfm.objective import kl_uniform_to_softmax
+
+    torch.manual_seed(0)
+    m = make(tiny_vit_dir).eval()
+    x, y = pixels(8), torch.arange(8) % 4
+    m.adversary = torch.nn.Linear(m.encoder.hidden_size, m.num_classes)
+    grads = {}
+    for w in (0.0, 1.0):
+        m.zero_grad(set_to_none=True)
+        loss, parts = pfm_loss(m, x, y, torch.Generator().manual_seed(4), probe_weight=w, probe_mode="confusion")
+        loss.backward()
+        grads[w] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    assert parts["confusion"] >= 0 and parts["probe"] > 0
+    # The confusion term never reaches the probe (frozen there); the probe's CE never reaches the features.
+    assert "adversary.weight" in grads[1.0]
+    ids, mask = torch.zeros(8, 0, dtype=torch.long), torch.zeros(8, 0, dtype=torch.bool)
+    lora = [n for n in grads[1.0] if "lora_" in n]
+    assert lora and any(not torch.allclose(grads[1.0][n], grads[0.0][n]) for n in lora)
+
+    def confusion():
+        with torch.no_grad():
+            out = []
+            hook = m.head.register_forward_hook(lambda mod, inp, o: out.append(inp[0]))
+            m(x, ids, mask)
+            hook.remove()
+            return kl_uniform_to_softmax(m.adversary(out[0]))
+
+    before = confusion()
+    with torch.no_grad():  # a small step of the shared weights along the confusion term's gradient
+        for n, p in m.named_parameters():
+            if "lora_" in n:
+                p -= 0.5 * (grads[1.0][n] - grads[0.0][n])
+    assert confusion() < before
+    with pytest.raises(ValueError, match="probe_mode"):
+        PFMConfig(probe_mode="mystery")
+
+
 def test_adversarial_probe_is_trained_then_dropped(tiny_vit_dir, tmp_path):
     from promptforget.pfm.train import fit
 
     m = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES, epochs=2, batch_size=8, lr=1e-2,
                            probe_weight=0.5))
     history = fit(m, pixels(n=8), torch.arange(8) % 4, progress=False)
-    assert all("probe" in log and log["probe"] > 0 for log in history)
+    assert all("probe" in log and log["probe"] > 0 and log["confusion"] >= 0 for log in history)
     assert not hasattr(m, "adversary")
     plain = PFMModel(PFMConfig(backbone=tiny_vit_dir, class_names=CLASSES))
     assert m.trainable_state_dict().keys() == plain.trainable_state_dict().keys()

@@ -12,6 +12,7 @@ PROMPT_STYLES = ("token", "prefix")
 OBJECTIVES = ("pfm", "plain")
 LR_SCHEDULES = ("constant", "cosine")
 VIEW_B_SIZES = ("uniform", "harmonic")
+PROBE_MODES = ("confusion", "reverse")
 IMAGE_PROCESSORS = ("torch", "hf")
 
 
@@ -52,12 +53,15 @@ class PFMConfig(ConfigMixin):
     decoy_steps: int = knob(0, "signed-gradient steps pushing each decoy towards its sample's class")
     decoy_eps: float = knob(0.1, "per-coordinate size of a decoy step")
     # Adversarial class probe (not in the paper). A linear probe on the CLS features reads a forgotten class
-    # out of the shared weights. This trains one on view B (samples without their own prompt) and passes
-    # its gradient to the shared weights reversed (DANN), so they learn to hide the class without its key.
-    # The probe is a training-time module only; it is never saved. Measured at 1 on MNIST-5k it diverged
-    # (utility 0.934 -> 0.234, docs/results.md): the reversed loss is unbounded.
-    probe_weight: float = knob(0.0, "weight of an adversarial class probe on view B's CLS features, trained "
-                               "through gradient reversal; 0 = off (paper)")
+    # out of the shared weights. This trains one on view B (samples without their own prompt) and makes the
+    # shared weights hide the class from it. "reverse" passes the probe's CE gradient back negated (DANN);
+    # that loss is unbounded and diverged on MNIST-5k (utility 0.934 -> 0.234, docs/results.md).
+    # "confusion" asks instead for the probe's output to be uniform (KL to uniform, >= 0, zero when the
+    # probe reads nothing), with the probe frozen in that term (Tzeng et al. 2015).
+    # The probe is a training-time module only; it is never saved.
+    probe_weight: float = knob(0.0, "weight of an adversarial class probe on view B's CLS features; 0 = off (paper)")
+    probe_mode: str = knob("confusion", "how the shared weights fight the probe: confusion (its output pushed to "
+                           "uniform, bounded) or reverse (its CE ascended by gradient reversal)", choices=PROBE_MODES)
     lr: float = 1e-3
     lr_schedule: str = knob("constant", "constant (published recipe) or cosine decay to 0 over the run",
                             choices=LR_SCHEDULES)
@@ -95,6 +99,8 @@ class PFMConfig(ConfigMixin):
             raise ValueError(f"decoy_steps and decoy_eps must be >= 0, got {self.decoy_steps}, {self.decoy_eps}")
         if self.probe_weight < 0:
             raise ValueError(f"probe_weight must be >= 0, got {self.probe_weight}")
+        if self.probe_mode not in PROBE_MODES:
+            raise ValueError(f"probe_mode must be one of {PROBE_MODES}, got {self.probe_mode!r}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.view_b_sizes not in VIEW_B_SIZES:

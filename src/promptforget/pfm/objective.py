@@ -79,12 +79,15 @@ class ReverseGradient(torch.autograd.Function):
 def pfm_loss(
     model, inputs: dict[str, torch.Tensor], labels: torch.Tensor, generator=None, kl_weight: float = 1.0, shard=None,
     decoy: tuple[float, int, float] | None = None, view_b_sizes: str = "uniform", probe_weight: float = 0.0,
+    probe_mode: str = "confusion",
 ):
     """CE on view A + kl_weight * KL(U || p) on view B, computed with one forward of 2B samples.
 
-    probe_weight > 0: + probe_weight * CE of ``model.adversary`` (a linear probe) on view B's CLS features.
-    The probe descends that CE; the shared weights get its gradient reversed, i.e. ascend it, so the
-    features a sample gets without its own prompt stop telling its class.
+    probe_weight > 0: ``model.adversary`` (a linear probe) learns the class from view B's CLS features
+    (its CE, on detached features, is logged as ``probe``), and the shared weights are pushed to hide it,
+    so the features a sample gets without its own prompt stop telling its class. probe_mode "confusion":
+    + probe_weight * KL(U || probe output), the probe frozen in that term (logged as ``confusion``);
+    "reverse": + probe_weight * the probe's CE with the gradient into the features negated.
 
     decoy = (share, steps, eps): that share of view-B samples also holds a fresh N(0,1) prompt of no
     class, moved ``steps`` signed-gradient steps of ``eps`` towards the sample's class (the audit's
@@ -116,8 +119,16 @@ def pfm_loss(
     kl = kl_uniform_to_softmax(logits[b:])
     loss, parts = ce + kl_weight * kl, {"ce": ce.detach(), "kl": kl.detach()}
     if probe_weight > 0:
-        probe = F.cross_entropy(core.adversary(ReverseGradient.apply(features[0][b:])), labels)
-        loss = loss + probe_weight * probe
+        feats = features[0][b:]
+        if probe_mode == "reverse":
+            probe = F.cross_entropy(core.adversary(ReverseGradient.apply(feats)), labels)
+            loss = loss + probe_weight * probe
+        else:
+            probe = F.cross_entropy(core.adversary(feats.detach()), labels)  # trains the probe only
+            frozen = F.linear(feats, core.adversary.weight.detach(), core.adversary.bias.detach())
+            confusion = kl_uniform_to_softmax(frozen)  # trains the shared weights only
+            loss = loss + probe + probe_weight * confusion
+            parts["confusion"] = confusion.detach()
         parts["probe"] = probe.detach()
     return loss, parts
 

@@ -82,6 +82,7 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
 
     def epoch_end(epoch: int, losses: dict) -> None:
         probe = f", adversarial probe {losses['probe']:.4f}" if "probe" in losses else ""
+        probe += f", confusion {losses['confusion']:.4f}" if "confusion" in losses else ""
         log.info("[train] epoch %d: loss %.4f (ce %.4f, kl %.4f%s)", epoch, losses["loss"], losses["ce"], losses["kl"], probe)
         tracker.log({k: v for k, v in losses.items() if k != "epoch"}, epoch, prefix="train/")
 

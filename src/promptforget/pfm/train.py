@@ -92,7 +92,9 @@ def fit(
     history = []
     for epoch in range(cfg.epochs):
         model.train()
-        totals = {"loss": 0.0, "ce": 0.0, "kl": 0.0, **({"probe": 0.0} if probe_weight > 0 else {})}
+        totals = {"loss": 0.0, "ce": 0.0, "kl": 0.0}
+        if probe_weight > 0:
+            totals.update({"probe": 0.0, **({"confusion": 0.0} if cfg.probe_mode == "confusion" else {})})
         steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and acc.is_local_main_process), leave=False)
         for batch_inputs, batch_labels in bar:
@@ -102,7 +104,7 @@ def fit(
                 loss, parts = plain_loss(model, trim_padding(batch_inputs), batch_labels)
             else:
                 loss, parts = pfm_loss(model, trim_padding(batch_inputs), batch_labels, gen, cfg.kl_weight, shard, decoy,
-                                       cfg.view_b_sizes, probe_weight)
+                                       cfg.view_b_sizes, probe_weight, cfg.probe_mode)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()
