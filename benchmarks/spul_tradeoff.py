@@ -161,6 +161,25 @@ def pareto_front(points: list[dict], retain: str, forget: str) -> list[int]:
     return front
 
 
+def closest_to_pattern(points: list[dict], stage1: dict | None, max_forget: float = 0.20, max_drop: float = 0.03) -> list[dict]:
+    """Per method, the point nearest the SPUL paper's pattern: train-forget <= max_forget with train-retain within
+    max_drop of stage 1. Distance = how far the point misses each bound, summed (0: the pattern is met)."""
+    if not stage1 or stage1.get("train_retain") is None:
+        return []
+    floor = stage1["train_retain"] - max_drop
+    best: dict = {}
+    for i, p in enumerate(points):
+        r, f = p["accuracy"]["train_retain"]["mean"], p["accuracy"]["train_forget"]["mean"]
+        if r is None or f is None:
+            continue
+        miss = {"forget": max(0.0, f - max_forget), "retain": max(0.0, floor - r)}
+        d = miss["forget"] + miss["retain"]
+        if p["method"] not in best or d < best[p["method"]]["distance"]:
+            best[p["method"]] = {"method": p["method"], "point": i, "settings": p["settings"], "distance": round(d, 4),
+                                 "misses_by": {k: round(v, 4) for k, v in miss.items()}, "meets": d == 0}
+    return sorted(best.values(), key=lambda b: b["distance"])
+
+
 def plot(points: list[dict], reference: dict | None, path: Path) -> None:
     import matplotlib
 
@@ -217,6 +236,12 @@ def markdown(record: dict) -> list[str]:
         lines.append(f"| {p['method']} | {st.get('lr'):g} | {st.get('epochs')} | {len(p['seeds'])} | "
                      + " | ".join(cell(a[k]) for k in ("train_retain", "train_forget", "test_retain", "test_forget"))
                      + f" | {p['peak_rss_mb']:.0f} | {marks} |")
+    for c in record.get("closest_to_pattern", []):
+        st = c["settings"]
+        verdict = "meets it" if c["meets"] else (f"misses train-forget <= 20% by {100 * c['misses_by']['forget']:.1f} and "
+                                                 f"train-retain within 3 points by {100 * c['misses_by']['retain']:.1f} points")
+        lines.append(f"\nClosest {c['method']} point to the paper's pattern (lr {st.get('lr'):g}, {st.get('epochs')} "
+                     f"epochs): {verdict}.")
     return lines
 
 
@@ -240,6 +265,7 @@ def merge(dirs: list[str]) -> dict:
     record["points"] = summarise(record["runs"])
     for pair, (retain, forget) in PAIRS.items():
         record[f"pareto_{pair}"] = pareto_front(record["points"], retain, forget)
+    record["closest_to_pattern"] = closest_to_pattern(record["points"], record.get("stage1_accuracy"))
     return record
 
 
@@ -286,6 +312,7 @@ def main(argv=None) -> int:
     record["stage1_train_acc"] = stage1_results["evaluation"]["train"]["accuracy"]
     for pair, (retain, forget) in PAIRS.items():
         record[f"pareto_{pair}"] = pareto_front(record["points"], retain, forget)
+    record["closest_to_pattern"] = closest_to_pattern(record["points"], record.get("stage1_accuracy"))
     atomic_write_json(out / "tradeoff.json", record)
     plot(record["points"], record.get("stage1_accuracy"), out / "tradeoff.png")
     print("\n".join(markdown(record)))

@@ -179,6 +179,21 @@ def test_pareto_front_keeps_the_undominated_points():
     assert tradeoff.pareto_front(points, "train_retain", "train_forget") == [0, 1]
 
 
+def test_closest_to_pattern_measures_how_far_each_method_misses_the_papers_bounds():
+    tradeoff = load_tradeoff()
+
+    def point(method, retain, forget):
+        return {"method": method, "settings": {"lr": 1e-3}, "accuracy": {"train_retain": {"mean": retain},
+                                                                         "train_forget": {"mean": forget}}}
+
+    points = [point("spul", 0.70, 0.10), point("spul", 0.78, 0.40), point("ga_gd", 0.79, 0.15), point("ga", 0.5, None)]
+    best = tradeoff.closest_to_pattern(points, {"train_retain": 0.80})
+    assert [(b["method"], b["point"], b["meets"]) for b in best] == [("ga_gd", 2, True), ("spul", 0, False)]
+    # spul point 0 misses only the retain bound (0.77 - 0.70); point 1 misses the forget bound by 0.20.
+    assert best[1]["misses_by"] == {"forget": 0.0, "retain": 0.07}
+    assert tradeoff.closest_to_pattern(points, None) == []
+
+
 def test_tradeoff_grid_on_a_tiny_model(setup):
     tmp, data, mdir = setup
     s1 = stage1(tmp, data, mdir)
@@ -209,7 +224,10 @@ def test_tradeoff_grid_on_a_tiny_model(setup):
     merged = json.loads((tmp / "merged" / "tradeoff.json").read_text())
     assert merged["points"] == record["points"] and merged["pareto_train"] == record["pareto_train"]
     table = tradeoff.markdown(merged)
-    assert len(table) == 2 + 1 + len(record["points"]) and table[3].startswith("| spul | 0.01 | 1 | 2 |")
+    rows = [line for line in table if line.startswith("|")]
+    assert len(rows) == 2 + 1 + len(record["points"]) and rows[3].startswith("| spul | 0.01 | 1 | 2 |")
+    assert {c["method"] for c in merged["closest_to_pattern"]} == {"spul", "ga_gd"}
+    assert sum("Closest" in line for line in table) == 2
     other = dict(part, args={**part["args"], "forget": "cluster:2:1"})
     (tmp / "part" / "tradeoff.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="forget spec"):
