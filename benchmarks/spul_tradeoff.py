@@ -251,8 +251,9 @@ def merge(dirs: list[str]) -> dict:
     if missing:
         raise SystemExit(f"--merge: no tradeoff.json in {', '.join(missing)}")
     records = [json.loads((Path(d) / "tradeoff.json").read_text()) for d in dirs]
-    if len({r["stage1"] for r in records}) > 1:
-        raise SystemExit(f"--merge: the sweeps differ in their stage 1: {sorted({r['stage1'] for r in records})}")
+    stage1s = {str(Path(r["stage1"]).resolve()) for r in records}  # one run, named relative or absolute
+    if len(stage1s) > 1:
+        raise SystemExit(f"--merge: the sweeps differ in their stage 1: {sorted(stage1s)}")
     specs = {r["args"]["forget"] for r in records}
     if len(specs) > 1:
         raise SystemExit(f"--merge: the sweeps differ in their forget spec: {sorted(specs)}")
