@@ -377,17 +377,24 @@ def test_reverse_gradient_negates_only_the_backward():
     torch.testing.assert_close(x.grad, -torch.arange(4.0).expand(3, 4))
 
 
-def test_adversarial_probe_learns_the_class_and_pushes_the_shared_weights_the_other_way(tiny_vit_dir):
+def probe_gradients(tiny_vit_dir, mode: str):
+    """A model with an adversary, its inputs, and the gradients of pfm_loss without (0.0) and with (1.0) the
+    probe term; eval mode, so the two passes differ only by that term."""
     torch.manual_seed(0)
-    m = make(tiny_vit_dir).eval()  # no dropout: the two passes differ only by the probe term
+    m = make(tiny_vit_dir).eval()
     x, y = pixels(8), torch.arange(8) % 4
     m.adversary = torch.nn.Linear(m.encoder.hidden_size, m.num_classes)
-    grads = {}
+    grads, parts = {}, None
     for w in (0.0, 1.0):
         m.zero_grad(set_to_none=True)
-        loss, parts = pfm_loss(m, x, y, torch.Generator().manual_seed(4), probe_weight=w, probe_mode="reverse")
+        loss, parts = pfm_loss(m, x, y, torch.Generator().manual_seed(4), probe_weight=w, probe_mode=mode)
         loss.backward()
         grads[w] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    return m, x, y, grads, parts
+
+
+def test_adversarial_probe_learns_the_class_and_pushes_the_shared_weights_the_other_way(tiny_vit_dir):
+    m, x, y, grads, parts = probe_gradients(tiny_vit_dir, "reverse")
     assert "probe" in parts and torch.isfinite(parts["probe"])
     assert "adversary.weight" in grads[1.0] and "adversary.weight" not in grads[0.0]
     # The probe term alone, on the head: the adversary's own gradient descends its CE, while the gradient
@@ -416,16 +423,7 @@ def test_adversarial_probe_learns_the_class_and_pushes_the_shared_weights_the_ot
 def test_confusion_probe_trains_the_probe_on_detached_features_and_the_shared_weights_towards_uniform(tiny_vit_dir):
     from promptforget.pfm.objective import kl_uniform_to_softmax
 
-    torch.manual_seed(0)
-    m = make(tiny_vit_dir).eval()
-    x, y = pixels(8), torch.arange(8) % 4
-    m.adversary = torch.nn.Linear(m.encoder.hidden_size, m.num_classes)
-    grads = {}
-    for w in (0.0, 1.0):
-        m.zero_grad(set_to_none=True)
-        loss, parts = pfm_loss(m, x, y, torch.Generator().manual_seed(4), probe_weight=w, probe_mode="confusion")
-        loss.backward()
-        grads[w] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m, x, y, grads, parts = probe_gradients(tiny_vit_dir, "confusion")
     assert parts["confusion"] >= 0 and parts["probe"] > 0
     # The confusion term never reaches the probe (frozen there); the probe's CE never reaches the features.
     assert "adversary.weight" in grads[1.0]
