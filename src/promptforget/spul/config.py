@@ -98,9 +98,11 @@ class SPULConfig(ConfigMixin):
     alpha: float = knob(2.0, "weight of the retain CE loss")
     beta: float = knob(0.5, "weight of the retain KL loss")
     generic_labels: list[str] = knob(["neutral", "unknown"], "label words the forget set is steered to")
-    lr: float = 3e-3
+    # lr 1e-3 x 10 epochs: the SPUL setting that forgot most per retain point lost in the sweep of
+    # docs/results.md (BBC entity and cluster, Rotten Tomatoes); 20 epochs collapsed retain accuracy on BBC.
+    lr: float = knob(1e-3, "AdamW learning rate of the prompt encoder")
     weight_decay: float = 0.0
-    epochs: int = knob(20, "passes over the forget set")
+    epochs: int = knob(10, "passes over the forget set")
     batch_size: int = knob(8, "forget examples per step (and as many retain examples)")
     warmup_ratio: float = knob(0.1, "share of the steps with a linear warm-up")
     max_length: int = 128
