@@ -98,8 +98,9 @@ class SPULConfig(ConfigMixin):
     alpha: float = knob(2.0, "weight of the retain CE loss")
     beta: float = knob(0.5, "weight of the retain KL loss")
     generic_labels: list[str] = knob(["neutral", "unknown"], "label words the forget set is steered to")
-    # lr 1e-3 x 10 epochs: the SPUL setting that forgot most per retain point lost in the sweep of
-    # docs/results.md (BBC entity and cluster, Rotten Tomatoes); 20 epochs collapsed retain accuracy on BBC.
+    # lr 1e-3 x 10 epochs: measured on all three tasks of docs/results.md's sweep and the best per retain
+    # point on BBC; 20 epochs collapsed retain accuracy there. On Rotten Tomatoes lr 1e-4 x 30 epochs did
+    # better, at 3x the steps.
     lr: float = knob(1e-3, "AdamW learning rate of the prompt encoder")
     weight_decay: float = 0.0
     epochs: int = knob(10, "passes over the forget set")
