@@ -247,3 +247,17 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_a_dinov2_whose_layers_take_no_mask_is_refused_in_one_line(tiny_dinov2_dir):
+    """Some transformers 5.x releases build DINOv2 layers as forward(hidden_states): prompts need a key mask."""
+    from transformers import AutoModel
+
+    from promptforget.backbones.encoder import wrap_encoder
+
+    model = AutoModel.from_pretrained(tiny_dinov2_dir, attn_implementation="sdpa")
+    assert wrap_encoder(model).modality == "image"  # the installed release takes the mask
+    layer = model.encoder.layer[0]
+    layer.forward = lambda hidden_states: hidden_states  # the older signature
+    with pytest.raises(ValueError, match=r"takes no attention mask .* transformers>=5.24"):
+        wrap_encoder(model)

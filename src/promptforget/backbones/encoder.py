@@ -11,6 +11,7 @@ RoBERTa...). Loaded by hub name when online, or from a local directory.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,22 @@ def wrap_encoder(model: nn.Module) -> EncoderParts:
             f"unsupported backbone {type(model).__name__} (model_type={model_type!r}); "
             "supported: ViT, DINOv2 and BERT-family encoders"
         )
-    return EncoderParts(model=model, modality=modality, lora_targets=_lora_targets(model))
+    parts = EncoderParts(model=model, modality=modality, lora_targets=_lora_targets(model))
+    if parts.blocks and not _takes_key_mask(parts.blocks[0]):
+        import transformers
+
+        raise ValueError(
+            f"{type(parts.blocks[0]).__name__}.forward takes no attention mask in transformers "
+            f"{transformers.__version__}; prompts need one (variable prompt subsets): install transformers>=5.24"
+        )
+    return parts
+
+
+def _takes_key_mask(block: nn.Module) -> bool:
+    """Whether ``block(hidden, mask)`` is accepted: some 5.x releases' DINOv2 layers take hidden states only."""
+    params = list(inspect.signature(block.forward).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 def load_encoder(name_or_path: str) -> EncoderParts:
