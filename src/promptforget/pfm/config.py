@@ -48,8 +48,8 @@ class PFMConfig(ConfigMixin):
     # can unlock a forgotten class through the shared LoRA and head. With decoy_share > 0, that share of
     # view-B samples also sees a fresh random prompt, pushed towards the sample's class as the adversary
     # would, and must still answer uniformly: the shared weights learn to give nothing to a foreign key.
-    # Matched to the audit's attack (share 0.5, 3 steps of 0.3) they stop key recovery, but relearning and
-    # a linear probe still read the class (docs/results.md).
+    # Matched to the audit's attack (share 0.5, 3 steps of 0.3) they stop key recovery within its 100 steps
+    # but not 300, and relearning and a linear probe still read the class (docs/results.md).
     decoy_share: float = knob(0.0, "share of view-B samples that also see a decoy key (a fresh prompt of no "
                               "class); 0 = off (paper)")
     decoy_steps: int = knob(0, "signed-gradient steps pushing each decoy towards its sample's class")
