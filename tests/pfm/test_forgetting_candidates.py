@@ -111,3 +111,12 @@ def test_parse_sets_reads_json_values(bench):
         "epochs": 3, "ns": [5, 25], "probe_mode": "confusion"}
     with pytest.raises(SystemExit):
         bench.parse_sets(["epochs"])
+
+
+def test_a_bad_piece_fails_in_one_line(bench, tmp_path, capsys):
+    args = ["piece", "--candidate", "pfm", "--seed", "1", "--out", str(tmp_path / "p")]
+    assert bench.main(args + ["--dataset", "no_such_set"]) == 2
+    assert bench.main(args + ["--dataset", "digits", "--set", "epochs=-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "epochs" in err[1]
