@@ -46,6 +46,9 @@ CANDIDATES = {
     # No shared adapter: the prompts and the head are all that train, so deleting a prompt and its head row
     # leaves nothing fitted to the class: the limit of per-class adapters, where each class's adapter is its prompt.
     "frozen": {"adapt": "frozen"},
+    # Prompt-gated per-class adapters: no shared adapter, each class's LoRA runs only with its prompt and is
+    # deleted with it (pfm/gated.py).
+    "gated": {"adapt": "gated"},
     "plain": {"objective": "plain"},
 }
 AUDIT = dict(reference_seeds=3, ns=[5, 25], key_steps=100, key_restarts=3, attack_seeds=3, ulira_shadows=0, plots=False)

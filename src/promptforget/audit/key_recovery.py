@@ -233,14 +233,15 @@ def key_recovery(model, class_name: str, data: AttackData, steps: int = 100, lr:
 def relearn_attack(model, data: AttackData, train: str = "head+lora", steps: int = 50, lr: float = 1e-3,
                    eval_every: int = 10, batch_size: int = 64, threshold: float = 0.5, seed: int = 0,
                    progress: bool = True) -> dict:
-    """Fine-tune the head (``train="head"``) or head + LoRA (``"head+lora"``) on the adversary's set."""
+    """Fine-tune the head (``train="head"``) or head + LoRA (``"head+lora"``: the shared LoRA, or with
+    per-class adapters the remaining classes' ones) on the adversary's set."""
     if train not in ("head", "head+lora"):
         raise ValueError(f"train must be 'head' or 'head+lora', got {train!r}")
     m = copy.deepcopy(model)
     m.requires_grad_(False)
     params = list(m.head.parameters())
     if train == "head+lora":
-        params += [p for n, p in m.backbone.named_parameters() if "lora_" in n]
+        params += m.adapter_parameters()
     for p in params:
         p.requires_grad_(True)
     curve = _optimise(m, params, data, steps, lr, eval_every, batch_size, seed, f"relearn ({train})", progress)

@@ -167,7 +167,7 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
     # Residual-knowledge attacks: only meaningful once the class's prompt is gone.
     res["key_recovery"], res["relearn"], res["linear_probe"] = {}, {}, {}
     budgets = sorted({b for b in (key_budgets or DEFAULT_KEY_BUDGETS) if b <= key_steps} | {key_steps})
-    adapt = "head+lora" if model.config.adapt == "lora" else "head"
+    adapt = "head+lora" if model.config.adapt in ("lora", "gated") else "head"
     # CLS features only for what the linear probe can use: max(ns) training samples per class.
     rng = np.random.default_rng(seed)
     ynp = ytr.numpy()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from promptforget.utils.config import ConfigMixin, knob
 
-ADAPT_MODES = ("lora", "frozen", "full")
+ADAPT_MODES = ("lora", "gated", "frozen", "full")
 PROMPT_INITS = ("normal", "zeros", "cls")
 PROMPT_STYLES = ("token", "prefix")
 OBJECTIVES = ("pfm", "plain")
@@ -19,8 +19,11 @@ IMAGE_PROCESSORS = ("torch", "hf")
 @dataclass
 class PFMConfig(ConfigMixin):
     backbone: str = knob("minilm", "hub name, local directory, or alias minilm | dinov2-s14")
-    adapt: str = knob("lora", "LoRA on query/value, frozen backbone, or full fine-tune", choices=ADAPT_MODES)
-    lora_r: int = 4
+    # gated (not in the paper): no shared adapter; each class owns a LoRA of rank lora_r that runs only for
+    # samples whose prompt set holds the class's prompt, and is deleted with it (pfm/gated.py).
+    adapt: str = knob("lora", "LoRA on query/value, gated = one LoRA per class switched on by its prompt, frozen "
+                      "backbone, or full fine-tune", choices=ADAPT_MODES)
+    lora_r: int = knob(4, "LoRA rank (adapt=gated: per class)")
     lora_alpha: int = 4
     lora_dropout: float = 0.1
     # Class prompts: learnable tokens per class, prepended before CLS, no position embedding.
@@ -86,6 +89,9 @@ class PFMConfig(ConfigMixin):
             raise ValueError(f"adapt must be one of {ADAPT_MODES}, got {self.adapt!r}")
         if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}")
+        if self.adapt == "gated" and (self.prompt_style != "token" or self.objective != "pfm"):
+            raise ValueError("adapt='gated' needs prompt_style='token' and objective='pfm' (its adapters run "
+                             "with their prompts)")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.prompt_init not in PROMPT_INITS:

@@ -58,8 +58,9 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, backbone:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir} exists and is not an empty directory")
     model = PFMModel.from_pretrained(run_dir, backbone=backbone).eval()
-    if model.config.adapt == "full":
-        raise ValueError("export supports adapt='lora' and 'frozen' runs only (a full fine-tune has no base model to adapt)")
+    if model.config.adapt in ("full", "gated"):
+        raise ValueError("export supports adapt='lora' and 'frozen' runs only (a full fine-tune has no base model "
+                         "to adapt; per-class adapters are no PEFT adapter)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; the export is an ordinary directory

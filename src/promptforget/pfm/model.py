@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from promptforget.backbones.encoder import EncoderParts, load_encoder, resolve_backbone, state_dict_sha256
-from promptforget.pfm import prefix
+from promptforget.pfm import gated, prefix
 from promptforget.pfm.config import PFMConfig
 from promptforget.store import durable
-from promptforget.store.layout import CONFIG_NAME, PROMPT_PREFIX, WEIGHTS_NAME, active_classes, class_from_key, class_key
+from promptforget.store.layout import CLASS_ADAPTER_PREFIX, CONFIG_NAME, PROMPT_PREFIX, WEIGHTS_NAME, active_classes, class_from_key, class_key
 from promptforget.utils.io import atomic_write_bytes, atomic_write_json
 
 FORMAT_VERSION = 1
@@ -62,6 +62,10 @@ class PFMModel(nn.Module):
             g = torch.Generator().manual_seed(config.seed)
             self.prompts = nn.ParameterDict({class_key(c): nn.Parameter(self._init_prompt(t, d, g)) for c in config.class_names})
             self.head = nn.Linear(d, len(config.class_names))
+            # adapt="gated": one LoRA per class, switched on by its prompt, deleted with it (pfm/gated.py).
+            self.class_adapters = nn.ModuleDict(
+                {class_key(c): gated.ClassAdapter(self._gated_shapes, config.lora_r, g) for c in config.class_names}
+                if config.adapt == "gated" else {})
         if config.prompt_style == "prefix":
             prefix.install(self.encoder.model)
 
@@ -74,6 +78,9 @@ class PFMModel(nn.Module):
             model.requires_grad_(True)
             return
         model.requires_grad_(False)
+        self._gated_shapes: list[tuple[int, int]] = []
+        if cfg.adapt == "gated":
+            self._gated_shapes = gated.install(model, self.encoder.block_module_names(cfg.prompt_layer))
         if cfg.adapt == "lora":
             from peft import LoraConfig, inject_adapter_in_model
 
@@ -146,8 +153,16 @@ class PFMModel(nn.Module):
         if len(active) - len(names) < 1:
             raise ValueError("forget: at least one class must remain (forgetting every class leaves no model)")
         drop = {class_key(n) for n in names}
+        # Adapters first: a forward that reads the new adapters with the old prompts runs a prompt without its
+        # adapter for a moment, never an adapter without its prompt.
+        self.class_adapters = nn.ModuleDict({k: v for k, v in self.class_adapters.items() if k not in drop})
         self.prompts = nn.ParameterDict({k: v for k, v in self.prompts.items() if k not in drop})
         return names
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """The adapted weights besides prompts and head: the shared LoRA, or the remaining classes' adapters."""
+        params = [p for n, p in self.backbone.named_parameters() if "lora_" in n]
+        return params + list(self.class_adapters.parameters())
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -205,10 +220,26 @@ class PFMModel(nn.Module):
                 with prefix.prefix_context(self.encoder, bank, rows, prompt_mask, key_mask, start, bank_kv):
                     hidden = self.encoder.encode(tokens, key_mask, start)
                 return self._logits(hidden[:, 0], active, mask_forgotten)
-            cls = self._encode_with_prompt_tokens(tokens, key_mask, bank, rows, prompt_mask, start)
+            with self._class_adapters_on(active, rows, prompt_mask):
+                cls = self._encode_with_prompt_tokens(tokens, key_mask, bank, rows, prompt_mask, start)
             return self._logits(cls, active, mask_forgotten)
         hidden = self.encoder.encode(tokens, key_mask, start)
         return self._logits(hidden[:, 0], active, mask_forgotten)
+
+    def _class_adapters_on(self, active: list[int], rows: torch.Tensor, prompt_mask: torch.Tensor):
+        """adapt="gated": each sample's forward runs the adapters of the classes in its prompt set (bank
+        rows ``rows`` where ``prompt_mask``). A prompt without an adapter (an attacker's fresh key) gates nothing."""
+        adapters = self.class_adapters  # one read, as for the prompts
+        keys = [class_key(self.config.class_names[i]) for i in active]
+        gated_rows = [a for a, k in enumerate(keys) if k in adapters]
+        if not gated_rows:
+            return gated.gated([], rows, 0.0, 0.0)
+        width = len(active) + rows.shape[0] + 1  # bank rows, decoys, and a last column for padded slots
+        member = torch.zeros(rows.shape[0], width, dtype=torch.bool, device=rows.device)
+        member.scatter_(1, torch.where(prompt_mask, rows, width - 1), True)
+        cfg = self.config
+        return gated.gated([adapters[keys[a]] for a in gated_rows], member[:, gated_rows], cfg.lora_alpha / cfg.lora_r,
+                           cfg.lora_dropout)
 
     # Most forwards a token-style batch is split into, grouped by prompt-set size (see below).
     prompt_size_groups = 8
@@ -231,7 +262,8 @@ class PFMModel(nn.Module):
             s = int(sizes[idx].max())
             p = bank[rows[idx, :s].clamp(min=0)].reshape(len(idx), s * t, bank.shape[-1])
             pm = prompt_mask[idx, :s].repeat_interleave(t, dim=1)
-            hidden = self.encoder.encode(torch.cat([p, tokens[idx]], 1), torch.cat([pm, key_mask[idx]], 1), start)
+            with gated.rows_selected(idx):
+                hidden = self.encoder.encode(torch.cat([p, tokens[idx]], 1), torch.cat([pm, key_mask[idx]], 1), start)
             parts.append(hidden[:, s * t])  # CLS sits right after the prompts
             order.append(idx)
         return torch.cat(parts)[torch.cat(order).argsort()]
@@ -366,6 +398,8 @@ class PFMModel(nn.Module):
                 sd[f"backbone.{n}"] = p
         for k, p in self.prompts.items():
             sd[PROMPT_PREFIX + k] = p
+        for n, p in self.class_adapters.named_parameters():
+            sd[CLASS_ADAPTER_PREFIX + n] = p
         sd["head.weight"], sd["head.bias"] = self.head.weight, self.head.bias
         return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
@@ -430,6 +464,10 @@ class PFMModel(nn.Module):
         if unknown:
             raise ValueError(f"{w_path}: prompts for classes not in the config: {sorted(map(class_from_key, unknown))}")
         model.prompts = nn.ParameterDict({k: nn.Parameter(sd[PROMPT_PREFIX + k]) for k in model.prompts.keys() if k in present})
+        model.class_adapters = nn.ModuleDict({k: v for k, v in model.class_adapters.items() if k in present})
+        stray = [k for k in sd if k.startswith(CLASS_ADAPTER_PREFIX) and k.split(".")[1] not in present]
+        if stray:
+            raise ValueError(f"{w_path}: adapter tensors of a class without a prompt: {stray[:3]}")
         own = model.trainable_state_dict()
         missing = [k for k in own if k not in sd]
         if missing:
@@ -442,6 +480,12 @@ class PFMModel(nn.Module):
                     if target is None or target.shape != v.shape:
                         raise ValueError(f"{w_path}: tensor {k} does not fit the backbone")
                     target.copy_(v)
+            for n, p in model.class_adapters.named_parameters():
+                v = sd[CLASS_ADAPTER_PREFIX + n]
+                if v.shape != p.shape:
+                    raise ValueError(f"{w_path}: tensor {CLASS_ADAPTER_PREFIX + n} has shape {tuple(v.shape)}, "
+                                     f"expected {tuple(p.shape)}")
+                p.copy_(v)
             model.head.weight.copy_(sd["head.weight"])
             model.head.bias.copy_(sd["head.bias"])
         model.eval()

@@ -353,7 +353,7 @@ def forget(
             raise AlreadyForgottenError(f"class {gone[0]!r} is already forgotten")
         if len(active) - len(classes) < 1:
             raise ForgetError("forget: at least one class must remain (forgetting every class leaves no model)")
-        drop = {prompt_tensor_name(c) for c in classes}
+        drop = {n for c in classes for n in layout.class_tensor_names(c, st.names())}
         new = st.without(drop)
         pending = {
             "event": "pending", "request_id": request_id, "classes": classes, "reason": reason, "source": source,

@@ -3,7 +3,8 @@ CLI's fast commands read runs without importing a model.
 
     RUN_DIR/
       pfm_config.json       the PFMConfig, the backbone's name and sha256
-      model.safetensors     LoRA, head and the class prompts: the prompts present ARE the known classes
+      model.safetensors     LoRA, head and the class prompts (and per-class adapters): the prompts present
+                            ARE the known classes
       data.json             the recorded split (dataset, test_size, seed, max_train) and the training
                             examples' hash (train_manifest_sha256, checked by an exact forget)
       train_log.json        training history
@@ -26,6 +27,7 @@ LEDGER_NAME = "forget_ledger.jsonl"
 EVAL_NAME = "evaluation.json"
 AUDIT_DIR = "audit"
 PROMPT_PREFIX = "prompts."
+CLASS_ADAPTER_PREFIX = "class_adapters."  # adapt="gated": CLASS_ADAPTER_PREFIX + class_key + ".lora_A.0", ...
 MANIFEST_KEY = "train_manifest_sha256"  # in data.json: SHA-256 over the ordered training examples and labels
 
 
@@ -41,6 +43,13 @@ def class_from_key(key: str) -> str:
 def prompt_tensor_name(class_name: str) -> str:
     """Name of a class's prompt tensor in ``model.safetensors``."""
     return PROMPT_PREFIX + class_key(class_name)
+
+
+def class_tensor_names(class_name: str, tensor_names) -> list[str]:
+    """Every tensor among ``tensor_names`` that belongs to the class: its prompt and, in a run with per-class
+    adapters, its adapter. A forget removes all of them."""
+    own = CLASS_ADAPTER_PREFIX + class_key(class_name) + "."
+    return [n for n in tensor_names if n == prompt_tensor_name(class_name) or n.startswith(own)]
 
 
 def active_classes(class_names: list[str], tensor_names) -> list[str]:

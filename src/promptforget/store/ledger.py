@@ -444,6 +444,9 @@ def forgotten_prompt_problems(entries: list[dict], st: Safetensors) -> list[str]
     names = set(st.names())
     problems = [f"class {c!r} is forgotten in the ledger but its prompt is in the artefact"
                 for c in forgotten_by_ledger(entries) if layout.prompt_tensor_name(c) in names]
+    problems += [f"class {c!r} is forgotten in the ledger but its adapter is in the artefact"
+                 for c in forgotten_by_ledger(entries)
+                 if any(n != layout.prompt_tensor_name(c) for n in layout.class_tensor_names(c, names))]
     removed = {h: (e["seq"], c) for e in committed(entries) for c, h in e["removed_prompt_sha256"].items()}
     if removed:
         # Every prompt has the same size, so only tensors of a prompt's size can hold a removed one's exact bytes.
