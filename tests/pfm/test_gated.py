@@ -143,3 +143,26 @@ def test_gated_needs_token_prompts_and_the_pfm_objective():
         PFMConfig(class_names=CLASSES, adapt="gated", prompt_style="prefix")
     with pytest.raises(ValueError, match="gated"):
         PFMConfig(class_names=CLASSES, adapt="gated", objective="plain")
+
+
+def test_train_then_exact_forget_a_gated_run(tiny_bert_dir, tmp_path, word_csv):
+    """The CLI-level path end to end: train, instant forget (prompt and adapter gone), then the exact
+    retrain, whose artefact holds no tensor of the class and passes the ledger check."""
+    from promptforget.pfm.exact import exact_forget
+    from promptforget.pfm.run import train_run
+
+    data = word_csv(tmp_path / "toy.csv", {"red": "apple cherry blood fire", "blue": "sky sea ocean ice",
+                                           "green": "grass leaf frog moss"}, per_class=10)
+    run = train_run(tmp_path / "run", f"csv:{data}", test_size=0.3, backbone=tiny_bert_dir, adapt="gated",
+                    epochs=1, batch_size=8, max_length=16)
+    trained = load_file(str(run / WEIGHTS_NAME))
+    assert any(k.startswith("class_adapters.blue.") for k in trained)
+    assert any(trained[k].abs().sum() > 0 for k in trained if k.startswith("class_adapters.blue.lora_B"))
+    exact_forget(run, ["blue"], log=lambda *_: None)
+    after = load_file(str(run / WEIGHTS_NAME))
+    assert not any("blue" in k for k in after) and any(k.startswith("class_adapters.red.") for k in after)
+    report = ledger.verify(run)
+    assert report["ok"], report["problems"]
+    m = PFMModel.from_pretrained(run)
+    assert m.config.adapt == "gated" and sorted(m.active_classes) == ["green", "red"]
+    assert set(m.predict(["apple cherry fire", "grass leaf moss"])) <= {"red", "green", "blue"}

@@ -50,7 +50,7 @@ def install(model: nn.Module, target_names: list[str]) -> list[tuple[int, int]]:
     for j, name in enumerate(target_names):
         linear = modules[name]
         if not isinstance(linear, nn.Linear):
-            raise ValueError(f"gated adapters need nn.Linear targets; {name} is {type(linear).__name__}")
+            raise TypeError(f"gated adapters need nn.Linear targets; {name} is {type(linear).__name__}")
         setattr(linear, INDEX_ATTR, j)
         linear.register_forward_hook(_add_gated_delta)
         shapes.append((linear.in_features, linear.out_features))

@@ -23,7 +23,8 @@ from promptforget.backbones.encoder import EncoderParts, load_encoder, resolve_b
 from promptforget.pfm import gated, prefix
 from promptforget.pfm.config import PFMConfig
 from promptforget.store import durable
-from promptforget.store.layout import CLASS_ADAPTER_PREFIX, CONFIG_NAME, PROMPT_PREFIX, WEIGHTS_NAME, active_classes, class_from_key, class_key
+from promptforget.store.layout import (CLASS_ADAPTER_PREFIX, CONFIG_NAME, PROMPT_PREFIX, WEIGHTS_NAME, active_classes,
+                                      class_from_key, class_key)
 from promptforget.utils.io import atomic_write_bytes, atomic_write_json
 
 FORMAT_VERSION = 1
