@@ -134,8 +134,6 @@ def head_row_attacks(run: Path, audit_dir: Path, forgotten: list[str], audit: di
 
 def run_piece(dataset: str, candidate: str, seed: int, out: Path, backbone: str | None, sets: dict,
               audit_sets: dict, max_combinations: int, audit: bool = True) -> dict:
-    from promptforget.audit.config import AuditConfig
-    from promptforget.audit.run import audit_run
     from promptforget.pfm.run import evaluate_run, train_run
     from promptforget.store.layout import CONFIG_NAME
 
@@ -158,17 +156,34 @@ def run_piece(dataset: str, candidate: str, seed: int, out: Path, backbone: str 
                                "worst": s["worst_forgotten"], "combinations": s["combinations"]}
                            for k, s in ev["protocol"]["by_k"].items()}
         _write(out / "piece.json", rec)  # the training and protocol figures survive an audit cut short
+    _write(out / "piece.json", rec)
     if "protocol" in ev and audit:
-        worst = rec["protocol"]["1"]["worst"]["acc"]["class"]
-        cfg = AuditConfig.from_dict({**AUDIT, **audit_sets})
-        t1 = time.perf_counter()
-        audit_run(run, cfg, out=out / "audit", forget=[worst], train_reference=True)
-        rec["audit_seconds"] = time.perf_counter() - t1
-        table = json.loads((out / "audit" / "audit.json").read_text())["table"]
-        rec["audited_class"] = worst
-        rec["audit"] = {row["metric"]: {k: row.get(k) for k in ("audited", "reference", "verdict")}
-                        for row in table if row["metric"] in AUDIT_METRICS}
-        rec["head_row_deleted"] = head_row_attacks(run, out / "audit", [worst], cfg.to_dict())
+        rec = audit_piece(out, audit_sets)
+    return rec
+
+
+def audit_piece(out: Path, audit_sets: dict, forget: str | None = None) -> dict:
+    """Audits a trained piece (``out/run``, ``out/piece.json``): the class that leaked most at k = 1 unless
+    ``forget`` names one, beside retrained references (reused from ``out/audit/reference/`` when saved there),
+    then relearning from a zeroed head row. Adds the figures to ``piece.json``."""
+    from promptforget.audit.config import AuditConfig
+    from promptforget.audit.run import audit_run
+
+    rec = json.loads((out / "piece.json").read_text())
+    if "protocol" not in rec:
+        raise ValueError(f"{out / 'piece.json'} has no protocol figures (a plain fine-tune has no prompt to forget)")
+    worst = forget or rec["protocol"]["1"]["worst"]["acc"]["class"]
+    cfg = AuditConfig.from_dict({**AUDIT, **audit_sets})
+    run = out / "run"
+    t1 = time.perf_counter()
+    audit_run(run, cfg, out=out / "audit", forget=[worst], train_reference=True)
+    rec["audit_seconds"] = time.perf_counter() - t1
+    table = json.loads((out / "audit" / "audit.json").read_text())["table"]
+    rec["audited_class"] = worst
+    rec["audit_settings"] = {k: v for k, v in cfg.to_dict().items() if k in AUDIT or k in audit_sets}
+    rec["audit"] = {row["metric"]: {k: row.get(k) for k in ("audited", "reference", "verdict")}
+                    for row in table if row["metric"] in AUDIT_METRICS}
+    rec["head_row_deleted"] = head_row_attacks(run, out / "audit", [worst], cfg.to_dict())
     _write(out / "piece.json", rec)
     return rec
 
@@ -386,6 +401,10 @@ def main(argv=None) -> int:
     m = sub.add_parser("merge")
     m.add_argument("dirs", nargs="+")
     m.add_argument("--out", required=True, help="path without suffix: writes .json and .md")
+    au = sub.add_parser("audit", help="audit pieces trained with --no-audit, without retraining them")
+    au.add_argument("pieces", nargs="+", help="piece directories (each with run/ and piece.json)")
+    au.add_argument("--audit", action="append", help="audit setting override, key=value (e.g. ns=[5,25])")
+    au.add_argument("--forget", default=None, help="the class to forget (default: the one that leaked most at k=1)")
     r = sub.add_parser("write-rt3")
     r.add_argument("path")
     r.add_argument("--per-class", type=int, default=600)
@@ -401,6 +420,15 @@ def main(argv=None) -> int:
         except (ValueError, FileNotFoundError, KeyError) as exc:  # a bad dataset, backbone or knob
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        return 0
+    if a.cmd == "audit":
+        for d in a.pieces:
+            try:
+                rec = audit_piece(Path(d), parse_sets(a.audit), a.forget)
+            except (ValueError, FileNotFoundError, KeyError) as exc:
+                print(f"error: {d}: {exc}", file=sys.stderr)
+                return 2
+            print(f"[audit] {d}: {rec['audited_class']} audited in {rec['audit_seconds']:.0f} s", flush=True)
         return 0
     return {"sweep": sweep, "merge": merge, "write-rt3": write_rt3}[a.cmd](a)
 

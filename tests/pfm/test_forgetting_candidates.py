@@ -120,3 +120,25 @@ def test_a_bad_piece_fails_in_one_line(bench, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
     assert "epochs" in err[1]
+
+
+def test_audit_reaudits_a_trained_piece_reusing_its_references(bench, piece, capsys):
+    import shutil
+
+    rec, out = piece
+    other = out.parent / "pfm-s3-again"
+    shutil.copytree(out, other)
+    refs = sorted((other / "audit" / "reference").glob("seed-*/model.safetensors"))
+    assert len(refs) == 2
+    before = [p.stat().st_mtime_ns for p in refs]
+    forget = rec["audited_class"]
+    args = ["audit", str(other), "--forget", forget] + sum((["--audit", a] for a in TINY_AUDIT), [])
+    assert bench.main(args + ["--audit", "attack_seeds=1"]) == 0
+    again = json.loads((other / "piece.json").read_text())
+    assert again["audited_class"] == forget and again["audit_settings"]["attack_seeds"] == 1
+    assert len(again["head_row_deleted"]["relearn_j_n5"]["audited_seeds"]) == 1  # the new settings were used
+    assert [p.stat().st_mtime_ns for p in refs] == before  # the saved references were reused, not retrained
+    assert again["protocol"] == rec["protocol"] and again["full_bank_acc"] == rec["full_bank_acc"]
+    capsys.readouterr()
+    assert bench.main(["audit", str(out.parent / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
