@@ -31,7 +31,7 @@ import torch
 
 from _common import write_result
 from forgetting_candidates import parse_sets
-from promptforget.data.registry import get_dataset
+from promptforget.data.registry import get_dataset, load_splits
 from promptforget.pfm.config import PFMConfig
 from promptforget.pfm.exact import exact_forget
 from promptforget.pfm.model import PFMModel
@@ -68,16 +68,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None, help="work directory (default: a temporary one)")
     args = ap.parse_args(argv)
     knobs = {**(TEXT_RECIPE if get_dataset(args.dataset).kind != "image" else {}), **parse_sets(args.set)}
+    classes = list(load_splits(args.dataset)[0].class_names)
+    forget = args.forget or classes[0]
+    if forget not in classes:
+        raise SystemExit(f"error: --forget {forget!r} is not a class of {args.dataset} ({classes})")
     work = Path(args.out or tempfile.mkdtemp(prefix="exact-cost-"))
     base = work / "base"
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     train_run(base, args.dataset, max_train=args.max_train, backbone=args.backbone, overwrite=True, **knobs)
     base_seconds = time.perf_counter() - t0
-    classes = read_config_record(base)["config"]["class_names"]
-    forget = args.forget or classes[0]
-    if forget not in classes:
-        raise SystemExit(f"error: --forget {forget!r} is not a class of the run ({classes})")
     rows = []
     for i in range(args.repeats):
         run = work / f"exact-{i}"

@@ -41,3 +41,9 @@ def test_exact_forget_cost_times_exact_against_both_retrains(bench, tiny_dinov2_
     assert ledger[-1]["event"] == "exact" and ledger[-1]["classes"] == ["3"]
     plain = json.loads((work / "plain-0" / "pfm_config.json").read_text())["config"]
     assert plain["objective"] == "plain" and "3" in plain["class_names"]
+
+
+def test_an_unknown_class_is_refused_before_training(bench, tmp_path):
+    with pytest.raises(SystemExit, match="'nine' is not a class of digits"):
+        bench.main(["--dataset", "digits", "--forget", "nine", "--out", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
