@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import write_result
 from forgetting_candidates import parse_sets
+
 from promptforget.data.registry import get_dataset, load_splits
 from promptforget.pfm.config import PFMConfig
 from promptforget.pfm.exact import exact_forget
@@ -39,7 +39,7 @@ from promptforget.pfm.run import load_split, train_run
 from promptforget.pfm.train import fit
 from promptforget.store.layout import read_config_record
 
-TEXT_RECIPE = dict(epochs=2, prompt_layer=3, max_length=48)
+TEXT_RECIPE = {"epochs": 2, "prompt_layer": 3, "max_length": 48}
 
 
 def retrain_from_scratch(run: Path, forget: str, out: Path, **overrides) -> float:

@@ -132,7 +132,7 @@ def test_audit_reaudits_a_trained_piece_reusing_its_references(bench, piece, cap
     assert len(refs) == 2
     before = [p.stat().st_mtime_ns for p in refs]
     forget = rec["audited_class"]
-    args = ["audit", str(other), "--forget", forget] + sum((["--audit", a] for a in TINY_AUDIT), [])
+    args = ["audit", str(other), "--forget", forget] + [x for a in TINY_AUDIT for x in ("--audit", a)]
     assert bench.main(args + ["--audit", "attack_seeds=1"]) == 0
     again = json.loads((other / "piece.json").read_text())
     assert again["audited_class"] == forget and again["audit_settings"]["attack_seeds"] == 1
