@@ -1,0 +1,173 @@
+"""Class-sharded PFM (experimental): an exact forget that retrains one shard instead of the whole model.
+
+The classes are dealt round robin into ``n_shards`` shards; each shard is a PFM of its own (its own LoRA,
+prompts and head) trained only on its classes' examples. No shard ever sees another shard's data, so
+forgetting class c exactly means retraining c's shard alone from scratch without c: about 1/S of the data,
+and the result is what retraining the whole sharded model without c would give, since the other shards
+never saw c's examples.
+
+What this costs: no shard is trained to tell its classes from another shard's, so the shards' scores are
+combined without having been trained against each other (``combine``):
+- ``logits``: the shards' logits side by side, one softmax over all classes (the shard with the larger
+  logits wins; its logsumexp acts as an energy score);
+- ``prob``: each shard's own softmax, side by side, renormalised;
+- ``excess``: each shard's softmax minus its uniform 1/|shard| (PFM's view B teaches a shard to be uniform
+  when no prompt fits), the best excess wins.
+docs/performance.md ("Class shards") has what each rule costs in accuracy, and the retrain times.
+
+    model = ShardedPFM(config, n_shards=2)
+    x = model.encode_dataset(raw)           # once: the frozen lower blocks are the same in every shard
+    model.fit(x, labels)
+    model.predict_proba(x)                  # [N, C] over all original classes
+    model.exact_forget(["sport"], x, labels)  # retrains the shard of "sport" only
+
+This is a library object for measurement, not a run-directory format: ``train --exact`` and the service
+still retrain the whole recipe (:mod:`promptforget.pfm.exact`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from promptforget.pfm.config import PFMConfig
+from promptforget.pfm.model import PFMModel, UnknownClassError
+from promptforget.pfm.train import fit
+
+COMBINE_RULES = ("logits", "prob", "excess")
+
+
+def shard_classes(class_names: list[str], n_shards: int) -> list[list[str]]:
+    """Classes dealt round robin into ``n_shards`` shards of at least 2 classes (a PFM needs 2)."""
+    if not isinstance(n_shards, int) or n_shards < 1:
+        raise ValueError(f"n_shards must be a positive integer, got {n_shards!r}")
+    if n_shards > len(class_names) // 2:
+        raise ValueError(f"n_shards {n_shards} is too many for {len(class_names)} classes: each shard needs at "
+                         f"least 2 (at most {max(1, len(class_names) // 2)})")
+    return [list(class_names[k::n_shards]) for k in range(n_shards)]
+
+
+def combine_scores(parts: list[tuple[list[int], torch.Tensor]], num_classes: int, rule: str) -> torch.Tensor:
+    """Class probabilities [N, C] from each shard's (global class indices, logits [N, |shard|]).
+    Classes no shard holds get probability 0."""
+    if rule not in COMBINE_RULES:
+        raise ValueError(f"combine must be one of {COMBINE_RULES}, got {rule!r}")
+    n = parts[0][1].shape[0]
+    scores = torch.full((n, num_classes), float("-inf"))
+    for idx, logits in parts:
+        logits = logits.float().cpu()
+        if rule == "logits":
+            scores[:, idx] = logits
+        elif rule == "prob":
+            scores[:, idx] = torch.log_softmax(logits, dim=1)
+        else:  # excess over the shard's uniform: at most 1 - 1/k; a softmax over it keeps the order
+            scores[:, idx] = (torch.softmax(logits, dim=1) - 1.0 / logits.shape[1]) * 20.0
+    return torch.softmax(scores, dim=1)
+
+
+class ShardedPFM:
+    def __init__(self, config: PFMConfig, n_shards: int, combine: str = "logits"):
+        config.validate()
+        if combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
+        self.config, self.combine = config, combine
+        self.class_names = list(config.class_names)
+        self.shards = [PFMModel(replace(config, class_names=names))
+                       for names in shard_classes(self.class_names, n_shards)]
+        self.retrained: list[str] = []  # classes removed by an exact forget (their shard was retrained)
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.shards)
+
+    def shard_of(self, name: str) -> int:
+        for k, shard in enumerate(self.shards):
+            if name in shard.class_names:
+                return k
+        if name in self.class_names:
+            raise UnknownClassError(f"class {name!r} has been forgotten exactly: no shard holds it")
+        raise UnknownClassError(f"unknown class {name!r}; classes are {self.class_names}")
+
+    def encode_dataset(self, raw) -> dict[str, torch.Tensor]:
+        """The inputs every shard reads: LoRA sits above ``prompt_layer`` in every shard, so the frozen lower
+        blocks (and the tokenizer or image preprocessing) are the same for all of them."""
+        return self.shards[0].encode_dataset(raw)
+
+    def _fit_shard(self, k: int, inputs: dict[str, torch.Tensor], labels: np.ndarray, progress: bool) -> float:
+        shard = self.shards[k]
+        local = {self.class_names.index(c): i for i, c in enumerate(shard.class_names)}
+        rows = np.flatnonzero(np.isin(labels, list(local)))
+        if len(rows) == 0:
+            raise ValueError(f"shard {k} ({shard.class_names}) has no training examples")
+        t0 = time.perf_counter()
+        sel = torch.as_tensor(rows)
+        fit(shard, {key: v[sel] for key, v in inputs.items()},
+            torch.as_tensor([local[int(y)] for y in labels[rows]]), progress=progress)
+        return time.perf_counter() - t0
+
+    def fit(self, inputs: dict[str, torch.Tensor], labels, progress: bool = False) -> list[float]:
+        """Train every shard on its classes' examples. ``labels`` index ``config.class_names``.
+        Returns each shard's training seconds."""
+        labels = np.asarray(labels, dtype=np.int64)
+        return [self._fit_shard(k, inputs, labels, progress) for k in range(self.n_shards)]
+
+    def forget(self, classes: str | Iterable[str]) -> list[str]:
+        """Instant forget: delete the classes' prompts in their shards (the shards' weights stay as trained)."""
+        names = [classes] if isinstance(classes, str) else list(classes)
+        by_shard: dict[int, list[str]] = {}
+        for n in names:
+            by_shard.setdefault(self.shard_of(n), []).append(n)
+        for k, group in by_shard.items():
+            if len(self.shards[k].active_classes) - len(group) < 1:
+                raise ValueError(f"forget: shard {k} would keep no class; a shard needs at least one")
+        for k, group in by_shard.items():
+            self.shards[k].forget(group)
+        return names
+
+    def exact_forget(self, classes: str | Iterable[str], inputs: dict[str, torch.Tensor], labels,
+                     progress: bool = False) -> dict[int, float]:
+        """Retrain, from scratch and without ``classes``, only the shards that hold them; on the data the
+        model was trained on (``inputs``, ``labels``). Returns each retrained shard's training seconds.
+        All-or-nothing: a bad name, or a shard left with fewer than 2 classes, changes nothing."""
+        names = [classes] if isinstance(classes, str) else list(classes)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"exact_forget: give distinct class names, got {names}")
+        by_shard: dict[int, list[str]] = {}
+        for n in names:
+            by_shard.setdefault(self.shard_of(n), []).append(n)
+        new_names = {k: [c for c in self.shards[k].class_names if c not in group] for k, group in by_shard.items()}
+        for k, kept in new_names.items():
+            if len(kept) < 2:
+                raise ValueError(f"exact_forget: shard {k} would keep {len(kept)} class(es) {kept}; a shard needs 2 "
+                                 "to be retrained as a PFM (use fewer shards)")
+        labels = np.asarray(labels, dtype=np.int64)
+        seconds, previous = {}, list(self.shards)
+        try:
+            for k, kept in new_names.items():
+                self.shards[k] = PFMModel(replace(self.config, class_names=kept))
+                seconds[k] = self._fit_shard(k, inputs, labels, progress)
+        except BaseException:
+            self.shards = previous
+            raise
+        self.retrained += names
+        return seconds
+
+    @torch.no_grad()
+    def predict_proba(self, inputs: dict[str, torch.Tensor], combine: str | None = None,
+                      batch_size: int = 64) -> np.ndarray:
+        """Probabilities [N, C] over all original classes from encoded ``inputs``; exactly forgotten classes
+        get 0. Each shard runs with its remaining prompts, as a PFMModel does."""
+        rule = combine or self.combine
+        n = len(next(iter(inputs.values())))
+        out = []
+        for shard in self.shards:
+            shard.eval()
+        for i in range(0, n, batch_size):
+            batch = {k: v[i : i + batch_size] for k, v in inputs.items()}
+            parts = [([self.class_names.index(c) for c in shard.class_names], shard(batch)) for shard in self.shards]
+            out.append(combine_scores(parts, len(self.class_names), rule))
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)

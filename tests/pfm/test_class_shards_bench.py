@@ -1,0 +1,46 @@
+"""benchmarks/class_shards.py on a tiny encoder: each shard count is trained, scored under every combine
+rule, and its exact forget timed; a shard count that cannot hold the forgotten class is refused first."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH_DIR))  # the script imports its siblings, as when run from benchmarks/
+    try:
+        spec = importlib.util.spec_from_file_location("class_shards", BENCH_DIR / "class_shards.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+
+
+def test_class_shards_measures_each_shard_count(bench, tiny_dinov2_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "write_result", lambda name, result: tmp_path / f"{name}.json")
+    result = bench.main(["--dataset", "digits", "--max-train", "80", "--backbone", tiny_dinov2_dir, "--forget", "4",
+                         "--shards", "1", "2", "--set", "epochs=1", "--set", "prompt_layer=1", "--set", "image_size=28",
+                         "--repeats", "2"])
+    rows = result["rows"]
+    assert 0 <= rows["plain"]["accuracy"] <= 1
+    assert rows["2"]["shards"] == [["0", "2", "4", "6", "8"], ["1", "3", "5", "7", "9"]]
+    for s in ("1", "2"):
+        assert set(rows[s]["accuracy"]) == set(rows[s]["retained_after"]) == {"logits", "prob", "excess"}
+        assert len(rows[s]["exact_s"]) == 2 and all(t > 0 for t in rows[s]["exact_s"])
+    assert rows["1"]["exact_ratio_vs_first"] == 1.0
+    assert rows["2"]["exact_ratio_vs_first"] == pytest.approx(rows["2"]["exact_median_s"] / rows["1"]["exact_median_s"])
+
+
+def test_a_shard_count_that_would_strand_a_class_is_refused(bench):
+    with pytest.raises(SystemExit, match="--shards 6: n_shards 6 is too many"):
+        bench.main(["--dataset", "digits", "--shards", "1", "6"])
+    with pytest.raises(SystemExit, match="sits in a shard of 2 classes"):
+        bench.main(["--dataset", "digits", "--forget", "1", "--shards", "5"])
