@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     # Tiny models: thread start-up costs more than it saves, and a loaded 2-core machine thrashes.
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("name")``: benchmarks/name.py as a module, imported as its script runs (with
+    benchmarks/ on the path, so that its imports of sibling scripts resolve)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(BENCHMARKS))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(BENCHMARKS))
+        return module
+
+    return load
 
 
 def write_word_csv(path, words: dict[str, str], per_class: int, seed: int = 0):

@@ -3,25 +3,12 @@ rule, and its exact forget timed; a shard count that cannot hold the forgotten c
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCH_DIR))  # the script imports its siblings, as when run from benchmarks/
-    try:
-        spec = importlib.util.spec_from_file_location("class_shards", BENCH_DIR / "class_shards.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+def bench(load_benchmark):
+    return load_benchmark("class_shards")
 
 
 def test_class_shards_measures_each_shard_count(bench, tiny_dinov2_dir, tmp_path, monkeypatch):

@@ -3,26 +3,14 @@ ledger, and the ratios are the medians' ratios."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCH_DIR))  # the script imports its siblings, as when run from benchmarks/
-    try:
-        spec = importlib.util.spec_from_file_location("exact_forget_cost", BENCH_DIR / "exact_forget_cost.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH_DIR))
+def bench(load_benchmark):
+    return load_benchmark("exact_forget_cost")
 
 
 def test_exact_forget_cost_times_exact_against_both_retrains(bench, tiny_dinov2_dir, tmp_path, monkeypatch):

@@ -3,22 +3,15 @@ and the merge's arithmetic."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "forgetting_candidates.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("forgetting_candidates", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("forgetting_candidates")
 
 
 TINY_AUDIT = ["key_steps=4", "key_restarts=1", "attack_seeds=2", "reference_seeds=2", "relearn_steps=3",

@@ -3,10 +3,7 @@
 errors for bad input."""
 
 import csv
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -158,20 +155,12 @@ def test_jsonl_integer_labels_template_file_and_old_spelling(tmp_path):
 
 
 # --------------------------------------------------------------------------- benchmarks/spul_tradeoff.py
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+@pytest.fixture(scope="module")
+def tradeoff(load_benchmark):
+    return load_benchmark("spul_tradeoff")
 
 
-def load_tradeoff():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("spul_tradeoff", BENCH / "spul_tradeoff.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_pareto_front_keeps_the_undominated_points():
-    tradeoff = load_tradeoff()
-
+def test_pareto_front_keeps_the_undominated_points(tradeoff):
     def point(retain, forget):
         return {"accuracy": {"train_retain": {"mean": retain}, "train_forget": {"mean": forget}}}
 
@@ -179,9 +168,7 @@ def test_pareto_front_keeps_the_undominated_points():
     assert tradeoff.pareto_front(points, "train_retain", "train_forget") == [0, 1]
 
 
-def test_closest_to_pattern_measures_how_far_each_method_misses_the_papers_bounds():
-    tradeoff = load_tradeoff()
-
+def test_closest_to_pattern_measures_how_far_each_method_misses_the_papers_bounds(tradeoff):
     def point(method, retain, forget):
         return {"method": method, "settings": {"lr": 1e-3}, "accuracy": {"train_retain": {"mean": retain},
                                                                          "train_forget": {"mean": forget}}}
@@ -194,10 +181,9 @@ def test_closest_to_pattern_measures_how_far_each_method_misses_the_papers_bound
     assert tradeoff.closest_to_pattern(points, None) == []
 
 
-def test_tradeoff_grid_on_a_tiny_model(setup):
+def test_tradeoff_grid_on_a_tiny_model(setup, tradeoff):
     tmp, data, mdir = setup
     s1 = stage1(tmp, data, mdir)
-    tradeoff = load_tradeoff()
     out = tmp / "tradeoff"
     assert tradeoff.main(["--out", str(out), "--stage1", str(s1), "--forget", "entity:Smith", "--min-forget", "3",
                           "--seeds", "0,1", "--spul-lr", "1e-2", "--spul-epochs", "1", "--spul-tokens", "2",
