@@ -7,7 +7,7 @@ import torch
 
 from promptforget.pfm.config import PFMConfig
 from promptforget.pfm.model import PFMModel, UnknownClassError
-from promptforget.pfm.shards import ShardedPFM, combine_scores, shard_classes
+from promptforget.pfm.shards import ShardedPFM, ShardRouter, combine_scores, shard_classes
 from promptforget.pfm.train import fit
 
 CLASSES = ["a", "b", "c", "d", "e"]
@@ -55,6 +55,12 @@ def test_combine_rules_put_each_shard_in_its_columns():
     assert combine_scores(even, 5, "logits").argmax().item() == 1
     p = combine_scores(even, 5, "prob")
     assert p[0, 0].item() == pytest.approx(p[0, 1].item())
+    # routed: the router's shard probabilities weigh each shard's softmax
+    routes = torch.log(torch.tensor([[0.9, 0.1]]))
+    p = combine_scores(parts, 5, "routed", routes)
+    assert p[0, [0, 2]].sum().item() == pytest.approx(0.9) and p.argmax().item() == 0
+    with pytest.raises(ValueError, match="needs the router"):
+        combine_scores(parts, 5, "routed")
     with pytest.raises(ValueError, match="combine must be one of"):
         combine_scores(parts, 5, "vote")
 
@@ -65,7 +71,7 @@ def test_each_shard_trains_on_its_classes_only_and_predicts_over_all(tiny_vit_di
     x, labels = data()
     inputs = encoded(model, x)
     seconds = model.fit(inputs, labels)
-    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)  # two shards, then the router
     # shard 0 equals a PFM of its 3 classes trained on their 18 examples alone
     alone = PFMModel(config(tiny_vit_dir, class_names=["a", "c", "e"]))
     rows = np.flatnonzero(np.isin(labels, [0, 2, 4]))
@@ -73,7 +79,7 @@ def test_each_shard_trains_on_its_classes_only_and_predicts_over_all(tiny_vit_di
         torch.as_tensor([[0, 2, 4].index(int(y)) for y in labels[rows]]), progress=False)
     for k, v in states(alone).items():
         torch.testing.assert_close(model.shards[0].trainable_state_dict()[k], v, rtol=0, atol=0)
-    for rule in ("logits", "prob", "excess"):
+    for rule in ("routed", "logits", "prob", "excess"):
         p = model.predict_proba(inputs, combine=rule)
         assert p.shape == (30, 5) and np.allclose(p.sum(1), 1, atol=1e-5)
 
@@ -85,7 +91,7 @@ def test_exact_forget_retrains_only_the_affected_shard_as_from_scratch(tiny_vit_
     model.fit(inputs, labels)
     untouched = states(model.shards[1])
     seconds = model.exact_forget(["c"], inputs, labels)
-    assert list(seconds) == [0] and model.retrained == ["c"]
+    assert list(seconds) == [0, "router"] and model.retrained == ["c"]
     assert model.shards[0].class_names == ["a", "e"]
     for k, v in untouched.items():  # the other shard never saw "c": it is not retrained
         torch.testing.assert_close(model.shards[1].trainable_state_dict()[k], v, rtol=0, atol=0)
@@ -96,6 +102,11 @@ def test_exact_forget_retrains_only_the_affected_shard_as_from_scratch(tiny_vit_
         torch.as_tensor([[0, 4].index(int(y)) for y in labels[rows]]), progress=False)
     for k, v in states(scratch).items():
         torch.testing.assert_close(model.shards[0].trainable_state_dict()[k], v, rtol=0, atol=0)
+    # the router too is refitted from scratch on the examples of the classes left
+    rows = np.flatnonzero(labels != 2)
+    features = model.frozen_features({k: v[torch.as_tensor(rows)] for k, v in inputs.items()})
+    router = ShardRouter(2).fit(features, torch.as_tensor([int(y) % 2 for y in labels[rows]]))
+    torch.testing.assert_close(model.router.linear.weight, router.linear.weight, rtol=0, atol=0)
     p = model.predict_proba(inputs)
     assert np.all(p[:, 2] == 0) and np.allclose(p.sum(1), 1, atol=1e-5)
     with pytest.raises(UnknownClassError, match="forgotten exactly"):

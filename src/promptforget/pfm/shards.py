@@ -6,8 +6,14 @@ forgetting class c exactly means retraining c's shard alone from scratch without
 and the result is what retraining the whole sharded model without c would give, since the other shards
 never saw c's examples.
 
-What this costs: no shard is trained to tell its classes from another shard's, so the shards' scores are
-combined without having been trained against each other (``combine``):
+What this costs: no shard is trained to tell its classes from another shard's. Two ways to combine them
+(``combine``):
+- ``routed`` (default): a router -- multinomial logistic regression from the *frozen* pretrained backbone's
+  features to the shard -- weighs each shard's softmax: P(c) = P(shard of c) P_shard(c). The router sees
+  every class, so an exact forget retrains it too, from scratch on the remaining data; it is a linear
+  model on features that no training touched, so that takes seconds, and the frozen features carry
+  nothing of the forgotten data;
+- or, with nothing trained across shards:
 - ``logits``: the shards' logits side by side, one softmax over all classes (the shard with the larger
   logits wins; its logsumexp acts as an energy score);
 - ``prob``: each shard's own softmax, side by side, renormalised;
@@ -38,7 +44,7 @@ from promptforget.pfm.config import PFMConfig
 from promptforget.pfm.model import PFMModel, UnknownClassError
 from promptforget.pfm.train import fit
 
-COMBINE_RULES = ("logits", "prob", "excess")
+COMBINE_RULES = ("routed", "logits", "prob", "excess")
 
 
 def shard_classes(class_names: list[str], n_shards: int) -> list[list[str]]:
@@ -51,16 +57,21 @@ def shard_classes(class_names: list[str], n_shards: int) -> list[list[str]]:
     return [list(class_names[k::n_shards]) for k in range(n_shards)]
 
 
-def combine_scores(parts: list[tuple[list[int], torch.Tensor]], num_classes: int, rule: str) -> torch.Tensor:
-    """Class probabilities [N, C] from each shard's (global class indices, logits [N, |shard|]).
-    Classes no shard holds get probability 0."""
+def combine_scores(parts: list[tuple[list[int], torch.Tensor]], num_classes: int, rule: str,
+                   router_log_proba: torch.Tensor | None = None) -> torch.Tensor:
+    """Class probabilities [N, C] from each shard's (global class indices, logits [N, |shard|]); ``routed``
+    also takes the router's log-probabilities of the shards [N, S]. Classes no shard holds get 0."""
     if rule not in COMBINE_RULES:
         raise ValueError(f"combine must be one of {COMBINE_RULES}, got {rule!r}")
+    if rule == "routed" and router_log_proba is None:
+        raise ValueError("combine='routed' needs the router's shard log-probabilities")
     n = parts[0][1].shape[0]
     scores = torch.full((n, num_classes), float("-inf"))
-    for idx, logits in parts:
+    for k, (idx, logits) in enumerate(parts):
         logits = logits.float().cpu()
-        if rule == "logits":
+        if rule == "routed":
+            scores[:, idx] = torch.log_softmax(logits, dim=1) + router_log_proba[:, k : k + 1]
+        elif rule == "logits":
             scores[:, idx] = logits
         elif rule == "prob":
             scores[:, idx] = torch.log_softmax(logits, dim=1)
@@ -69,8 +80,42 @@ def combine_scores(parts: list[tuple[list[int], torch.Tensor]], num_classes: int
     return torch.softmax(scores, dim=1)
 
 
+class ShardRouter:
+    """Multinomial logistic regression from frozen features [N, D] to the shard, fitted from scratch and
+    deterministically (full-batch L-BFGS from zero weights), so a refit on the same data is the same model."""
+
+    def __init__(self, n_shards: int, weight_decay: float = 1e-3, max_iter: int = 200):
+        self.n_shards, self.weight_decay, self.max_iter = n_shards, weight_decay, max_iter
+        self.mean = self.scale = self.linear = None
+
+    def fit(self, features: torch.Tensor, shards: torch.Tensor) -> ShardRouter:
+        x = features.float()
+        self.mean, self.scale = x.mean(0), x.std(0).clamp(min=1e-6)
+        x = (x - self.mean) / self.scale
+        self.linear = torch.nn.Linear(x.shape[1], self.n_shards)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+        opt = torch.optim.LBFGS(self.linear.parameters(), max_iter=self.max_iter, line_search_fn="strong_wolfe")
+        y = torch.as_tensor(shards, dtype=torch.long)
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(self.linear(x), y) + \
+                self.weight_decay * self.linear.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        return self
+
+    @torch.no_grad()
+    def log_proba(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.linear((features.float() - self.mean) / self.scale), dim=1)
+
+
 class ShardedPFM:
-    def __init__(self, config: PFMConfig, n_shards: int, combine: str = "logits"):
+    def __init__(self, config: PFMConfig, n_shards: int, combine: str = "routed"):
         config.validate()
         if combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
@@ -79,6 +124,8 @@ class ShardedPFM:
         self.shards = [PFMModel(replace(config, class_names=names))
                        for names in shard_classes(self.class_names, n_shards)]
         self.retrained: list[str] = []  # classes removed by an exact forget (their shard was retrained)
+        self.router: ShardRouter | None = None
+        self._frozen = None  # the pretrained backbone without adapters: the router's features
 
     @property
     def n_shards(self) -> int:
@@ -109,11 +156,46 @@ class ShardedPFM:
             torch.as_tensor([local[int(y)] for y in labels[rows]]), progress=progress)
         return time.perf_counter() - t0
 
+    @torch.no_grad()
+    def frozen_features(self, inputs: dict[str, torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+        """[N, 2D]: the pretrained backbone's (no adapter) final CLS state and mean token state."""
+        from promptforget.backbones.encoder import load_encoder
+
+        if self._frozen is None:
+            self._frozen = load_encoder(self.config.backbone)
+            self._frozen.model.eval()
+        enc, start = self._frozen, self.config.prompt_layer
+        n, out = len(next(iter(inputs.values()))), []
+        for i in range(0, n, batch_size):
+            batch = {k: v[i : i + batch_size] for k, v in inputs.items()}
+            if "hidden_states" in batch:
+                tokens, mask = batch["hidden_states"], batch["key_mask"].bool()
+            else:
+                tokens, mask = enc.embed(batch)
+                start = 0
+            hidden = enc.encode(tokens, mask, start).float()
+            m = mask.unsqueeze(-1).float()
+            out.append(torch.cat([hidden[:, 0], (hidden * m).sum(1) / m.sum(1).clamp(min=1)], dim=1))
+        return torch.cat(out)
+
+    def _fit_router(self, inputs: dict[str, torch.Tensor], labels: np.ndarray) -> float:
+        """Fit the router from scratch on the examples of the classes the shards still hold."""
+        t0 = time.perf_counter()
+        shard_of = {self.class_names.index(c): k for k, sh in enumerate(self.shards) for c in sh.class_names}
+        rows = np.flatnonzero(np.isin(labels, list(shard_of)))
+        if self.n_shards > 1:
+            sel = torch.as_tensor(rows)
+            features = self.frozen_features({k: v[sel] for k, v in inputs.items()})
+            targets = torch.as_tensor([shard_of[int(y)] for y in labels[rows]])
+            self.router = ShardRouter(self.n_shards).fit(features, targets)
+        return time.perf_counter() - t0
+
     def fit(self, inputs: dict[str, torch.Tensor], labels, progress: bool = False) -> list[float]:
-        """Train every shard on its classes' examples. ``labels`` index ``config.class_names``.
-        Returns each shard's training seconds."""
+        """Train every shard on its classes' examples, then the router. ``labels`` index
+        ``config.class_names``. Returns each shard's training seconds, the router's last."""
         labels = np.asarray(labels, dtype=np.int64)
-        return [self._fit_shard(k, inputs, labels, progress) for k in range(self.n_shards)]
+        seconds = [self._fit_shard(k, inputs, labels, progress) for k in range(self.n_shards)]
+        return seconds + [self._fit_router(inputs, labels)]
 
     def forget(self, classes: str | Iterable[str]) -> list[str]:
         """Instant forget: delete the classes' prompts in their shards (the shards' weights stay as trained)."""
@@ -129,10 +211,11 @@ class ShardedPFM:
         return names
 
     def exact_forget(self, classes: str | Iterable[str], inputs: dict[str, torch.Tensor], labels,
-                     progress: bool = False) -> dict[int, float]:
-        """Retrain, from scratch and without ``classes``, only the shards that hold them; on the data the
-        model was trained on (``inputs``, ``labels``). Returns each retrained shard's training seconds.
-        All-or-nothing: a bad name, or a shard left with fewer than 2 classes, changes nothing."""
+                     progress: bool = False) -> dict[int | str, float]:
+        """Retrain, from scratch and without ``classes``, only the shards that hold them, and the router; on
+        the data the model was trained on (``inputs``, ``labels``). Returns the seconds each retrained shard
+        took (and ``"router"``). All-or-nothing: a bad name, or a shard left with fewer than 2 classes,
+        changes nothing."""
         names = [classes] if isinstance(classes, str) else list(classes)
         if not names or len(set(names)) != len(names):
             raise ValueError(f"exact_forget: give distinct class names, got {names}")
@@ -145,13 +228,14 @@ class ShardedPFM:
                 raise ValueError(f"exact_forget: shard {k} would keep {len(kept)} class(es) {kept}; a shard needs 2 "
                                  "to be retrained as a PFM (use fewer shards)")
         labels = np.asarray(labels, dtype=np.int64)
-        seconds, previous = {}, list(self.shards)
+        seconds, previous, router = {}, list(self.shards), self.router
         try:
             for k, kept in new_names.items():
                 self.shards[k] = PFMModel(replace(self.config, class_names=kept))
                 seconds[k] = self._fit_shard(k, inputs, labels, progress)
+            seconds["router"] = self._fit_router(inputs, labels)
         except BaseException:
-            self.shards = previous
+            self.shards, self.router = previous, router
             raise
         self.retrained += names
         return seconds
@@ -162,6 +246,8 @@ class ShardedPFM:
         """Probabilities [N, C] over all original classes from encoded ``inputs``; exactly forgotten classes
         get 0. Each shard runs with its remaining prompts, as a PFMModel does."""
         rule = combine or self.combine
+        if rule == "routed" and self.n_shards > 1 and self.router is None:
+            raise ValueError("predict_proba: the router is not fitted (call fit first)")
         n = len(next(iter(inputs.values())))
         out = []
         for shard in self.shards:
@@ -169,5 +255,9 @@ class ShardedPFM:
         for i in range(0, n, batch_size):
             batch = {k: v[i : i + batch_size] for k, v in inputs.items()}
             parts = [([self.class_names.index(c) for c in shard.class_names], shard(batch)) for shard in self.shards]
-            out.append(combine_scores(parts, len(self.class_names), rule))
+            routes = None
+            if rule == "routed":  # one shard: it gets every example
+                routes = (self.router.log_proba(self.frozen_features(batch)) if self.n_shards > 1
+                          else torch.zeros(len(parts[0][1]), 1))
+            out.append(combine_scores(parts, len(self.class_names), rule, routes))
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
