@@ -20,7 +20,7 @@ def test_class_shards_measures_each_shard_count(bench, tiny_dinov2_dir, tmp_path
     assert 0 <= rows["plain"]["accuracy"] <= 1
     assert rows["2"]["shards"] == [["0", "2", "4", "6", "8"], ["1", "3", "5", "7", "9"]]
     for s in ("1", "2"):
-        assert set(rows[s]["accuracy"]) == set(rows[s]["retained_after"]) == {"routed", "logits", "prob", "excess"}
+        assert set(rows[s]["accuracy"]) == set(rows[s]["retained_after"]) == {"routed", "routed_soft", "logits", "prob", "excess"}
         assert len(rows[s]["exact_s"]) == 2 and all(t > 0 for t in rows[s]["exact_s"])
     assert rows["1"]["exact_ratio_vs_first"] == 1.0
     assert rows["2"]["exact_ratio_vs_first"] == pytest.approx(rows["2"]["exact_median_s"] / rows["1"]["exact_median_s"])

@@ -55,10 +55,13 @@ def test_combine_rules_put_each_shard_in_its_columns():
     assert combine_scores(even, 5, "logits").argmax().item() == 1
     p = combine_scores(even, 5, "prob")
     assert p[0, 0].item() == pytest.approx(p[0, 1].item())
-    # routed: the router's shard probabilities weigh each shard's softmax
-    routes = torch.log(torch.tensor([[0.9, 0.1]]))
+    # routed_soft: the router's shard probabilities weigh each shard's softmax
+    routes = torch.log(torch.tensor([[0.52, 0.48]]))
+    p = combine_scores(parts, 5, "routed_soft", routes)
+    assert p[0, [0, 2]].sum().item() == pytest.approx(0.52) and p.argmax().item() == 3  # 0.48 * 0.99 > 0.52 * 0.88
+    # routed: the router's pick alone
     p = combine_scores(parts, 5, "routed", routes)
-    assert p[0, [0, 2]].sum().item() == pytest.approx(0.9) and p.argmax().item() == 0
+    assert p[0, [0, 2]].sum().item() == pytest.approx(1.0) and p.argmax().item() == 0
     with pytest.raises(ValueError, match="needs the router"):
         combine_scores(parts, 5, "routed")
     with pytest.raises(ValueError, match="combine must be one of"):
@@ -79,7 +82,7 @@ def test_each_shard_trains_on_its_classes_only_and_predicts_over_all(tiny_vit_di
         torch.as_tensor([[0, 2, 4].index(int(y)) for y in labels[rows]]), progress=False)
     for k, v in states(alone).items():
         torch.testing.assert_close(model.shards[0].trainable_state_dict()[k], v, rtol=0, atol=0)
-    for rule in ("routed", "logits", "prob", "excess"):
+    for rule in ("routed", "routed_soft", "logits", "prob", "excess"):
         p = model.predict_proba(inputs, combine=rule)
         assert p.shape == (30, 5) and np.allclose(p.sum(1), 1, atol=1e-5)
 

@@ -9,10 +9,12 @@ never saw c's examples.
 What this costs: no shard is trained to tell its classes from another shard's. Two ways to combine them
 (``combine``):
 - ``routed`` (default): a router -- multinomial logistic regression from the *frozen* pretrained backbone's
-  features to the shard -- weighs each shard's softmax: P(c) = P(shard of c) P_shard(c). The router sees
-  every class, so an exact forget retrains it too, from scratch on the remaining data; it is a linear
-  model on features that no training touched, so that takes seconds, and the frozen features carry
-  nothing of the forgotten data;
+  features to the shard -- picks one shard per example, whose softmax gives the probabilities (the other
+  shards' classes get 0). The router sees every class, so an exact forget retrains it too, from scratch
+  on the remaining data; it is a linear model on features that no training touched, so that takes
+  seconds, and the frozen features carry nothing of the forgotten data;
+- ``routed_soft``: the router's probabilities weigh each shard's softmax, P(c) = P(shard of c) P_shard(c)
+  (a shard is as sure of an example from another shard as of its own, which costs accuracy);
 - or, with nothing trained across shards:
 - ``logits``: the shards' logits side by side, one softmax over all classes (the shard with the larger
   logits wins; its logsumexp acts as an energy score);
@@ -44,7 +46,7 @@ from promptforget.pfm.config import PFMConfig
 from promptforget.pfm.model import PFMModel, UnknownClassError
 from promptforget.pfm.train import fit
 
-COMBINE_RULES = ("routed", "logits", "prob", "excess")
+COMBINE_RULES = ("routed", "routed_soft", "logits", "prob", "excess")
 
 
 def shard_classes(class_names: list[str], n_shards: int) -> list[list[str]]:
@@ -59,17 +61,21 @@ def shard_classes(class_names: list[str], n_shards: int) -> list[list[str]]:
 
 def combine_scores(parts: list[tuple[list[int], torch.Tensor]], num_classes: int, rule: str,
                    router_log_proba: torch.Tensor | None = None) -> torch.Tensor:
-    """Class probabilities [N, C] from each shard's (global class indices, logits [N, |shard|]); ``routed``
-    also takes the router's log-probabilities of the shards [N, S]. Classes no shard holds get 0."""
+    """Class probabilities [N, C] from each shard's (global class indices, logits [N, |shard|]); the routed
+    rules also take the router's log-probabilities of the shards [N, S]. Classes no shard holds get 0."""
     if rule not in COMBINE_RULES:
         raise ValueError(f"combine must be one of {COMBINE_RULES}, got {rule!r}")
-    if rule == "routed" and router_log_proba is None:
-        raise ValueError("combine='routed' needs the router's shard log-probabilities")
+    routed = rule.startswith("routed")
+    if routed and router_log_proba is None:
+        raise ValueError(f"combine={rule!r} needs the router's shard log-probabilities")
+    if rule == "routed":  # the router's choice alone: 0 for the shard it picks, -inf for the others
+        pick = router_log_proba.argmax(1, keepdim=True)
+        router_log_proba = torch.full_like(router_log_proba, float("-inf")).scatter(1, pick, 0.0)
     n = parts[0][1].shape[0]
     scores = torch.full((n, num_classes), float("-inf"))
     for k, (idx, logits) in enumerate(parts):
         logits = logits.float().cpu()
-        if rule == "routed":
+        if routed:
             scores[:, idx] = torch.log_softmax(logits, dim=1) + router_log_proba[:, k : k + 1]
         elif rule == "logits":
             scores[:, idx] = logits
@@ -246,7 +252,7 @@ class ShardedPFM:
         """Probabilities [N, C] over all original classes from encoded ``inputs``; exactly forgotten classes
         get 0. Each shard runs with its remaining prompts, as a PFMModel does."""
         rule = combine or self.combine
-        if rule == "routed" and self.n_shards > 1 and self.router is None:
+        if rule.startswith("routed") and self.n_shards > 1 and self.router is None:
             raise ValueError("predict_proba: the router is not fitted (call fit first)")
         n = len(next(iter(inputs.values())))
         out = []
@@ -256,7 +262,7 @@ class ShardedPFM:
             batch = {k: v[i : i + batch_size] for k, v in inputs.items()}
             parts = [([self.class_names.index(c) for c in shard.class_names], shard(batch)) for shard in self.shards]
             routes = None
-            if rule == "routed":  # one shard: it gets every example
+            if rule.startswith("routed"):  # one shard: it gets every example
                 routes = (self.router.log_proba(self.frozen_features(batch)) if self.n_shards > 1
                           else torch.zeros(len(parts[0][1]), 1))
             out.append(combine_scores(parts, len(self.class_names), rule, routes))
