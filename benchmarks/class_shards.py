@@ -10,7 +10,7 @@ A plain LoRA fine-tune (``objective=plain``, no prompts) gives the utility a use
 The frozen lower blocks run once for all models. Prints a table with the load average; writes JSON to
 runs/bench/class_shards.json.
 
-    python benchmarks/class_shards.py [--dataset bbc_news --forget sport --shards 1 2] \
+    python benchmarks/class_shards.py [--dataset bbc_news --forget sport --shards 1 2] [--shard-epochs steps] \
         [--set epochs=2 --set prompt_layer=3 --set max_length=48] [--max-train N] [--repeats 2]
 """
 
@@ -52,8 +52,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--set", action="append", default=[], help="recipe knob, key=value, over PFMConfig's "
                     f"defaults (text sets start from {TEXT_RECIPE})")
+    ap.add_argument("--shard-epochs", default="same", help="epochs of each shard when S > 1: 'same' (the "
+                    "recipe's), 'steps' (S x the recipe's: about the optimiser steps of one model), or a number")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
+    if args.shard_epochs not in ("same", "steps") and not args.shard_epochs.isdigit():
+        raise SystemExit(f"error: --shard-epochs {args.shard_epochs!r}: give 'same', 'steps' or a number of epochs")
     spec = get_dataset(args.dataset)
     knobs = {**(TEXT_RECIPE if spec.kind != "image" else {}), **parse_sets(args.set)}
     cfg = PFMConfig(**knobs)
@@ -73,6 +77,12 @@ def main(argv=None) -> dict:
                              "would leave with one; pick another class or shard count")
     cfg = replace(cfg, backbone=args.backbone or ("minilm" if spec.kind == "text" else "dinov2-s14"),
                   class_names=classes)
+
+    def shard_epochs(s: int) -> int | None:
+        if s == 1 or args.shard_epochs == "same":
+            return None
+        return s * cfg.epochs if args.shard_epochs == "steps" else int(args.shard_epochs)
+
     load_before = os.getloadavg()
     y_train, y_test = np.asarray(train.labels), np.asarray(test.labels)
     retained = np.flatnonzero(y_test != classes.index(forget))
@@ -91,14 +101,15 @@ def main(argv=None) -> dict:
 
     models = {}
     for s in args.shards:
-        model = ShardedPFM(cfg, s)
+        model = ShardedPFM(cfg, s, shard_epochs=shard_epochs(s))
         seconds = model.fit(x_train, y_train)
         models[s] = model
         p = {rule: model.predict_proba(x_test, combine=rule) for rule in COMBINE_RULES}
-        rows[s] = {"shards": [sh.class_names for sh in model.shards], "train_s": sum(seconds),
+        rows[s] = {"shards": [sh.class_names for sh in model.shards], "epochs": model.config.epochs,
+                   "train_s": sum(seconds),
                    "shard_train_s": seconds, "accuracy": {r: accuracy(p[r], y_test) for r in COMBINE_RULES},
                    "retained_before": {r: accuracy(p[r], y_test, retained) for r in COMBINE_RULES}, "exact_s": []}
-        print(f"{s} shard(s): trained in {sum(seconds):.0f} s; accuracy "
+        print(f"{s} shard(s), {model.config.epochs} epochs: trained in {sum(seconds):.0f} s; accuracy "
               + ", ".join(f"{r} {v:.3f}" for r, v in rows[s]["accuracy"].items()), flush=True)
     for i in range(args.repeats):
         for s in args.shards:

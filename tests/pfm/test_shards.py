@@ -116,6 +116,13 @@ def test_exact_forget_retrains_only_the_affected_shard_as_from_scratch(tiny_vit_
         model.exact_forget(["c"], inputs, labels)
 
 
+def test_shard_epochs_sets_every_shards_epochs(tiny_vit_dir):
+    model = ShardedPFM(config(tiny_vit_dir), n_shards=2, shard_epochs=3)
+    assert [s.config.epochs for s in model.shards] == [3, 3] and model.config.epochs == 3
+    with pytest.raises(ValueError, match="shard_epochs must be a positive integer"):
+        ShardedPFM(config(tiny_vit_dir), n_shards=2, shard_epochs=0)
+
+
 def test_a_shard_left_with_one_class_or_a_bad_name_changes_nothing(tiny_vit_dir):
     model = ShardedPFM(config(tiny_vit_dir), n_shards=2)
     x, labels = data()

@@ -23,7 +23,7 @@ What this costs: no shard is trained to tell its classes from another shard's. T
   when no prompt fits), the best excess wins.
 docs/performance.md ("Class shards") has what each rule costs in accuracy, and the retrain times.
 
-    model = ShardedPFM(config, n_shards=2)
+    model = ShardedPFM(config, n_shards=2)   # shard_epochs=2 * config.epochs: as many steps as one model
     x = model.encode_dataset(raw)           # once: the frozen lower blocks are the same in every shard
     model.fit(x, labels)
     model.predict_proba(x)                  # [N, C] over all original classes
@@ -121,10 +121,17 @@ class ShardRouter:
 
 
 class ShardedPFM:
-    def __init__(self, config: PFMConfig, n_shards: int, combine: str = "routed"):
+    def __init__(self, config: PFMConfig, n_shards: int, combine: str = "routed", shard_epochs: int | None = None):
+        """``shard_epochs``: epochs each shard trains (default ``config.epochs``). A shard holds about 1/S of
+        the examples, so at the same epochs it takes 1/S of the optimiser steps; S x epochs gives it the
+        whole model's steps (and accuracy) at the whole model's retrain time (docs/performance.md)."""
         config.validate()
         if combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
+        if shard_epochs is not None:
+            if not isinstance(shard_epochs, int) or shard_epochs < 1:
+                raise ValueError(f"shard_epochs must be a positive integer, got {shard_epochs!r}")
+            config = replace(config, epochs=shard_epochs)
         self.config, self.combine = config, combine
         self.class_names = list(config.class_names)
         self.shards = [PFMModel(replace(config, class_names=names))
