@@ -6,30 +6,26 @@ forgetting class c exactly means retraining c's shard alone from scratch without
 and the result is what retraining the whole sharded model without c would give, since the other shards
 never saw c's examples.
 
-What this costs: no shard is trained to tell its classes from another shard's. Two ways to combine them
-(``combine``):
+What this costs: no shard is trained to tell its classes from another shard's, so something else must
+choose between shards (``combine``):
 - ``routed`` (default): a router -- multinomial logistic regression from the *frozen* pretrained backbone's
   features to the shard -- picks one shard per example, whose softmax gives the probabilities (the other
-  shards' classes get 0). The router sees every class, so an exact forget retrains it too, from scratch
-  on the remaining data; it is a linear model on features that no training touched, so that takes
-  seconds, and the frozen features carry nothing of the forgotten data;
-- ``routed_soft``: the router's probabilities weigh each shard's softmax, P(c) = P(shard of c) P_shard(c)
-  (a shard is as sure of an example from another shard as of its own, which costs accuracy);
-- or, with nothing trained across shards:
-- ``logits``: the shards' logits side by side, one softmax over all classes (the shard with the larger
-  logits wins; its logsumexp acts as an energy score);
-- ``prob``: each shard's own softmax, side by side, renormalised;
-- ``excess``: each shard's softmax minus its uniform 1/|shard| (PFM's view B teaches a shard to be uniform
-  when no prompt fits), the best excess wins.
+  shards' classes get 0). The router sees every class, so an exact forget refits it too, from scratch
+  on the remaining data: a linear model on features that no training touched, refitted in seconds;
+- ``routed_soft``: the router's probabilities weigh each shard's softmax, P(c) = P(shard of c) P_shard(c);
+- with nothing trained across shards: ``logits`` (the shards' logits side by side under one softmax; the
+  larger logsumexp wins, an energy score), ``prob`` (each shard's softmax side by side, renormalised) or
+  ``excess`` (each shard's softmax minus its uniform 1/|shard|: PFM's view B teaches a shard to be uniform
+  when no prompt fits).
 docs/performance.md ("Class shards") has what each rule costs in accuracy, and the retrain times.
 
-    model = ShardedPFM(config, n_shards=2)   # shard_epochs=2 * config.epochs: as many steps as one model
+    model = ShardedPFM(config, n_shards=2)   # or shard_epochs=2 * config.epochs: the steps of one model
     x = model.encode_dataset(raw)           # once: the frozen lower blocks are the same in every shard
     model.fit(x, labels)
     model.predict_proba(x)                  # [N, C] over all original classes
-    model.exact_forget(["sport"], x, labels)  # retrains the shard of "sport" only
+    model.exact_forget(["sport"], x, labels)  # retrains the shard of "sport" and the router only
 
-This is a library object for measurement, not a run-directory format: ``train --exact`` and the service
+This is a library object for measurement, not a run-directory format: ``forget --exact`` and the service
 still retrain the whole recipe (:mod:`promptforget.pfm.exact`).
 """
 
@@ -81,7 +77,7 @@ def combine_scores(parts: list[tuple[list[int], torch.Tensor]], num_classes: int
             scores[:, idx] = logits
         elif rule == "prob":
             scores[:, idx] = torch.log_softmax(logits, dim=1)
-        else:  # excess over the shard's uniform: at most 1 - 1/k; a softmax over it keeps the order
+        else:  # excess over the shard's uniform, in [-1, 1]: scaled so that the softmax over it is peaked
             scores[:, idx] = (torch.softmax(logits, dim=1) - 1.0 / logits.shape[1]) * 20.0
     return torch.softmax(scores, dim=1)
 
