@@ -10,7 +10,7 @@ A plain LoRA fine-tune (``objective=plain``, no prompts) gives the utility a use
 The frozen lower blocks run once for all models. Prints a table with the load average; writes JSON to
 runs/bench/class_shards.json.
 
-    python benchmarks/class_shards.py [--dataset bbc_news --forget sport --shards 1 2] [--shard-epochs steps] \
+    python benchmarks/class_shards.py [--dataset bbc_news --forget tech --shards 1 2] [--shard-epochs steps] \
         [--set epochs=2 --set prompt_layer=3 --set max_length=48] [--max-train N] [--repeats 2]
 """
 
