@@ -17,7 +17,7 @@ LAYERS = {
     "utils": 0,
     "store": 1,
     "backbones": 2, "data": 2,
-    "unlearn": 3, "pfm": 3, "spul": 3, "baselines": 3,
+    "unlearn": 3, "pfm": 3, "spul": 3, "baselines": 3, "analytic": 3, "families": 3,
     "audit": 4,
     "service": 5,
 }

@@ -98,7 +98,7 @@ def test_overwrite_replaces_a_run_whole_and_nothing_else(csv_data, tiny_bert_dir
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     assert main([other if a == str(run) else a for a in map(str, args)] + ["--overwrite"]) == 2
-    assert "not a PFM run directory" in capsys.readouterr().err and (tmp_path / "notes" / "keep.txt").exists()
+    assert "not a promptforget run directory" in capsys.readouterr().err and (tmp_path / "notes" / "keep.txt").exists()
 
 
 def test_only_rank_zero_writes_a_run(csv_data, tiny_bert_dir, tmp_path, monkeypatch):

@@ -88,7 +88,7 @@ def test_card_names_the_real_backbone_not_the_alias(run):
 
 
 def test_card_of_a_missing_run_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a PFM run directory"):
+    with pytest.raises(FileNotFoundError, match="not a (PFM|promptforget) run directory"):
         write_model_card(tmp_path)
 
 

@@ -146,7 +146,7 @@ def test_export_refuses_a_non_empty_target_and_leaves_it_alone(tiny_vit_dir, tmp
 
 
 def test_export_of_a_missing_run_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a PFM run directory"):
+    with pytest.raises(FileNotFoundError, match="not a (PFM|promptforget) run directory"):
         export_run(tmp_path / "nothing", tmp_path / "export")
 
 

@@ -30,6 +30,7 @@ class ImageDataset:
     class_names: list[str]
     name: str
     meta: dict = field(default_factory=dict)  # where it came from (path, split, ...), JSON-serialisable
+    ids: list[str] | None = None  # each image's id: its row number (0-based) unless the source has ids
 
     def __post_init__(self):
         if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8:
@@ -42,6 +43,9 @@ class ImageDataset:
         if labels.size and not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"{self.name}: labels must be integers, got {labels.dtype}")
         self.labels = labels.astype(np.int64, copy=False)
+        from promptforget.data.text import example_ids
+
+        self.ids = example_ids(self.ids, len(self.labels), self.name)
         self.class_names = [str(c) for c in self.class_names]
         if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(
@@ -67,7 +71,8 @@ class ImageDataset:
 
     def subset(self, indices, name: str | None = None) -> "ImageDataset":
         idx = np.asarray(indices)
-        return ImageDataset(self.images[idx], self.labels[idx], list(self.class_names), name or self.name, dict(self.meta))
+        return ImageDataset(self.images[idx], self.labels[idx], list(self.class_names), name or self.name, dict(self.meta),
+                            [self.ids[i] for i in idx])
 
     def train_test_split(self, test_size: float | int = 0.2, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
         """Stratified split (:func:`~promptforget.data.splits.stratified_split`)."""

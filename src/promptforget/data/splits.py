@@ -20,13 +20,15 @@ import numpy as np
 def stratified_split(labels, test_size: float | int = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(train_idx, test_idx)``, each sorted, with every class keeping its share in both parts.
 
-    ``test_size``: a fraction in (0, 1) or a number of examples.
+    ``test_size``: a fraction in (0, 1) or a number of examples; 0 keeps every example for training.
     """
     from sklearn.model_selection import train_test_split
 
-    if isinstance(test_size, float) and not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1) or a count, got {test_size}")
     labels = np.asarray(labels)
+    if test_size == 0:
+        return np.arange(len(labels)), np.arange(0)
+    if isinstance(test_size, float) and not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be in [0, 1) or a count, got {test_size}")
     try:
         train, test = train_test_split(np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=labels)
     except ValueError as e:  # e.g. a class with a single example

@@ -18,11 +18,13 @@ class TextDataset:
     labels: np.ndarray  # int64 [N], index into class_names
     class_names: list[str]
     name: str = "text"
+    ids: list[str] | None = None  # each example's id: the source's id column, else its row number (0-based)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{self.name}: {len(self.texts)} texts but {len(self.labels)} labels")
+        self.ids = example_ids(self.ids, len(self.labels), self.name)
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(f"{self.name}: labels out of range for {len(self.class_names)} classes")
 
@@ -35,7 +37,8 @@ class TextDataset:
 
     def subset(self, idx) -> "TextDataset":
         idx = np.asarray(idx)
-        return TextDataset([self.texts[i] for i in idx], self.labels[idx], self.class_names, self.name)
+        return TextDataset([self.texts[i] for i in idx], self.labels[idx], self.class_names, self.name,
+                           [self.ids[i] for i in idx])
 
     def train_test_split(self, test_size: float | int = 0.2, seed: int = 42) -> tuple["TextDataset", "TextDataset"]:
         """Stratified split (:func:`~promptforget.data.splits.stratified_split`)."""
@@ -44,6 +47,20 @@ class TextDataset:
         except ValueError as e:
             raise ValueError(f"{self.name}: {e}") from None
         return self.subset(train), self.subset(test)
+
+
+def example_ids(ids, n: int, where: str) -> list[str]:
+    """``ids`` as strings (row numbers when None), checked to be unique: a forget names an example by it."""
+    ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+    if len(ids) != n:
+        raise ValueError(f"{where}: {len(ids)} ids for {n} examples")
+    if len(set(ids)) != n:
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"{where}: example id {dup!r} appears more than once (ids must be unique)")
+    return ids
+
+
+ID_COLUMNS = ("id", "example_id", "record_id", "uid")
 
 
 def load_bbc_news() -> TextDataset:
@@ -121,15 +138,18 @@ def text_dataset_from_table(table, name: str, text_column: str, label_column: st
         if text is None or label is None:
             raise ValueError(f"{where}: row {i} lacks a {text_column!r} or {label_column!r} field")
     feature = table.features[label_column]
+    id_column = next((c for c in ID_COLUMNS if c in table.features and c not in (text_column, label_column)), None)
+    ids = list(table[id_column]) if id_column else None
     if isinstance(feature, ClassLabel):
-        return TextDataset([str(t) for t in texts], np.asarray(raw, dtype=np.int64), list(feature.names), name)
+        return TextDataset([str(t) for t in texts], np.asarray(raw, dtype=np.int64), list(feature.names), name, ids)
     labels = [str(v) for v in raw]
     class_names = class_names if class_names is not None else label_classes(raw)
     index = {c: i for i, c in enumerate(class_names)}
     unknown = sorted(set(labels) - index.keys())
     if unknown:
         raise ValueError(f"{where}: labels {unknown[:5]} are not among the classes {class_names[:10]}")
-    return TextDataset([str(t) for t in texts], np.array([index[v] for v in labels], dtype=np.int64), class_names, name)
+    return TextDataset([str(t) for t in texts], np.array([index[v] for v in labels], dtype=np.int64), class_names, name,
+                       ids)
 
 
 def label_classes(labels) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from promptforget.analytic.config import AnalyticConfig
 from promptforget.data.registry import CLASSIFICATION, dataset_help
 from promptforget.pfm.config import PFMConfig
 from promptforget.utils.cli_args import add_command, add_ledger_key_flag, add_report_to
@@ -14,22 +15,31 @@ from promptforget.utils.config import add_config_args, config_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "train", cmd_train, help="train a Pre-Forgettable Model (one prompt per class) into a run directory")
+    p = add_command(sub, "train", cmd_train, help="train a model (PFM, or the exact analytic family) into a run directory")
+    p.add_argument("--family", choices=list(TRAIN_CONFIGS), default="pfm",
+                   help="pfm: one prompt per class, instant forget by deleting it (not exact; --exact retrains); "
+                   "analytic: frozen backbone + exact statistics + closed-form head, every forget (class or "
+                   "example) exact and instant (default: pfm)")
     p.add_argument("--dataset", default="bbc_news", help=dataset_help(CLASSIFICATION) + " (default: bbc_news)")
     p.add_argument("--out", required=True, help="run directory to create")
     add_config_args(p.add_argument_group("model and training (PFMConfig)"), PFMConfig, exclude=("class_names",),
                     defaults={"backbone": None},
                     help_texts={"backbone": "hub name, local dir, or alias minilm | dinov2-s14 "
                                 "(None: minilm for text, dinov2-s14 for images)"})
+    add_config_args(p.add_argument_group("analytic family (--family analytic; --backbone, --max-length, --image-size "
+                                         "and --seed above apply too)"), AnalyticConfig, exclude=ANALYTIC_SHARED)
     p.add_argument("--test-size", type=float, default=0.2, help="held-out share, stratified (default 0.2)")
     p.add_argument("--max-train", type=int, default=None, help="subsample the training split to N examples (stratified)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     add_report_to(p)
 
     p = add_command(sub, "forget", cmd_forget,
-                    help="forget classes: delete their prompts from the saved model (no data, no training)")
+                    help="forget classes (PFM: delete their prompts) or training examples (analytic runs: exact)")
     p.add_argument("run_dir")
-    p.add_argument("--classes", nargs="+", required=True, help="class names to forget")
+    p.add_argument("--classes", nargs="+", default=[], help="class names to forget")
+    p.add_argument("--examples", nargs="+", default=[], metavar="ID",
+                   help="analytic runs: ids of training examples to forget (the data's id column, else the row "
+                   "number); the ledger records keyed hashes only")
     p.add_argument("--reason", default="", help="why (recorded in the deletion ledger)")
     p.add_argument("--request-id", default=None, help="idempotency key: repeating it changes nothing (default: a new uuid)")
     p.add_argument("--json", action="store_true", help="also print the result (ledger hashes, timings) as JSON")
@@ -73,40 +83,68 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-layer", type=int, default=None, help="override the task's prompt layer")
 
 
-def cmd_train(args) -> int:
-    """Train a PFM: backbone + LoRA on query/value + one learnable prompt per class + linear head."""
-    from promptforget.pfm.run import train_run
+# Each family's config; the analytic flags that PFMConfig already defines are shared.
+TRAIN_CONFIGS = {"pfm": PFMConfig, "analytic": AnalyticConfig}
+ANALYTIC_SHARED = ("backbone", "max_length", "image_size", "seed", "batch_size", "class_names", "id_salt")
 
-    train_run(args.out, args.dataset, test_size=args.test_size, max_train=args.max_train, overwrite=args.overwrite,
-              report_to=args.report_to, **config_kwargs(PFMConfig, args))
+
+def cmd_train(args) -> int:
+    """Train a model into a run directory. PFM (default): backbone + LoRA on query/value + one learnable
+    prompt per class + linear head. Analytic (--family analytic): frozen backbone features, exact sums, a
+    head solved in closed form; forgetting a class or an example is exact and instant."""
+    from promptforget.families import FAMILIES
+
+    config = TRAIN_CONFIGS[args.family]
+    knobs = config_kwargs(config, args, exclude=("batch_size", "backbone") if config is AnalyticConfig else ())
+    if config is AnalyticConfig:
+        knobs["backbone"] = args.backbone or "minilm"
+    out = FAMILIES[args.family].train(args.out, args.dataset, test_size=args.test_size, max_train=args.max_train,
+                                      overwrite=args.overwrite, report_to=args.report_to, **knobs)
+    log = _read_json(Path(out) / "train_log.json")
+    if log and "heldout_acc" in log:
+        print(f"[train] held-out accuracy {log['heldout_acc']:.3f} on {log['n_test']} examples; "
+              f"{log['train_seconds']:.1f} s -> {out}")
     return 0
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def cmd_forget(args) -> int:
     """Delete class prompts from a run directory. The weights file is rewritten atomically; an unknown or
     already-forgotten class is an error and leaves every file untouched."""
     # The same durable path as the service's POST /forget: artefact + hash-chained ledger, crash-safe.
+    from promptforget.families import family_of
     from promptforget.store.durable import forget
     from promptforget.store.ledger import load_key
 
+    if not args.classes and not args.examples:
+        raise ValueError("give --classes and/or --examples")
     key = load_key(args.ledger_key_file)
-    if args.exact:
+    family = family_of(args.run_dir)
+    retrain = args.exact and not family.exact_forget  # an exact family's forget is exact already
+    if retrain:
         from promptforget.pfm.exact import exact_forget
 
         r, _ = exact_forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id,
                                source="cli", key=key, retrain_now=False)
     else:
-        r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli", key=key)
+        r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli", key=key,
+                   examples=args.examples, rewrite=family.rewrite(args.run_dir, key))
     if not r.replayed:
-        from promptforget.pfm.card import write_model_card
-
-        write_model_card(args.run_dir)
+        family.write_card(args.run_dir)
     what = "already forgotten by this request id (no change)" if r.replayed else "forgot"
-    print(f"[forget] {what} {r.classes} in {r.timings_ms.get('total', 0.0):.1f} ms (ledger seq {r.ledger_seq}, "
+    things = " and ".join(([str(r.classes)] if r.classes else []) + ([f"{len(r.examples)} example(s)"] if r.examples else []))
+    exact = " (exact: the artefact now equals a retrain without them)" if r.exact_at_commit else ""
+    print(f"[forget] {what} {things}{exact} in {r.timings_ms.get('total', 0.0):.1f} ms (ledger seq {r.ledger_seq}, "
           f"request id {r.request_id}); remaining classes: {r.active_classes}")
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
-    if args.exact:  # the prompt is gone and acknowledged above; now the retrain
+    if retrain:  # the prompt is gone and acknowledged above; now the retrain
         return cmd_exact(args)
     return 0
 
@@ -177,6 +215,22 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_analytic_report(report: dict) -> str:
+    s = report["state"]
+    w = s["worst_retained_class"]
+    return "\n".join([
+        f"active classes: {', '.join(s['active_classes'])}",
+        f"forgotten:      {', '.join(s['forgotten_classes']) or '-'}  (exact: no weights of theirs exist; "
+        f"answered for {s['forgotten_answered']:.3f} of the held-out samples)",
+        f"held-out accuracy {s['overall_acc']:.3f}, retained classes {s['retained_acc']:.3f} "
+        f"({report['n_test']} examples; head {s['head']})",
+        f"worst retained class: {w['class']} {w['acc']:.3f} [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}] of {w['n']} samples",
+    ])
+
+
+REPORT_FORMATS = {"pfm": format_report, "analytic": format_analytic_report}
+
+
 def _f(x) -> str:
     return "-" if x is None or x != x else f"{x:.3f}"
 
@@ -184,18 +238,19 @@ def _f(x) -> str:
 def cmd_evaluate(args) -> int:
     """Evaluate a run on its held-out split: current state, the forgetting protocol (k in {1, C/2, C-1},
     every combination or a sample), and the probe modes."""
-    from promptforget.pfm.run import evaluate_run
+    from promptforget.families import family_of
     from promptforget.store.layout import EVAL_NAME
     from promptforget.utils.io import atomic_write_json
 
     run_dir = Path(args.run_dir)
-    report = evaluate_run(run_dir, args.k, args.max_combinations, not args.no_protocol, not args.no_probes, args.max_eval, args.batch_size)
+    family = family_of(run_dir)
+    report = family.evaluate(run_dir, ks=args.k, max_combinations=args.max_combinations, protocol=not args.no_protocol,
+                             probes=not args.no_probes, max_eval=args.max_eval, batch_size=args.batch_size)
     out = Path(args.output) if args.output else run_dir / EVAL_NAME
     atomic_write_json(out, report)
-    from promptforget.pfm.card import write_model_card
-
-    write_model_card(run_dir, evaluation=None if args.output is None else report)
-    print(format_report(report))
+    if args.output is None:
+        family.write_card(run_dir)
+    print(REPORT_FORMATS[family.name](report))
     print(f"[evaluate] JSON -> {out}")
     return 0
 

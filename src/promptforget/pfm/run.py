@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from promptforget.store.layout import CONFIG_NAME, DATA_NAME, TRAIN_LOG_NAME, read_split_record, split_record
+from promptforget.store.layout import DATA_NAME, TRAIN_LOG_NAME, is_pfm_run, read_split_record, split_record
 
 
 def stratified_cap(ds, n: int | None, seed: int):
@@ -36,8 +36,8 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
-        if not (out / CONFIG_NAME).is_file():
-            raise ValueError(f"{out} is not a PFM run directory (no {CONFIG_NAME}); refusing to overwrite it")
+        if not is_pfm_run(out):
+            raise ValueError(f"{out} is not a promptforget run directory (no run config); refusing to overwrite it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--json", action="store_true", help="print the full report as JSON")
     v.add_argument("--expect-head", default=None, metavar="SEQ:HASH",
                    help="an anchor from `ledger head`: fail if the chain no longer holds that entry (HASH alone: anywhere)")
+    v.add_argument("--recompute", action="store_true",
+                   help="analytic runs: retrain from the recorded data minus every forgotten class and example and "
+                   "compare the artefact's hash (the proof anyone holding the retained data can run)")
     add_ledger_key_flag(v)
     v.set_defaults(func=cmd_ledger_verify)
     s = lsub.add_parser("show", help="print the ledger's entries as JSON lines")
@@ -121,6 +124,13 @@ def cmd_ledger_verify(args) -> int:
     report = verify(args.run_dir, key, expect_head=args.expect_head)
     if recovery is not None:
         report["recovery"] = recovery
+    if args.recompute:
+        from promptforget.families import family_of
+
+        proof = family_of(args.run_dir).recompute(args.run_dir, key)
+        report["recompute"] = proof
+        report["problems"] += proof["problems"]
+        report["ok"] = report["ok"] and proof["ok"]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -135,6 +145,12 @@ def cmd_ledger_verify(args) -> int:
                   "the chain, not who wrote it")
         elif report["authenticated"]:
             print(f"[ledger] authenticated: every entry signed with key {key.key_id}")
+        if args.recompute:
+            proof = report["recompute"]
+            verdict = "equals" if proof["ok"] else "does NOT equal"
+            print(f"[ledger] recompute: a retrain on {proof['n_train']} retained examples (without "
+                  f"{proof['forgotten_classes'] or 'no class'} and {proof['forgotten_examples']} forgotten examples) "
+                  f"{verdict} the artefact: sha256 {proof['recomputed_sha256'][:16]}... in {proof['seconds']:.1f} s")
         for p in report["problems"]:
             print(f"[ledger] problem: {p}", file=sys.stderr)
     return 0 if report["ok"] else 1

@@ -57,11 +57,11 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from promptforget.store import layout
 from promptforget.store.artefact import Safetensors
-from promptforget.store.layout import WEIGHTS_NAME, prompt_tensor_name
+from promptforget.store.layout import WEIGHTS_NAME
 from promptforget.store.ledger import (EXACT_FIELDS, Ledger, LedgerError, LedgerKey, check_chain, check_run,
                                        check_signatures, committed, dangling_pending, forgotten_by_ledger,
                                        forgotten_prompt_problems, is_signed, load_key, open_exact_requests, utc_now)
@@ -92,6 +92,23 @@ class AlreadyForgottenError(ForgetError):
 
 class RequestIdConflictError(ForgetError):
     status = 409
+
+
+class UnknownExampleError(ForgetError):
+    status = 404
+
+
+class ArtefactRewrite(Protocol):
+    """How a model family rewrites its artefact for a forget (PFM needs none: its class tensors are dropped
+    byte for byte). The analytic family's subtracts the rows and solves its head again."""
+
+    exact: bool  # True: the rewritten artefact equals a retrain without the forgotten data
+
+    def ledger_hashes(self, examples: list[str]) -> list[str]:
+        """The keyed hashes the ledger records for example ids (never the ids themselves)."""
+
+    def __call__(self, raw: bytes, classes: list[str], examples: list[str]) -> bytes:
+        """The new artefact's bytes; an :class:`UnknownExampleError` for an id not in the training set."""
 
 
 class StorageError(ForgetError):
@@ -240,8 +257,8 @@ def _recover_exact(run_dir: Path, ledger: Ledger, entries: list[dict], p: dict, 
 def _commit_event(p: dict, recovered: bool = False) -> dict:
     keep = ("request_id", "classes", "reason", "source", "removed_prompt_sha256",
             "artefact_before_sha256", "artefact_after_sha256")
-    exact = {"exact_requested": True} if p.get("exact_requested") else {}
-    return {"event": "commit", "pending_seq": p["seq"], **{k: p[k] for k in keep}, **exact, "recovered": recovered}
+    extra = {k: p[k] for k in ("examples", "exact_requested", "exact_at_commit") if k in p}
+    return {"event": "commit", "pending_seq": p["seq"], **{k: p[k] for k in keep}, **extra, "recovered": recovered}
 
 
 def _exact_event(p: dict, recovered: bool = False) -> dict:
@@ -265,17 +282,27 @@ class ForgetResult:
     recovery: dict | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     exact_requested: bool = False
+    examples: list[str] = field(default_factory=list)  # keyed hashes of the forgotten examples' ids
+    exact_at_commit: bool = False  # the committed artefact already equals a retrain without the data
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def validate_request(classes, reason: str, request_id: str | None) -> tuple[list[str], str, str]:
+MAX_EXAMPLES_PER_REQUEST = 100_000
+
+
+def validate_request(classes, reason: str, request_id: str | None, examples=()) -> tuple[list[str], str, str]:
     if isinstance(classes, str):
         classes = [classes]
     classes = list(classes) if isinstance(classes, Iterable) else classes
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
-        raise ForgetError("forget: give one or more class names (non-empty strings)")
+    examples = list(examples) if isinstance(examples, Iterable) and not isinstance(examples, str) else examples
+    if not isinstance(examples, list) or not all(isinstance(x, str) and x for x in examples):
+        raise ForgetError("forget: examples must be a list of example ids (non-empty strings)")
+    if len(examples) > MAX_EXAMPLES_PER_REQUEST or len(set(examples)) != len(examples):
+        raise ForgetError(f"forget: at most {MAX_EXAMPLES_PER_REQUEST:,} distinct example ids per request")
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes) or not (classes or examples):
+        raise ForgetError("forget: give one or more class names or example ids (non-empty strings)")
     if len(set(classes)) != len(classes):
         raise ForgetError(f"forget: duplicate class names in {classes}")
     if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
@@ -297,6 +324,8 @@ def forget(
     on_artefact: Callable[[list[str]], None] | None = None,
     key: LedgerKey | None = None,
     exact: bool = False,
+    examples: Iterable[str] = (),
+    rewrite: ArtefactRewrite | None = None,
 ) -> ForgetResult:
     """Forget ``classes`` durably (see the module docstring). Returns once artefact and ledger are on disk.
 
@@ -305,9 +334,18 @@ def forget(
     returns the recorded result (``replayed=True``); with other classes it is an error. ``key`` signs
     the new entries and checks the old ones (default: from the environment). ``exact=True`` records that
     an exact retrain is asked for (``exact_requested``); :mod:`promptforget.pfm.exact` runs it.
+
+    ``examples`` (ids of training examples) and ``rewrite`` (the family's :class:`ArtefactRewrite`) come
+    together: a family that can forget single examples rewrites its artefact; the ledger records only keyed
+    hashes of the ids. An exact rewrite marks the commit ``exact_at_commit``: nothing is left to retrain.
     """
     t0 = time.perf_counter()
-    classes, reason, request_id = validate_request(classes, reason, request_id)
+    classes, reason, request_id = validate_request(classes, reason, request_id, examples)
+    examples = list(examples)
+    if examples and rewrite is None:
+        raise ForgetError("forget: this run forgets whole classes only (a PFM binds classes to prompts, not "
+                          "examples); single examples need an analytic run (train --family analytic)")
+    exact = exact and not (rewrite is not None and rewrite.exact)  # an exact rewrite needs no retrain
     run_dir = Path(run_dir)
     names = layout.class_names(run_dir)
     key = key if key is not None else load_key()
@@ -329,11 +367,12 @@ def forget(
         if problems:
             more = f" (and {len(problems) - 1} more: `promptforget ledger verify`)" if len(problems) > 1 else ""
             raise LedgerError(f"the ledger does not verify, nothing was written: {problems[0]}{more}")
+        hashes = rewrite.ledger_hashes(examples) if examples else []
         for e in committed(entries):
             if e["request_id"] == request_id:
-                if sorted(e["classes"]) != sorted(classes):
+                if sorted(e["classes"]) != sorted(classes) or sorted(e.get("examples", [])) != sorted(hashes):
                     raise RequestIdConflictError(
-                        f"request_id {request_id!r} was already used for classes {e['classes']} (seq {e['seq']})")
+                        f"request_id {request_id!r} was already used for another forget (seq {e['seq']})")
                 if exact and not e.get("exact_requested"):
                     raise RequestIdConflictError(f"request_id {request_id!r} was an instant forget (seq {e['seq']}); "
                                                  "ask for the exact one with a new request id")
@@ -353,14 +392,23 @@ def forget(
             raise AlreadyForgottenError(f"class {gone[0]!r} is already forgotten")
         if len(active) - len(classes) < 1:
             raise ForgetError("forget: at least one class must remain (forgetting every class leaves no model)")
-        drop = {n for c in classes for n in layout.class_tensor_names(c, st.names())}
-        new = st.without(drop)
+        if rewrite is None:
+            new = st.without({n for c in classes for n in layout.class_tensor_names(c, st.names())})
+        else:
+            new = rewrite(raw, classes, examples)
+            left = layout.active_classes(names, Safetensors.parse(new, "the rewritten artefact").names())
+            if left != [c for c in active if c not in classes]:
+                lost = [c for c in active if c not in classes and c not in left]
+                raise ForgetError(f"forget: these examples are every example left of {lost}: forget the class "
+                                  "instead (--classes), so the ledger says so")
         pending = {
             "event": "pending", "request_id": request_id, "classes": classes, "reason": reason, "source": source,
-            "removed_prompt_sha256": {c: st.tensor_sha256(prompt_tensor_name(c)) for c in classes},
+            "removed_prompt_sha256": {c: st.tensor_sha256(layout.class_marker(c, st.names())) for c in classes},
             "artefact_before_sha256": facts["artefact_sha256"],
             "artefact_after_sha256": hashlib.sha256(new).hexdigest(),
+            **({"examples": sorted(hashes)} if hashes else {}),
             **({"exact_requested": True} if exact else {}),
+            **({"exact_at_commit": True} if rewrite is not None and rewrite.exact else {}),
         }
         del raw, st  # the old prompt bytes need not live longer than necessary
         t = lap("prepare", t)
@@ -501,10 +549,11 @@ def _result(e: dict, replayed: bool, state: dict, recovery: dict | None, timings
         artefact_after_sha256=e["artefact_after_sha256"], removed_prompt_sha256=dict(e["removed_prompt_sha256"]),
         active_classes=list(state["active_classes"]), forgotten_classes=list(state["forgotten_classes"]),
         recovery=recovery if (recovery and (recovery["resolved"] or recovery["torn_tail_bytes"] or recovery["stale_temps"])) else None,
-        timings_ms=timings, exact_requested=bool(e.get("exact_requested")),
+        timings_ms=timings, exact_requested=bool(e.get("exact_requested")), examples=list(e.get("examples", [])),
+        exact_at_commit=bool(e.get("exact_at_commit")),
     )
 
 
 __all__ = ["forget", "recover", "artefact_state", "run_lock", "ForgetResult", "ForgetError", "UnknownClassNameError",
-           "AlreadyForgottenError", "RequestIdConflictError", "StorageError", "LedgerError", "CRASH_ENV", "CRASH_POINTS", "utc_now",
+           "AlreadyForgottenError", "RequestIdConflictError", "UnknownExampleError", "ArtefactRewrite", "StorageError", "LedgerError", "CRASH_ENV", "CRASH_POINTS", "utc_now",
            "exact_start", "install_exact", "crash", "EXACT_CRASH_POINTS"]

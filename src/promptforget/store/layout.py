@@ -1,10 +1,12 @@
-"""What a PFM run directory holds, in one place. Torch-free: the forget path, the ledger and the
+"""What a run directory holds, in one place. Torch-free: the forget path, the ledger and the
 CLI's fast commands read runs without importing a model.
 
     RUN_DIR/
-      pfm_config.json       the PFMConfig, the backbone's name and sha256
-      model.safetensors     LoRA, head and the class prompts (and per-class adapters): the prompts present
-                            ARE the known classes
+      pfm_config.json       a PFM run: the PFMConfig, the backbone's name and sha256
+      analytic_config.json  an analytic run (promptforget.analytic): its AnalyticConfig, the backbone
+      model.safetensors     PFM: LoRA, head and the class prompts (and per-class adapters); analytic: the
+                            exact statistics, each example's fixed-point features and the solved head.
+                            Either way the class-owned tensors present ARE the known classes
       data.json             the recorded split (dataset, test_size, seed, max_train) and the training
                             examples' hash (train_manifest_sha256, checked by an exact forget)
       train_log.json        training history
@@ -20,6 +22,8 @@ import os
 from pathlib import Path
 
 CONFIG_NAME = "pfm_config.json"
+ANALYTIC_CONFIG_NAME = "analytic_config.json"
+CONFIG_NAMES = {"pfm": CONFIG_NAME, "analytic": ANALYTIC_CONFIG_NAME}  # family -> its config file
 WEIGHTS_NAME = "model.safetensors"
 DATA_NAME = "data.json"
 TRAIN_LOG_NAME = "train_log.json"
@@ -28,6 +32,7 @@ EVAL_NAME = "evaluation.json"
 AUDIT_DIR = "audit"
 PROMPT_PREFIX = "prompts."
 CLASS_ADAPTER_PREFIX = "class_adapters."  # adapt="gated": CLASS_ADAPTER_PREFIX + class_key + ".lora_A.0", ...
+CLASS_STATS_PREFIX = "classes."  # analytic: CLASS_STATS_PREFIX + class_key + ".count" / ".sum" / ".weight" / ".bias"
 MANIFEST_KEY = "train_manifest_sha256"  # in data.json: SHA-256 over the ordered training examples and labels
 
 
@@ -45,34 +50,61 @@ def prompt_tensor_name(class_name: str) -> str:
     return PROMPT_PREFIX + class_key(class_name)
 
 
+def class_stats_name(class_name: str) -> str:
+    """The tensor whose presence makes a class known in an analytic run: its example count."""
+    return CLASS_STATS_PREFIX + class_key(class_name) + ".count"
+
+
 def class_tensor_names(class_name: str, tensor_names) -> list[str]:
     """Every tensor among ``tensor_names`` that belongs to the class: its prompt and, in a run with per-class
-    adapters, its adapter. A forget removes all of them."""
-    own = CLASS_ADAPTER_PREFIX + class_key(class_name) + "."
+    adapters, its adapter; in an analytic run its statistics and head row. A forget removes all of them."""
+    own = (CLASS_ADAPTER_PREFIX + class_key(class_name) + ".", CLASS_STATS_PREFIX + class_key(class_name) + ".")
     return [n for n in tensor_names if n == prompt_tensor_name(class_name) or n.startswith(own)]
 
 
+def class_marker(class_name: str, tensor_names) -> str | None:
+    """The class's identifying tensor among ``tensor_names`` (PFM: its prompt; analytic: its sum), or None."""
+    names = set(tensor_names)
+    for n in (prompt_tensor_name(class_name), CLASS_STATS_PREFIX + class_key(class_name) + ".sum"):
+        if n in names:
+            return n
+    return None
+
+
 def active_classes(class_names: list[str], tensor_names) -> list[str]:
-    """The classes whose prompt is among ``tensor_names``, in the config's order."""
+    """The classes whose prompt (PFM) or statistics (analytic) are among ``tensor_names``, in the config's order."""
     present = set(tensor_names)
-    return [c for c in class_names if prompt_tensor_name(c) in present]
+    return [c for c in class_names if prompt_tensor_name(c) in present or class_stats_name(c) in present]
+
+
+def run_family(run_dir: str | os.PathLike) -> str | None:
+    """Which model family a run directory holds (by its config file), or None when it is no run."""
+    found = [f for f, name in CONFIG_NAMES.items() if (Path(run_dir) / name).is_file()]
+    return found[0] if len(found) == 1 else None
+
+
+def config_path(run_dir: str | os.PathLike) -> Path:
+    family = run_family(run_dir)
+    return Path(run_dir) / CONFIG_NAMES[family or "pfm"]
 
 
 def is_pfm_run(run_dir: str | os.PathLike) -> bool:
-    return (Path(run_dir) / CONFIG_NAME).is_file()
+    """Whether ``run_dir`` is a run directory of any family (the name predates the analytic family)."""
+    return run_family(run_dir) is not None
 
 
 def require_pfm_run(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` if it holds a run of any family, else a one-line FileNotFoundError."""
     run_dir = Path(run_dir)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a PFM run directory: missing {name}")
+    for path in (config_path(run_dir), run_dir / WEIGHTS_NAME):
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a promptforget run directory: missing {path.name}")
     return run_dir
 
 
 def read_config_record(run_dir: str | os.PathLike) -> dict:
-    """The whole ``pfm_config.json`` record (format_version, config, backbone, ...)."""
-    path = Path(run_dir) / CONFIG_NAME
+    """The whole config record (format_version, config, backbone, ...) of a run of either family."""
+    path = config_path(run_dir)
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:

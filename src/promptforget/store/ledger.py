@@ -133,7 +133,7 @@ def load_key(path: str | os.PathLike | None = None) -> LedgerKey | None:
 def inside_run_dir(path: Path) -> Path | None:
     """The run directory ``path`` lies in, if any (a key stored there would travel with the ledger)."""
     for d in Path(os.path.abspath(path)).parents:
-        if (d / layout.CONFIG_NAME).exists() or (d / LEDGER_NAME).exists():
+        if any((d / n).exists() for n in (*layout.CONFIG_NAMES.values(), LEDGER_NAME)):
             return d
     return None
 
@@ -181,13 +181,16 @@ def _field_problem(name: str, value) -> str | None:
     if name == "request_ids":
         ok = isinstance(value, list) and all(isinstance(r, str) and r for r in value)
         return None if ok else "must be a list of request ids"
-    if name == "exact_requested":
+    if name in ("exact_requested", "exact_at_commit"):
         return None if value is True else "must be true when present"
+    if name == "examples":
+        ok = isinstance(value, list) and value and all(isinstance(h, str) and _HEX64.fullmatch(h) for h in value)
+        return None if ok else "must be a non-empty list of 64-hex keyed hashes"
     if name.endswith("sha256") and name != "removed_prompt_sha256":
         return None if isinstance(value, str) and _HEX64.fullmatch(value) else "must be 64 lowercase hex digits"
-    if name == "classes":
-        ok = isinstance(value, list) and value and all(isinstance(c, str) and c for c in value)
-        return None if ok else "must be a non-empty list of class names"
+    if name == "classes":  # empty only when the entry forgets examples (checked in schema_problem)
+        ok = isinstance(value, list) and all(isinstance(c, str) and c for c in value)
+        return None if ok else "must be a list of class names"
     if name == "removed_prompt_sha256":
         ok = isinstance(value, dict) and all(isinstance(h, str) and _HEX64.fullmatch(h) for h in value.values())
         return None if ok else "must map class names to 64-hex hashes"
@@ -207,11 +210,13 @@ def schema_problem(entry: dict) -> str | None:
         why = _field_problem(name, entry[name])
         if why:
             return f"{kind} field {name!r} {why}"
-    for name in ("hmac", "key_id", "exact_requested"):
+    for name in ("hmac", "key_id", "exact_requested", "exact_at_commit", "examples"):
         if name in entry:
             why = _field_problem(name, entry[name])
             if why:
                 return f"{kind} field {name!r} {why}"
+    if kind in ("pending", "commit") and not entry["classes"] and not entry.get("examples"):
+        return f"{kind} forgets nothing: it names no class and no example"
     return None
 
 
@@ -340,8 +345,8 @@ def request_state(entries: list[dict], request_id: str) -> dict | None:
     if c is None:
         return None
     exact = next((e for e in entries if e.get("event") == "exact" and e["seq"] > c["seq"]), None)
-    state = "exact" if exact else "retraining" if c.get("exact_requested") else "instant"
-    return {"request_id": request_id, "classes": list(c["classes"]), "state": state,
+    state = "exact" if exact or c.get("exact_at_commit") else "retraining" if c.get("exact_requested") else "instant"
+    return {"request_id": request_id, "classes": list(c["classes"]), "examples": len(c.get("examples", [])), "state": state,
             "exact_requested": bool(c.get("exact_requested")), "commit_seq": c["seq"],
             "exact_seq": exact["seq"] if exact else None}
 
@@ -400,7 +405,7 @@ def check_chain(entries: list[dict]) -> list[str]:
 
 _RESOLVES = {"commit": "pending", "abort": "pending", "exact": "exact_pending", "exact_abort": "exact_pending"}
 _REPEATED = {"commit": ("request_id", "classes", "artefact_before_sha256", "artefact_after_sha256",
-                        "removed_prompt_sha256", "exact_requested"),
+                        "removed_prompt_sha256", "exact_requested", "examples", "exact_at_commit"),
              "exact": EXACT_FIELDS}
 
 
@@ -444,7 +449,7 @@ def forgotten_prompt_problems(entries: list[dict], st: Safetensors) -> list[str]
     names = set(st.names())
     problems = [f"class {c!r} is forgotten in the ledger but its prompt is in the artefact"
                 for c in forgotten_by_ledger(entries) if layout.prompt_tensor_name(c) in names]
-    problems += [f"class {c!r} is forgotten in the ledger but its adapter is in the artefact"
+    problems += [f"class {c!r} is forgotten in the ledger but its adapter or statistics are in the artefact"
                  for c in forgotten_by_ledger(entries)
                  if any(n != layout.prompt_tensor_name(c) for n in layout.class_tensor_names(c, names))]
     removed = {h: (e["seq"], c) for e in committed(entries) for c, h in e["removed_prompt_sha256"].items()}

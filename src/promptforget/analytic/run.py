@@ -1,0 +1,206 @@
+"""An analytic run directory end to end: train, forget (the artefact rewrite the durable path calls),
+evaluate, and the proof by recomputation.
+
+    train_run(out, "bbc_news")                 one pass of the frozen backbone + sums + solve
+    rewrite_for(run_dir, key)                  what store.durable.forget calls to subtract rows
+    recompute(run_dir, key)                    retrain on the recorded data minus everything the ledger
+                                               forgot; the artefact's hash must come out the same
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from promptforget.analytic import artefact
+from promptforget.analytic.config import AnalyticConfig
+from promptforget.store.layout import DATA_NAME, MANIFEST_KEY, TRAIN_LOG_NAME, WEIGHTS_NAME, split_record
+from promptforget.store.ledger import Ledger, LedgerKey, committed, forgotten_by_ledger
+
+
+def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_train: int | None = None,
+              overwrite: bool = False, backbone: str | None = None, progress: bool = True, report_to: str = "none",
+              heldout: bool = True, **knobs) -> Path:
+    """Fit an analytic classifier on ``dataset`` into the run directory ``out``. ``knobs``: AnalyticConfig
+    fields (``seed`` also draws the split); ``backbone=None``: minilm for text, dinov2-s14 for images.
+    ``heldout``: also score the held-out split (``train_log.json``'s ``heldout_acc``; trackers get it)."""
+    from promptforget.analytic.model import AnalyticModel
+    from promptforget.data import load_splits
+    from promptforget.pfm.exact import dataset_sha256
+    from promptforget.pfm.run import prepare_run_dir, stratified_cap
+    from promptforget.utils.dist import is_main_process
+    from promptforget.utils.io import atomic_write_json
+    from promptforget.utils.tracking import Tracker, resolve_report_to
+
+    out = Path(out)
+    cfg = AnalyticConfig(**knobs)  # bad knobs fail here, before any data is loaded
+    resolve_report_to(report_to)
+    if is_main_process() and out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
+    train, test = load_splits(dataset, test_size, cfg.seed)
+    train = stratified_cap(train, max_train, cfg.seed)
+    is_text = hasattr(train, "texts")
+    cfg = replace(cfg, backbone=backbone or cfg.backbone if is_text else backbone or "dinov2-s14",
+                  class_names=cfg.class_names or list(train.class_names), id_salt=cfg.id_salt or AnalyticModel.new_salt())
+    t0 = time.perf_counter()
+    model, raw = AnalyticModel.fit(cfg, train.inputs, config_labels(train, cfg), train.ids, progress=progress)
+    seconds = time.perf_counter() - t0
+    if not is_main_process():  # every rank computed its share of the features; rank 0 writes
+        return out
+    prepare_run_dir(out, overwrite)
+    model.save_pretrained(out, raw)
+    atomic_write_json(out / DATA_NAME, {**split_record(dataset, test_size, cfg.seed, max_train),
+                                        MANIFEST_KEY: dataset_sha256(train)})
+    log = {"train_seconds": seconds, "n_train": len(train), "head": model.head_info, "feature_dim": model.extractor.dim,
+           "artefact_bytes": len(raw)}
+    if heldout and len(test):
+        t1 = time.perf_counter()
+        pred = model.predict(test.inputs)
+        log.update(heldout_acc=float(np.mean([p == test.class_names[y] for p, y in zip(pred, test.labels)])),
+                   n_test=len(test), heldout_seconds=time.perf_counter() - t1)
+        tracker = Tracker(report_to, out, "analytic-train", cfg.to_dict() | {"id_salt": "(recorded in the run)"})
+        tracker.log({"heldout_acc": log["heldout_acc"], "train_seconds": seconds}, 0, prefix="eval/")
+        tracker.finish()
+    atomic_write_json(out / TRAIN_LOG_NAME, log)
+    from promptforget.analytic.card import write_model_card
+
+    write_model_card(out)
+    return out
+
+
+def config_labels(ds, cfg: AnalyticConfig) -> np.ndarray:
+    """``ds``'s labels as indices into ``cfg.class_names`` (a config may list classes the data no longer
+    has: training on "the remaining data with the same config" keeps the class order)."""
+    where = {c: i for i, c in enumerate(cfg.class_names)}
+    missing = sorted(set(ds.class_names[y] for y in set(ds.labels.tolist())) - where.keys())
+    if missing:
+        raise ValueError(f"the data has classes the config does not list: {missing[:5]}")
+    return np.array([where[ds.class_names[y]] for y in ds.labels], dtype=np.int64)
+
+
+def load_config(run_dir: Path) -> AnalyticConfig:
+    from promptforget.analytic.model import read_record
+
+    return AnalyticConfig.from_dict(read_record(Path(run_dir))["config"])
+
+
+# ---------------------------------------------------------------------- forgetting
+_LEDGER_TAG = b"promptforget-forgotten-example\0"
+
+
+def ledger_example_hash(row_key: bytes, key: LedgerKey | None) -> str:
+    """What the ledger records of a forgotten example: HMAC-SHA256 under the ledger key of its row key (a
+    salted hash of its id), or without a key a SHA-256 of it. Never the id."""
+    if key is not None:
+        return hmac.new(key.secret, _LEDGER_TAG + row_key, hashlib.sha256).hexdigest()
+    return hashlib.sha256(_LEDGER_TAG + row_key).hexdigest()
+
+
+@dataclass
+class AnalyticRewrite:
+    """The analytic family's :class:`~promptforget.store.durable.ArtefactRewrite`: exact subtraction."""
+
+    config: AnalyticConfig
+    backbone_sha256: str
+    key: LedgerKey | None
+    exact: bool = True
+
+    def row_key(self, example_id: str) -> bytes:
+        return artefact.example_id_sha256(self.config.id_salt, example_id)
+
+    def ledger_hashes(self, examples: list[str]) -> list[str]:
+        return [ledger_example_hash(self.row_key(x), self.key) for x in examples]
+
+    def __call__(self, raw: bytes, classes: list[str], examples: list[str]) -> bytes:
+        return artefact.without(raw, self.config.class_names, classes, [self.row_key(x) for x in examples],
+                                self.config.head_settings(self.backbone_sha256), examples)
+
+
+def rewrite_for(run_dir, key: LedgerKey | None) -> AnalyticRewrite:
+    from promptforget.analytic.model import read_record
+
+    record = read_record(Path(run_dir))
+    return AnalyticRewrite(AnalyticConfig.from_dict(record["config"]), record["backbone"]["sha256"], key)
+
+
+# ---------------------------------------------------------------------- proof by recomputation
+def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True) -> dict:
+    """Train again from the recorded data minus every class and example the ledger forgot, with the run's
+    config, and compare the bytes' hash with the artefact's and the ledger's last after-hash."""
+    from promptforget.analytic.model import AnalyticModel
+    from promptforget.pfm.exact import exact_training_data
+
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    cfg = load_config(run_dir)
+    train = exact_training_data(run_dir)  # refuses missing or changed data
+    entries = Ledger(run_dir).read()
+    gone_classes = set(forgotten_by_ledger(entries))
+    gone_examples = {h for e in committed(entries) for h in e.get("examples", [])}
+    rewrite = rewrite_for(run_dir, key)
+    labels = config_labels(train, cfg)
+    keep = np.array([cfg.class_names[y] not in gone_classes for y in labels])
+    matched = 0
+    if gone_examples:
+        hit = np.array([h in gone_examples for h in rewrite.ledger_hashes(train.ids)])
+        keep &= ~hit
+        matched = int(hit.sum())
+    idx = np.flatnonzero(keep)
+    inputs = train.inputs[idx] if isinstance(train.inputs, np.ndarray) else [train.inputs[i] for i in idx]
+    _, raw = AnalyticModel.fit(cfg, inputs, labels[idx], [train.ids[i] for i in idx], progress=progress)
+    sha = hashlib.sha256(raw).hexdigest()
+    current = hashlib.sha256((run_dir / WEIGHTS_NAME).read_bytes()).hexdigest()
+    changes = [e for e in entries if e.get("event") in ("commit", "exact")]
+    ledger_sha = changes[-1]["artefact_after_sha256"] if changes else None
+    problems = []
+    if sha != current:
+        problems.append(f"the recomputed artefact (sha256 {sha[:12]}...) differs from the run's ({current[:12]}...)")
+    if ledger_sha is not None and ledger_sha != sha:
+        problems.append(f"the recomputed artefact differs from the ledger's last after-hash ({ledger_sha[:12]}...)")
+    if matched != len(gone_examples):
+        problems.append(f"{len(gone_examples) - matched} of the ledger's {len(gone_examples)} forgotten examples match "
+                        "no training example (another ledger key, or changed data)")
+    return {"ok": not problems, "problems": problems, "recomputed_sha256": sha, "artefact_sha256": current,
+            "ledger_after_sha256": ledger_sha, "forgotten_classes": sorted(gone_classes),
+            "forgotten_examples": len(gone_examples), "n_train": int(keep.sum()),
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+# ---------------------------------------------------------------------- evaluation
+def evaluate_run(run_dir, max_eval: int | None = None, batch_size: int = 64, progress: bool = True) -> dict:
+    """Held-out accuracy: overall, on retained classes, per class (Wilson 95% intervals), the worst class;
+    a forgotten class's samples are counted apart (the model has no answer for it: 0 by construction)."""
+    from promptforget.analytic.model import AnalyticModel
+    from promptforget.pfm.evaluate import wilson_interval
+    from promptforget.pfm.run import load_split, stratified_cap
+
+    run_dir = Path(run_dir)
+    model = AnalyticModel.from_pretrained(run_dir)
+    _, test = load_split(run_dir)
+    test = stratified_cap(test, max_eval, model.config.seed)
+    t0 = time.perf_counter()
+    pred = np.array([model.config.class_names.index(c) for c in model.predict(test.inputs, batch_size)])
+    y = config_labels(test, model.config)
+    names, active = model.class_names, model.active_classes
+    per_class = {}
+    for i, c in enumerate(names):
+        m = y == i
+        k = int((pred[m] == i).sum())
+        per_class[c] = {"acc": k / max(int(m.sum()), 1), "n": int(m.sum()), "ci95": list(wilson_interval(k, int(m.sum())))}
+    retained = np.isin(y, [names.index(c) for c in active])
+    worst = min(active, key=lambda c: per_class[c]["acc"])
+    state = {
+        "family": "analytic", "active_classes": active, "forgotten_classes": model.forgotten_classes,
+        "chance_acc": 1 / len(active), "overall_acc": float((pred == y).mean()),
+        "retained_acc": float((pred[retained] == y[retained]).mean()),
+        "forgotten_answered": float(np.isin(pred, [names.index(c) for c in model.forgotten_classes]).mean()),
+        "per_class_acc": {c: v["acc"] for c, v in per_class.items()}, "per_class": per_class,
+        "class_counts": {c: v["n"] for c, v in per_class.items()},
+        "worst_retained_class": {"class": worst, **per_class[worst]}, "head": model.head_info,
+    }
+    return {"run_dir": str(run_dir), "n_test": len(test), "state": state, "eval_seconds": time.perf_counter() - t0}
