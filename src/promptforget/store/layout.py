@@ -26,6 +26,7 @@ TRAIN_LOG_NAME = "train_log.json"
 LEDGER_NAME = "forget_ledger.jsonl"
 EVAL_NAME = "evaluation.json"
 AUDIT_DIR = "audit"
+AUDIT_JSON = "audit.json"  # the latest audit report in AUDIT_DIR (audit/report.py writes it)
 PROMPT_PREFIX = "prompts."
 CLASS_ADAPTER_PREFIX = "class_adapters."  # adapt="gated": CLASS_ADAPTER_PREFIX + class_key + ".lora_A.0", ...
 MANIFEST_KEY = "train_manifest_sha256"  # in data.json: SHA-256 over the ordered training examples and labels
