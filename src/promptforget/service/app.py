@@ -47,7 +47,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from promptforget.service.console import certificate_response, console_router, templates
+from promptforget.service.console import add_console, certificate_response, templates
 from promptforget.service.host import ModelHost
 from promptforget.service.inputs import (AuthGate, BodyLimit, ForgetRequest, PredictRequest, check_text, decode_array,
                                          decode_image, http_error, validation_detail)
@@ -227,7 +227,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
     def ledger_verify() -> dict:
         return host.check_ledger()  # 200 with ``ok`` and the problems, each naming the line and the field
 
-    app.include_router(console_router(host, settings, forget))  # /console: the compliance console
+    add_console(app, host, settings, forget)  # /console: the compliance console (service/console.py)
 
     def token_for(path: str) -> str | None:
         path = path.rstrip("/") or "/"

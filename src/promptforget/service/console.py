@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
+from fastapi import BackgroundTasks, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -229,11 +229,17 @@ def certificate_response(host, env, request_id: str, fmt: str) -> Response:
 
 
 # ---------------------------------------------------------------------- routes
-def console_router(host, settings, forget_route) -> APIRouter:
-    """``forget_route(req, background)``: the API's own POST /forget function (raises HTTPException)."""
+def add_console(app, host, settings, forget_route) -> None:
+    """Add the console's routes to ``app``. ``forget_route(req, background)``: the API's own POST /forget
+    function (raises HTTPException), so the form validates and fails exactly as the API does."""
     env = templates()
     sessions = Sessions()
-    router = APIRouter(prefix="/console", include_in_schema=False)
+
+    def get(path: str):
+        return app.get("/console" + path, include_in_schema=False)
+
+    def post(path: str):
+        return app.post("/console" + path, include_in_schema=False)
 
     def page(name: str, status: int = 200, **ctx) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**ctx), status_code=status, headers=SECURITY_HEADERS)
@@ -260,18 +266,18 @@ def console_router(host, settings, forget_route) -> APIRouter:
     def csrf_ok(s: Session, form: dict) -> bool:
         return hmac.compare_digest((form.get("csrf") or [""])[0].encode(), s.csrf.encode())
 
-    @router.get("/static/console.css")
+    @get("/static/console.css")
     def stylesheet():
         return FileResponse(HERE / "static" / "console.css", media_type="text/css",
                             headers={"Cache-Control": "max-age=3600"})
 
-    @router.get("/login")
+    @get("/login")
     def login_page(request: Request):
         if session_of(request):
             return RedirectResponse("/console", status_code=303)
         return page("login.html", reader_login=settings.predict_token is not None, error=None)
 
-    @router.post("/login")
+    @post("/login")
     async def login(request: Request):
         form = await form_of(request)
         given = (form.get("token") or [""])[0].strip().encode("utf-8")
@@ -286,12 +292,13 @@ def console_router(host, settings, forget_route) -> APIRouter:
                      secure=request.url.scheme == "https")
         return r
 
-    @router.post("/logout")
+    @post("/logout")
     async def logout(request: Request):
         form = await form_of(request)
         s = session_of(request)
-        if s is not None and csrf_ok(s, form):
-            sessions.drop(request.cookies.get(COOKIE))
+        if s is not None and not csrf_ok(s, form):
+            raise HTTPException(403, "the form is stale or not from this console (CSRF token); reload the page")
+        sessions.drop(request.cookies.get(COOKIE))
         r = to_login()
         r.delete_cookie(COOKIE, path="/console")
         return r
@@ -311,14 +318,14 @@ def console_router(host, settings, forget_route) -> APIRouter:
                              "problem": getattr(host, "exact_problem", None)},
                     form=form or {"values": {}, "error": None}, max_reason=MAX_REASON_CHARS)
 
-    @router.get("")
+    @get("")
     def console(request: Request, expect_head: str | None = None):
         s = session_of(request)
         if s is None:
             return to_login()
         return overview(s, (expect_head or "").strip() or None)
 
-    @router.post("/forget")
+    @post("/forget")
     async def file_forget(request: Request, background: BackgroundTasks):
         s = session_of(request)
         if s is None:
@@ -353,18 +360,18 @@ def console_router(host, settings, forget_route) -> APIRouter:
             raise HTTPException(404, f"ledger seq {seq} is not a committed forget")
         return c["request_id"]
 
-    @router.get("/requests/{seq}/certificate")
+    @get("/requests/{seq}/certificate")
     def certificate_page(request: Request, seq: int):
         cert = certificate_for(host, admin_request(request, seq))
         return HTMLResponse(certificate_html(env, cert, console=True, seq=seq), headers=SECURITY_HEADERS)
 
-    @router.get("/requests/{seq}/certificate.json")
+    @get("/requests/{seq}/certificate.json")
     def certificate_file(request: Request, seq: int):
         cert = certificate_for(host, admin_request(request, seq))
         return Response(dumps(cert), media_type="application/json",
                         headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="certificate-{seq}.json"'})
 
-    @router.get("/audit/{name}")
+    @get("/audit/{name}")
     def audit_image(request: Request, name: str):
         import json
 
@@ -378,5 +385,3 @@ def console_router(host, settings, forget_route) -> APIRouter:
         if f is None:
             raise HTTPException(404, "no such audit figure")
         return FileResponse(f, media_type=FIGURE_TYPES[f.suffix.lower()], headers={"Cache-Control": "no-store"})
-
-    return router
