@@ -56,9 +56,8 @@ def test_sign_in_cookie_and_pages(keyed, serve, admin_token):
         assert c.post("/console/logout", data={"csrf": "forged"}).status_code == 403
         assert c.get("/console").status_code == 200
         assert c.post("/console/logout", data={"csrf": csrf_of(page.text)}).status_code == 303
-        c.cookies.clear()
-        assert c.get("/console", cookies={"promptforget_console": r.headers["set-cookie"].split(";")[0].split("=", 1)[1]}
-                     ).status_code == 303
+        c.cookies.set("promptforget_console", r.headers["set-cookie"].split(";")[0].split("=", 1)[1], path="/console")
+        assert c.get("/console").status_code == 303  # the old session id no longer opens the console
 
 
 def test_forget_form_validates_like_the_api_and_keeps_ids_out_of_urls(keyed, serve, admin_token):
@@ -142,29 +141,24 @@ def test_anchor_check_and_broken_ledger(keyed, serve, admin_token):
         assert r.status_code == 409 and "does not verify" in r.text
 
 
-def test_audit_section_and_plots(keyed, serve, admin_token):
-    from PIL import Image
-
-    from promptforget.audit.report import Metric, table, write_files
+def test_audit_section_and_plots(keyed, serve, admin_token, tiny_audit):
+    import json
 
     run, key, key_file = keyed
-    metrics = {"forgotten_acc": Metric("accuracy on the forgotten class", "lower = forgotten", "reference", 0.05, 1)}
-    flat = {"audited": {"forgotten_acc": {"value": 0.12, "ci95": [0.08, 0.16], "n": 200, "how": "bootstrap"}},
-            "reference": {"forgotten_acc": {"value": 0.11, "ci95": [0.09, 0.13], "n": 200, "how": "bootstrap"}}}
-    audit_dir = run / "audit"
-    audit_dir.mkdir()
-    Image.new("RGB", (40, 20), (200, 30, 30)).save(audit_dir / "per_class_acc.png")
-    rows = table(flat, metrics)
-    write_files(audit_dir, {"forgotten_classes": ["alpha"], "models": flat}, rows, metrics, "# audit\n", "card\n",
-                {"per_class_acc": str(audit_dir / "per_class_acc.png"), "escape": "/etc/passwd"})
+    rows = tiny_audit(run)
+    report = run / "audit" / "audit.json"
+    record = json.loads(report.read_text())
+    record["figures"]["escape"] = "/etc/passwd"  # a path outside the audit directory is never served
+    report.write_text(json.dumps(record))
     with serve(run, ledger_key_file=key_file) as (url, _), httpx.Client(base_url=url) as c:
-        assert c.get("/console/audit/per_class_acc").status_code == 401
+        assert c.get("/console/audit/accuracy").status_code == 401
         login(c, admin_token)
         page = c.get("/console").text
         assert "forgotten_acc" in page and "0.120 [0.080, 0.160]" in page and rows[0]["verdict"] in page
+        assert "retained_acc" in page and rows[1]["verdict"] in page
         assert "No figure leaks more" in page or "Inconclusive" in page or "leaks more" in page  # the headline
-        assert 'src="/console/audit/per_class_acc"' in page and "escape" not in page
-        img = c.get("/console/audit/per_class_acc")
+        assert 'src="/console/audit/accuracy"' in page and "escape" not in page
+        img = c.get("/console/audit/accuracy")
         assert img.status_code == 200 and img.headers["content-type"] == "image/png" and img.content[:4] == b"\x89PNG"
         assert c.get("/console/audit/escape").status_code == 404
         # a certificate quotes the audit that covered its class

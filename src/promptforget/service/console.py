@@ -316,7 +316,7 @@ def add_console(app, host, settings, forget_route) -> None:
                     ledger_error=ledger_error, ledger=ledger_view(host, expect_head), audit=latest_audit(host.run_dir),
                     retrain={"active": retraining, "running": getattr(host, "exact_running", False),
                              "problem": getattr(host, "exact_problem", None)},
-                    form=form or {"values": {}, "error": None}, max_reason=MAX_REASON_CHARS)
+                    form=form or {"entered": {}, "error": None}, max_reason=MAX_REASON_CHARS)
 
     @get("")
     def console(request: Request, expect_head: str | None = None):
@@ -341,9 +341,9 @@ def add_console(app, host, settings, forget_route) -> None:
             req = ForgetRequest.model_validate(values)
             r = await run_in_threadpool(forget_route, req, background)
         except ValidationError as e:
-            return overview(s, form={"values": values, "error": validation_detail(e.errors())}, status=422)
+            return overview(s, form={"entered": values, "error": validation_detail(e.errors())}, status=422)
         except HTTPException as e:
-            return overview(s, form={"values": values, "error": e.detail}, status=e.status_code)
+            return overview(s, form={"entered": values, "error": e.detail}, status=e.status_code)
         s.flash = (f"{'Already on record' if r.get('replayed') else 'Forgotten'}: {', '.join(r['classes'])} "
                    f"(request {r['request_id']}, state {r['state']}).")
         return RedirectResponse("/console#requests", status_code=303, background=background)
