@@ -197,7 +197,10 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
 
     # Before the state route, whose {request_id:path} would take ".../certificate" as a request id.
     @app.get("/forget/{request_id:path}/certificate", dependencies=[Depends(admin)], response_class=Response,
-             responses=errors(401, 404, 409, 422))
+             responses={200: {"description": "the signed certificate (canonical JSON), or its printable HTML view",
+                              "content": {"application/json": {"schema": {"type": "object"}},
+                                          "text/html": {"schema": {"type": "string"}}}},
+                        **errors(401, 404, 409, 422)})
     def forget_certificate(request_id: str, format: Literal["json", "html"] = "json") -> Response:
         """The signed deletion certificate (JSON; ``?format=html``: printable); see store/certificate.py."""
         return certificate_response(host, console_env, request_id, format)
