@@ -116,3 +116,38 @@ def test_http_certificate(keyed_run, serve, admin_token):
         assert "req-17" in r.text and "alpha" in r.text and "erasure request 17" in r.text
         assert c.get("/forget/req-17/certificate", params={"format": "pdf"}, headers=h).status_code == 422
         assert c.get("/forget/req-17", headers=h).json()["state"] == "instant"  # the state route still answers
+
+
+def test_exact_forget_certificate_names_the_recomputation(tiny_bert_dir, tmp_path, serve, admin_token):
+    """An exact forget (the retrain without the class's data landed): mode exact, the retrain's hashes,
+    a request id with a slash still reaches the certificate route, and the console shows the state."""
+    import csv
+
+    from promptforget.pfm.exact import exact_forget
+    from promptforget.pfm.run import train_run
+
+    data = tmp_path / "toy.csv"
+    with data.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label")] + [("pasta and pizza", "food"), ("a late goal", "sport"),
+                                                        ("a fast new chip", "tech")] * 6)
+    run = train_run(tmp_path / "run", f"csv:{data}", test_size=0.34, backbone=tiny_bert_dir, epochs=1, batch_size=4,
+                    max_length=16)
+    key_file = tmp_path / "keys" / "ledger.key"
+    key_file.parent.mkdir()
+    key = keygen(key_file)
+    r, done = exact_forget(run, ["sport"], reason="erasure", request_id="req/ex-1", key=key, log=lambda m: None)
+    assert done is not None
+    cert = build_certificate(run, "req/ex-1", key)
+    assert cert["mode"] == "exact" and "equals what retraining without it gives" in cert["statement"]
+    rec = cert["recomputation"]
+    assert rec["train_manifest_sha256"] == done["train_manifest_sha256"] and rec["config_sha256"] == done["config_sha256"]
+    assert rec["artefact_after_sha256"] == cert["model"]["artefact_sha256"]
+    assert [e["event"] for e in cert["ledger"]["entries"]] == ["pending", "commit", "exact_pending", "exact"]
+    assert cert["request"]["exact_at"] == done["time"] and verify_certificate(dumps(cert), key)[0]
+    with serve(run, ledger_key_file=str(key_file), poll_interval_s=0) as (url, _), httpx.Client(base_url=url) as c:
+        h = {"Authorization": f"Bearer {admin_token}"}
+        got = c.get("/forget/req/ex-1/certificate", headers=h)
+        assert got.status_code == 200 and json.loads(got.content)["mode"] == "exact"
+        c.post("/console/login", data={"token": admin_token})
+        page = c.get("/console").text
+        assert "state-exact" in page and f"exact: {done['time']}" in page

@@ -165,3 +165,18 @@ def test_audit_section_and_plots(keyed, serve, admin_token, tiny_audit):
         durable.forget(run, ["alpha"], reason="r", request_id="req-a", key=key)
         cert = c.get("/forget/req-a/certificate", headers={"Authorization": f"Bearer {admin_token}"}).json()
         assert cert["audit"]["verdicts"][0]["metric"] == "forgotten_acc" and cert["audit"]["covers_all"]
+
+
+def test_a_pending_retrain_shows_and_refreshes(keyed, serve, admin_token):
+    """A request whose exact retrain has not landed: state retraining, the page refreshes itself, and why
+    the retrain failed (this run has no training data) is shown."""
+    run, key, key_file = keyed
+    durable.forget(run, ["gamma"], reason="r", request_id="req-x", key=key, exact=True)
+    with serve(run, ledger_key_file=key_file) as (url, app), httpx.Client(base_url=url) as c:
+        assert app.state.host.wait_exact(120)  # the retrain at start fails: no data.json
+        login(c, admin_token)
+        page = c.get("/console").text
+        assert "state-retraining" in page and '<meta http-equiv="refresh" content="5">' in page
+        assert "The last retrain failed" in page and "data.json" in page
+        cert = c.get("/forget/req-x/certificate", headers={"Authorization": f"Bearer {admin_token}"}).json()
+        assert cert["mode"] == "retraining" and cert["recomputation"] is None
