@@ -53,10 +53,14 @@ def load_key_from_bytes(secret: bytes):
 def test_one_changed_byte_anywhere_fails(keyed_run):
     run, key, _ = keyed_run
     raw = dumps(build_certificate(run, "req-17", key))
-    for i in range(len(raw) - 1):  # every byte but the final newline
+    for i in range(len(raw)):  # every byte
         bad = raw[:i] + bytes([raw[i] ^ 0x01]) + raw[i + 1:]
         assert not verify_certificate(bad, key)[0], f"byte {i} changed and the certificate still verifies"
         assert not verify_certificate(bad)[0], f"byte {i} changed and the Ed25519 check still passes"
+    # same content, other bytes: a space for the newline, pretty-printed -- not the signed form
+    assert verify_certificate(raw[:-1] + b" ", key) == (False, "not in canonical form: the file was modified after it "
+                                                               "was issued")
+    assert not verify_certificate(json.dumps(json.loads(raw), indent=2).encode(), key)[0]
     # a re-signed forgery without the key: fields changed and the document re-canonicalised
     cert = json.loads(raw)
     cert["deleted"]["classes"] = ["beta"]

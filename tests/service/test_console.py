@@ -100,7 +100,8 @@ def test_forget_form_validates_like_the_api_and_keeps_ids_out_of_urls(keyed, ser
 
         j = c.get(f"/console/requests/{seq}/certificate.json")
         assert "attachment" in j.headers["content-disposition"] and verify_certificate(j.content, key)[0]
-        assert c.get("/console/requests/1/certificate").status_code == 404  # seq 1 is the pending, not a commit
+        r = c.get("/console/requests/1/certificate")  # seq 1 is the pending, not a commit
+        assert r.status_code == 404 and 'role="alert"' in r.text and "not a committed forget" in r.text
         # a repeat is idempotent, as in the API
         r = c.post("/console/forget", data=form)
         assert "Already on record" in c.get("/console").text and len(Ledger(run).read()) == 2

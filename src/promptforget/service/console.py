@@ -45,6 +45,7 @@ HERE = Path(__file__).parent
 COOKIE = "promptforget_console"
 SESSION_TTL_S = 8 * 3600
 MAX_SESSIONS = 1000
+STALE_FORM = "the form is stale or not from this console (CSRF token); reload the page and try again"
 FIGURE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -244,6 +245,12 @@ def add_console(app, host, settings, forget_route) -> None:
     def page(name: str, status: int = 200, **ctx) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**ctx), status_code=status, headers=SECURITY_HEADERS)
 
+    def error_page(e: HTTPException) -> HTMLResponse:
+        """A refusal as a page a browser user can read (the API's JSON errors are for programs)."""
+        titles = {401: "Sign in first", 403: "Not allowed", 404: "Not found", 409: "Cannot be issued now"}
+        return page("error.html", e.status_code, code=e.status_code, message=e.detail,
+                    title=titles.get(e.status_code, "Refused"))
+
     def session_of(request: Request) -> Session | None:
         return sessions.get(request.cookies.get(COOKIE))
 
@@ -294,10 +301,13 @@ def add_console(app, host, settings, forget_route) -> None:
 
     @post("/logout")
     async def logout(request: Request):
-        form = await form_of(request)
+        try:
+            form = await form_of(request)
+        except HTTPException as e:
+            return error_page(e)
         s = session_of(request)
         if s is not None and not csrf_ok(s, form):
-            raise HTTPException(403, "the form is stale or not from this console (CSRF token); reload the page")
+            return error_page(HTTPException(403, STALE_FORM))
         sessions.drop(request.cookies.get(COOKIE))
         r = to_login()
         r.delete_cookie(COOKIE, path="/console")
@@ -330,11 +340,14 @@ def add_console(app, host, settings, forget_route) -> None:
         s = session_of(request)
         if s is None:
             return to_login()
-        form = await form_of(request)
+        try:
+            form = await form_of(request)
+        except HTTPException as e:
+            return error_page(e)
         if not csrf_ok(s, form):
-            raise HTTPException(403, "the form is stale or not from this console (CSRF token); reload the page")
+            return error_page(HTTPException(403, STALE_FORM))
         if s.role != "admin":
-            raise HTTPException(403, "filing a forget needs the admin token")
+            return error_page(HTTPException(403, "filing a forget needs the admin token"))
         values = {"request_id": (form.get("request_id") or [""])[0].strip(), "reason": (form.get("reason") or [""])[0],
                   "classes": form.get("classes") or [], "exact": (form.get("exact") or [""])[0] == "on"}
         try:
@@ -362,7 +375,10 @@ def add_console(app, host, settings, forget_route) -> None:
 
     @get("/requests/{seq}/certificate")
     def certificate_page(request: Request, seq: int):
-        cert = certificate_for(host, admin_request(request, seq))
+        try:
+            cert = certificate_for(host, admin_request(request, seq))
+        except HTTPException as e:
+            return error_page(e)
         return HTMLResponse(certificate_html(env, cert, console=True, seq=seq), headers=SECURITY_HEADERS)
 
     @get("/requests/{seq}/certificate.json")
