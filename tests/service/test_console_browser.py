@@ -61,7 +61,7 @@ def screenshot(driver, out: Path, name: str) -> Path:
     """A full-page PNG (the window grown to the page's height) in ``out``, and in docs/img on request."""
     driver.execute_script("window.scrollTo(0, 0)")
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(int(height) + 160, 600), 6000))
+    driver.set_window_size(1280, min(max(int(height) + 400, 600), 6000))
     driver.execute_script("window.scrollTo(0, 0)")
     path = out / f"console_{name}.png"
     driver.save_screenshot(str(path))
@@ -168,6 +168,7 @@ def test_console_in_a_real_browser(browser, console_run, serve, admin_token, tmp
         d.find_element(By.ID, "reason").send_keys(REASON)
         d.find_element(By.CSS_SELECTOR, "label[for=class-1]").click()
         navigates(d, d.find_element(By.CSS_SELECTOR, "#forget-form button[type=submit]").click)
+        assert d.current_url == url + "/console/forget#forget"  # the error page opens at the form
         error = d.find_element(By.ID, "forget-error").text
         assert "request_id: String should match pattern" in error
         assert d.find_element(By.ID, "reason").get_attribute("value") == REASON
