@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from promptforget.service.inputs import ForgetRequest, validation_detail
 from promptforget.store import layout
 from promptforget.store.durable import MAX_REASON_CHARS
-from promptforget.store.certificate import CertificateError, build_certificate, dumps
+from promptforget.store.certificate import CertificateError, build_certificate, config_record, dumps
 from promptforget.store.ledger import GENESIS, Ledger, LedgerError, check_anchor, committed, request_state
 
 HERE = Path(__file__).parent
@@ -103,7 +103,7 @@ class Sessions:
 
 # ---------------------------------------------------------------------- what the pages show
 def model_facts(host) -> dict:
-    record = layout.read_config_record(host.run_dir)
+    record = config_record(host.run_dir)
     backbone = record.get("backbone") or {}
     classes = host.classes()
     return {"run": host.run_dir.resolve().name, "family": record.get("family") or "pfm",

@@ -105,6 +105,14 @@ def _audit_verdicts(run_dir: Path, items: set[str]) -> dict | None:
             "reference_seeds": record.get("reference_seeds"), "verdicts": rows}
 
 
+def config_record(run_dir: Path) -> dict:
+    """The run's config record, or {} where the run has none this layout knows (another model family)."""
+    try:
+        return layout.read_config_record(run_dir)
+    except (OSError, ValueError):
+        return {}
+
+
 def build_certificate(run_dir: str | os.PathLike, request_id: str, key: LedgerKey | None,
                       report: dict | None = None) -> dict:
     """The signed certificate of the committed forget ``request_id``. ``report``: a :func:`verify` report
@@ -124,7 +132,7 @@ def build_certificate(run_dir: str | os.PathLike, request_id: str, key: LedgerKe
     commit = next(e for e in committed(entries) if e["request_id"] == request_id)
     own = _request_entries(entries, request_id)
     done = next((e for e in entries if e["seq"] == state.get("exact_seq")), None)
-    record = layout.read_config_record(run_dir)
+    record = config_record(run_dir)
     backbone = record.get("backbone") or {}
     deleted = {k: commit[k] for k in DELETED_FIELDS if k in commit}
     mode = state["state"]
