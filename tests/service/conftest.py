@@ -78,3 +78,43 @@ def serve():
 def new_run():
     """``new_run(backbone, path, classes, bias)`` -- save a tiny run."""
     return make_run
+
+
+def write_tiny_audit(run_dir, forgotten=("alpha",)):
+    """An audit report in RUN/audit/ made by the report engine (audit/report.py) from fixed figures, with
+    one plot drawn from them: what the console and certificates read, without running the attacks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from promptforget.audit.report import Metric, table, write_files
+
+    metrics = {"forgotten_acc": Metric("accuracy on the forgotten class", "lower = forgotten", "reference", 0.05, 1),
+               "retained_acc": Metric("accuracy on the kept classes", "higher = kept", "reference", 0.05, 1,
+                                      kind="utility")}
+    fig = lambda v, lo, hi: {"value": v, "ci95": [lo, hi], "n": 200, "how": "bootstrap over examples"}  # noqa: E731
+    flat = {"audited": {"forgotten_acc": fig(0.12, 0.08, 0.16), "retained_acc": fig(0.91, 0.88, 0.94)},
+            "reference": {"forgotten_acc": fig(0.11, 0.09, 0.13), "retained_acc": fig(0.92, 0.90, 0.94)}}
+    out = run_dir / "audit"
+    out.mkdir(exist_ok=True)
+    f, ax = plt.subplots(figsize=(5, 2.6))
+    for i, (model, color) in enumerate((("audited", "tab:red"), ("reference", "tab:blue"))):
+        vals = [flat[model][m]["value"] for m in metrics]
+        ax.bar([j + 0.4 * i for j in range(len(vals))], vals, 0.4, label=model, color=color)
+    ax.set_xticks([0.2, 1.2], list(metrics))
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    f.tight_layout()
+    f.savefig(out / "accuracy.png", dpi=80)
+    plt.close(f)
+    rows = table(flat, metrics)
+    write_files(out, {"forgotten_classes": list(forgotten), "models": flat}, rows, metrics, "# audit\n", "card\n",
+                {"accuracy": str(out / "accuracy.png")})
+    return rows
+
+
+@pytest.fixture
+def tiny_audit():
+    """``tiny_audit(run_dir)`` -- write an audit report (two verdicts, one plot) into RUN/audit/."""
+    return write_tiny_audit

@@ -4,6 +4,8 @@
     GET  /classes        all, active and forgotten classes
     POST /forget         {"classes": [...], "reason": "...", "request_id": "...", "exact": false}   admin token
     GET  /forget/{id}    a forget request's state: instant | retraining | exact               admin token
+    GET  /forget/{id}/certificate  its signed deletion certificate (?format=html)           admin token
+    GET  /console        the compliance console (HTML; sign-in form, service.console)
     GET  /ledger         the deletion ledger's entries (?since=SEQ&limit=N)            admin token
     GET  /ledger/verify  chain + signatures + artefact check (read-only)                admin token
     GET  /health         readiness: 200 when the ledger verifies, else 503 with the reason
@@ -38,15 +40,17 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from promptforget.service.console import add_console, certificate_response, templates
 from promptforget.service.host import ModelHost
 from promptforget.service.inputs import (AuthGate, BodyLimit, ForgetRequest, PredictRequest, check_text, decode_array,
-                                         decode_image, http_error)
+                                         decode_image, http_error, validation_detail)
 from promptforget.service.metrics import CONTENT_TYPE, RequestMetrics, ServiceMetrics, forget_outcome
 from promptforget.service.responses import (ClassesResponse, ForgetResponse, ForgetState, LedgerPage, Liveness, NotReady,
                                             PredictResponse, Readiness, VerifyReport, errors)
@@ -80,6 +84,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
     app.state.host = host
     app.state.metrics = metrics = ServiceMetrics(host)
     bearer = HTTPBearer(auto_error=False)
+    console_env = templates()
 
     def _check(creds: HTTPAuthorizationCredentials | None, expected: str, what: str) -> None:
         # Starlette decodes headers as latin-1: encoding back gives the bytes the client sent
@@ -102,8 +107,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         if any(e.get("type") == "json_invalid" for e in errs):
             ctx = next(e for e in errs if e.get("type") == "json_invalid").get("ctx", {})
             return JSONResponse({"detail": f"malformed JSON: {ctx.get('error', 'cannot parse the body')}"}, status_code=400)
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs]
-        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+        return JSONResponse({"detail": validation_detail(errs)}, status_code=422)
 
     @app.get("/health/live", response_model=Liveness)
     def live() -> dict:
@@ -191,6 +195,16 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         state = host.request_state(r.request_id)
         return {**r.to_dict(), "state": state["state"] if state else "instant"}
 
+    # Before the state route, whose {request_id:path} would take ".../certificate" as a request id.
+    @app.get("/forget/{request_id:path}/certificate", dependencies=[Depends(admin)], response_class=Response,
+             responses={200: {"description": "the signed certificate (canonical JSON), or its printable HTML view",
+                              "content": {"application/json": {"schema": {"type": "object"}},
+                                          "text/html": {"schema": {"type": "string"}}}},
+                        **errors(401, 404, 409, 422)})
+    def forget_certificate(request_id: str, format: Literal["json", "html"] = "json") -> Response:
+        """The signed deletion certificate (JSON; ``?format=html``: printable); see store/certificate.py."""
+        return certificate_response(host, console_env, request_id, format)
+
     @app.get("/forget/{request_id:path}", dependencies=[Depends(admin)], response_model=ForgetState,
              responses=errors(401, 404, 409))
     def forget_state(request_id: str) -> dict:
@@ -215,6 +229,8 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
     @app.get("/ledger/verify", dependencies=[Depends(admin)], response_model=VerifyReport, responses=errors(401))
     def ledger_verify() -> dict:
         return host.check_ledger()  # 200 with ``ok`` and the problems, each naming the line and the field
+
+    add_console(app, host, settings, forget)  # /console: the compliance console (service/console.py)
 
     def token_for(path: str) -> str | None:
         path = path.rstrip("/") or "/"

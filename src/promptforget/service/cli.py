@@ -1,4 +1,5 @@
-"""``promptforget serve RUN_DIR`` and ``promptforget ledger verify|show|head RUN_DIR``, ``ledger keygen``."""
+"""``promptforget serve RUN_DIR`` and ``promptforget ledger verify|show|head RUN_DIR``, ``ledger keygen``,
+``ledger certificate|verify-certificate|certificate-key`` (deletion certificates, store/certificate.py)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def register_ledger_key_commands(lsub) -> None:
     k = lsub.add_parser("keygen", help="write a new ledger key (hex, mode 0600) to a file outside any run directory")
     k.add_argument("--out", required=True, help="the key file to create (never overwritten)")
     k.set_defaults(func=cmd_ledger_keygen)
+    register_certificate_commands(lsub)
 
 
 def cmd_ledger_head(args) -> int:
@@ -73,6 +75,72 @@ def cmd_ledger_keygen(args) -> int:
     key = keygen(args.out)
     print(f"[ledger] wrote a new key to {args.out} (key_id {key.key_id}); use it with --ledger-key-file or "
           f"{KEY_FILE_ENV}, and keep it away from the run directory")
+    return 0
+
+
+# ---------------------------------------------------------------------- deletion certificates
+def register_certificate_commands(lsub) -> None:
+    c = lsub.add_parser("certificate", help="print (or write) the signed deletion certificate of one forget request")
+    c.add_argument("run_dir")
+    c.add_argument("--request-id", required=True, help="the forget request to certify")
+    c.add_argument("--out", default=None, help="write the certificate to this file (else print it)")
+    add_ledger_key_flag(c)
+    c.set_defaults(func=cmd_ledger_certificate)
+    v = lsub.add_parser("verify-certificate", help="check a deletion certificate offline (exit 0 valid, 2 invalid)")
+    v.add_argument("file")
+    v.add_argument("--public-key", default=None, help="the operator's Ed25519 public key (hex) to check against "
+                   "without the ledger key (from `ledger certificate-key`)")
+    add_ledger_key_flag(v)
+    v.set_defaults(func=cmd_ledger_verify_certificate)
+    k = lsub.add_parser("certificate-key", help="print the Ed25519 public key that checks this ledger key's certificates")
+    add_ledger_key_flag(k)
+    k.set_defaults(func=cmd_ledger_certificate_key)
+
+
+def _required_key(path):
+    from promptforget.store.ledger import load_key
+
+    key = load_key(path)
+    if key is None:
+        raise ValueError("no ledger key: give --ledger-key-file or set PROMPTFORGET_LEDGER_KEY_FILE / PROMPTFORGET_LEDGER_KEY")
+    return key
+
+
+def cmd_ledger_certificate(args) -> int:
+    from promptforget.store.certificate import build_certificate, dumps
+    from promptforget.utils.io import atomic_write_bytes
+
+    data = dumps(build_certificate(args.run_dir, args.request_id, _required_key(args.ledger_key_file)))
+    if args.out:
+        atomic_write_bytes(args.out, data)
+        print(f"[ledger] wrote the deletion certificate of {args.request_id} to {args.out}")
+    else:
+        sys.stdout.write(data.decode("ascii"))
+    return 0
+
+
+def cmd_ledger_verify_certificate(args) -> int:
+    from pathlib import Path
+
+    from promptforget.store.certificate import verify_certificate
+    from promptforget.store.ledger import load_key
+
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {args.file}: {e.strerror}") from None
+    ok, why = verify_certificate(raw, load_key(args.ledger_key_file), args.public_key)
+    print(f"[certificate] {'VALID' if ok else 'INVALID'}: {why}", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 2
+
+
+def cmd_ledger_certificate_key(args) -> int:
+    from promptforget.store.certificate import public_key
+
+    pub = public_key(_required_key(args.ledger_key_file))
+    if pub is None:
+        raise ValueError("Ed25519 signatures need the `cryptography` package (pip install cryptography)")
+    print(pub)
     return 0
 
 

@@ -227,6 +227,11 @@ class ModelHost:
             t.join(timeout)
         return self._exact_thread is None
 
+    @property
+    def exact_running(self) -> bool:
+        """An exact retrain runs in the background now (the console shows it)."""
+        return self._exact_thread is not None
+
     def _exact_worker(self) -> None:
         from promptforget.pfm.exact import run_exact
 

@@ -23,6 +23,12 @@ def http_error(status: int, msg: str):
     raise HTTPException(status_code=status, detail=msg)
 
 
+def validation_detail(errs: list[dict]) -> str:
+    """Pydantic's errors as one line: ``field: message; ...`` (the API's 422 detail, also the console's)."""
+    return "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
+                     for e in errs)
+
+
 def check_text(t: str, i: int) -> None:
     """A text the tokenizer can take: no lone surrogates (JSON allows ``\ud800``; UTF-8 does not)."""
     try:

@@ -30,6 +30,7 @@ TRAIN_LOG_NAME = "train_log.json"
 LEDGER_NAME = "forget_ledger.jsonl"
 EVAL_NAME = "evaluation.json"
 AUDIT_DIR = "audit"
+AUDIT_JSON = "audit.json"  # the latest audit report in AUDIT_DIR (audit/report.py writes it)
 PROMPT_PREFIX = "prompts."
 CLASS_ADAPTER_PREFIX = "class_adapters."  # adapt="gated": CLASS_ADAPTER_PREFIX + class_key + ".lora_A.0", ...
 CLASS_STATS_PREFIX = "classes."  # analytic: CLASS_STATS_PREFIX + class_key + ".count" / ".sum" / ".weight" / ".bias"
