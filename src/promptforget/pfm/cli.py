@@ -9,7 +9,7 @@ from pathlib import Path
 
 from promptforget.data.registry import CLASSIFICATION, dataset_help
 from promptforget.pfm.config import PFMConfig
-from promptforget.utils.cli_args import add_command, add_ledger_key_flag, add_report_to
+from promptforget.utils.cli_args import add_command, add_data_root_flag, add_ledger_key_flag, add_report_to
 from promptforget.utils.config import add_config_args, config_kwargs
 
 
@@ -36,12 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exact", action="store_true",
                    help="then retrain the shared weights from scratch without the classes' data (needs the run's "
                    "training data, unchanged) and replace the artefact: the model is as if it never saw them")
+    add_data_root_flag(p)
     add_ledger_key_flag(p)
 
     p = add_command(sub, "exact", cmd_exact,
                     help="run the pending exact-forget retrains of a run (e.g. after a crash mid-retrain)")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="also print the ledger's exact entry as JSON")
+    add_data_root_flag(p)
     add_ledger_key_flag(p)
 
     p = add_command(sub, "export", cmd_export,
@@ -60,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-eval", type=int, default=None, help="evaluate on at most N held-out examples (stratified)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--output", default=None, help="JSON output path (default RUN_DIR/evaluation.json)")
+    add_data_root_flag(p)
 
     p = add_command(sub, "demo", cmd_demo,
                     help="train, evaluate, forget one class, evaluate again, print the before/after table")
@@ -94,7 +97,7 @@ def cmd_forget(args) -> int:
         from promptforget.pfm.exact import exact_forget
 
         r, _ = exact_forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id,
-                               source="cli", key=key, retrain_now=False)
+                               source="cli", key=key, retrain_now=False, data_root=args.data_root)
     else:
         r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli", key=key)
     if not r.replayed:
@@ -116,7 +119,7 @@ def cmd_exact(args) -> int:
     from promptforget.pfm.exact import run_exact
     from promptforget.store.ledger import load_key
 
-    done = run_exact(args.run_dir, load_key(args.ledger_key_file))
+    done = run_exact(args.run_dir, load_key(args.ledger_key_file), data_root=args.data_root)
     if done is None:
         print(f"[exact] no exact forget is pending in {args.run_dir}")
         return 0
@@ -189,7 +192,8 @@ def cmd_evaluate(args) -> int:
     from promptforget.utils.io import atomic_write_json
 
     run_dir = Path(args.run_dir)
-    report = evaluate_run(run_dir, args.k, args.max_combinations, not args.no_protocol, not args.no_probes, args.max_eval, args.batch_size)
+    report = evaluate_run(run_dir, args.k, args.max_combinations, not args.no_protocol, not args.no_probes, args.max_eval,
+                          args.batch_size, data_root=args.data_root)
     out = Path(args.output) if args.output else run_dir / EVAL_NAME
     atomic_write_json(out, report)
     from promptforget.pfm.card import write_model_card

@@ -21,12 +21,14 @@ def stratified_cap(ds, n: int | None, seed: int):
     return kept
 
 
-def load_split(run_dir: Path):
-    """The (train, test) split a run was trained with, rebuilt from its data.json."""
+def load_split(run_dir: Path, data_root=None):
+    """The (train, test) split a run was trained with, rebuilt from its data.json, from wherever its data is
+    now (``data_root``: see :func:`promptforget.data.sources.resolve_dataset`)."""
     from promptforget.data import load_splits
+    from promptforget.data.sources import resolve_dataset
 
     info = read_split_record(run_dir)
-    train, test = load_splits(info["dataset"], info["test_size"], info["seed"])
+    train, test = load_splits(resolve_dataset(info, run_dir, data_root), info["test_size"], info["seed"])
     return stratified_cap(train, info.get("max_train"), info["seed"]), test
 
 
@@ -52,6 +54,7 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     from accelerate.logging import get_logger
 
     from promptforget.data import load_splits
+    from promptforget.data.sources import source_record
     from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
@@ -95,15 +98,17 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
         return out
     model.save_pretrained(out)
     # The training examples' hash: an exact forget retrains on this data and checks it is unchanged.
+    # Where the data is, relative to the run and absolute, with its hash: the run works from any directory.
     atomic_write_json(out / DATA_NAME, {**split_record(dataset, test_size, cfg.seed, max_train),
-                                        MANIFEST_KEY: dataset_sha256(train)})
+                                        "source": source_record(dataset, out), MANIFEST_KEY: dataset_sha256(train)})
     atomic_write_json(out / TRAIN_LOG_NAME, {"history": history, "train_seconds": seconds, "n_train": len(train)})
     write_model_card(out)
     log.info("[train] done in %.1fs -> %s", seconds, out)
     return out
 
 
-def evaluate_run(run_dir: Path, ks=None, max_combinations=50, protocol=True, probes=True, max_eval=None, batch_size=64, progress=True) -> dict:
+def evaluate_run(run_dir: Path, ks=None, max_combinations=50, protocol=True, probes=True, max_eval=None, batch_size=64,
+                 progress=True, data_root=None) -> dict:
     """The run's current state on its held-out split, the k-combination forgetting protocol and the probe modes."""
     import torch
 
@@ -111,7 +116,7 @@ def evaluate_run(run_dir: Path, ks=None, max_combinations=50, protocol=True, pro
     from promptforget.pfm.model import PFMModel
 
     model = PFMModel.from_pretrained(run_dir)
-    _, test = load_split(run_dir)
+    _, test = load_split(run_dir, data_root)
     test = stratified_cap(test, max_eval, model.config.seed)
     inputs = model.encode_dataset(test.inputs)
     labels = torch.as_tensor(test.labels)
