@@ -154,7 +154,11 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
     recorded = {**data.to_dict(), "data": td.source, "data_file": None, "split_seed": data.data_seed,
                 "template": td.template.name if data.template in (None, td.template.name) else str(Path(data.template).resolve()),
                 "forget": None}
-    write_run(out, {**record, "model": model_name, "data": recorded, "data_sha256": td.sha256,
+    from promptforget.data.sources import source_record
+
+    # data_source: where the data is relative to the run too, so a moved run finds it (data/sources.py)
+    write_run(out, {**record, "model": model_name, "data": recorded, "data_source": source_record(td.source, out),
+                    "data_sha256": td.sha256,
                     "n_train": len(train), "n_test": len(test), "template": td.template.to_dict(),
                     "label_tokens": note, "finetune": config.to_dict(), "task": task.to_dict()}, results)
     return results
@@ -189,16 +193,21 @@ def unlearn_run(out, inputs: RunInputs, make_unlearner: Callable, save_as: str, 
                "trainable_parameters": sum(p.numel() for p in unlearner.trainable_parameters())}
     tracker.log(accuracies(results["evaluation"]), len(hist["steps"]), prefix="eval/")
     tracker.finish()
-    write_run(out, {**record, **_provenance(inputs, td), "task": task.to_dict(), "forget": split["info"]}, results)
+    write_run(out, {**record, **_provenance(inputs, td, out), "task": task.to_dict(), "forget": split["info"]}, results)
     return results
 
 
-def _provenance(inputs: RunInputs, td) -> dict:
-    """Where a run came from: its stage-1 run (read by the next command given this run) and its data."""
+def _provenance(inputs: RunInputs, td, out) -> dict:
+    """Where a run came from: its stage-1 run (read by the next command given this run; absolute, and relative
+    to this run for when both move together) and its data."""
+    import os
+
     if inputs.stage1_run is None:
         return {}
-    return {"stage1_run": str(inputs.stage1_run), "model": inputs.base_model, "data": inputs.data.to_dict(),
-            "data_sha256": td.sha256}
+    relative = Path(os.path.relpath(inputs.stage1_run, Path(out).resolve())).as_posix()
+    return {"stage1_run": str(inputs.stage1_run), "stage1_run_relative": relative, "model": inputs.base_model,
+            "data": inputs.data.to_dict(), "data_sha256": td.sha256}
+
 
 
 def evaluate_run(out, inputs: RunInputs, record: dict, prompt=None, adapter=None) -> dict:
@@ -233,6 +242,6 @@ def evaluate_run(out, inputs: RunInputs, record: dict, prompt=None, adapter=None
         scorer = lambda b: ops.label_logits(model, b)  # noqa: E731
     results = {"evaluation": evaluate_four(scorer, tok, task, split, data),
                "generation_check": _generation_check(gen_model, tok, task, split, data)}
-    write_run(Path(out), {**record, **_provenance(inputs, td), "task": task.to_dict(), "forget": split["info"]},
+    write_run(Path(out), {**record, **_provenance(inputs, td, out), "task": task.to_dict(), "forget": split["info"]},
               results)
     return results
