@@ -15,14 +15,17 @@ from promptforget.utils.config import add_config_args, config_kwargs
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "train", cmd_train, help="train a Pre-Forgettable Model (one prompt per class) into a run directory")
-    p.add_argument("--dataset", default="bbc_news", help=dataset_help(CLASSIFICATION) + " (default: bbc_news)")
+    p.add_argument("--dataset", "--data", default="bbc_news", help=dataset_help(CLASSIFICATION) + " (default: bbc_news)")
+    p.add_argument("--text-column", default=None, help="csv:/jsonl:/hf: column with the text (default: found by name)")
+    p.add_argument("--label-column", default=None, help="csv:/jsonl:/hf: column with the label (default: found by name)")
     p.add_argument("--out", required=True, help="run directory to create")
     add_config_args(p.add_argument_group("model and training (PFMConfig)"), PFMConfig, exclude=("class_names",),
                     defaults={"backbone": None},
                     help_texts={"backbone": "hub name, local dir, or alias minilm | dinov2-s14 "
                                 "(None: minilm for text, dinov2-s14 for images)"})
     p.add_argument("--test-size", type=float, default=0.2, help="held-out share, stratified (default 0.2)")
-    p.add_argument("--max-train", type=int, default=None, help="subsample the training split to N examples (stratified)")
+    p.add_argument("--max-train", "--n-train", type=int, default=None,
+                   help="subsample the training split to N examples (stratified)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     add_report_to(p)
 
@@ -61,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-probes", action="store_true", help="skip the probe modes")
     p.add_argument("--max-eval", type=int, default=None, help="evaluate on at most N held-out examples (stratified)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--output", default=None, help="JSON output path (default RUN_DIR/evaluation.json)")
+    p.add_argument("--output", "--out", default=None, help="JSON output path (default RUN_DIR/evaluation.json)")
     add_data_root_flag(p)
+    add_report_to(p)
 
     p = add_command(sub, "demo", cmd_demo,
                     help="train, evaluate, forget one class, evaluate again, print the before/after table")
@@ -70,9 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<task>)")
     p.add_argument("--forget", default=None, help="class to forget (default: the first class)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--dataset", default=None, help="override the task's dataset (e.g. csv:FILE)")
+    p.add_argument("--dataset", "--data", default=None, help="override the task's dataset (e.g. csv:FILE)")
     p.add_argument("--backbone", default=None, help="override the task's backbone")
-    p.add_argument("--max-train", type=int, default=None, help="subsample the training split")
+    p.add_argument("--max-train", "--n-train", type=int, default=None, help="subsample the training split")
     p.add_argument("--prompt-layer", type=int, default=None, help="override the task's prompt layer")
 
 
@@ -81,7 +85,8 @@ def cmd_train(args) -> int:
     from promptforget.pfm.run import train_run
 
     train_run(args.out, args.dataset, test_size=args.test_size, max_train=args.max_train, overwrite=args.overwrite,
-              report_to=args.report_to, **config_kwargs(PFMConfig, args))
+              report_to=args.report_to, text_column=args.text_column, label_column=args.label_column,
+              **config_kwargs(PFMConfig, args))
     return 0
 
 
@@ -187,8 +192,11 @@ def _f(x) -> str:
 def cmd_evaluate(args) -> int:
     """Evaluate a run on its held-out split: current state, the forgetting protocol (k in {1, C/2, C-1},
     every combination or a sample), and the probe modes."""
-    from promptforget.pfm.run import evaluate_run
+    from promptforget.pfm.run import evaluate_run, track_evaluation
     from promptforget.store.layout import EVAL_NAME
+    from promptforget.utils.tracking import resolve_report_to
+
+    resolve_report_to(args.report_to)  # a tracker that is not installed fails before the evaluation
     from promptforget.utils.io import atomic_write_json
 
     run_dir = Path(args.run_dir)
@@ -196,6 +204,7 @@ def cmd_evaluate(args) -> int:
                           args.batch_size, data_root=args.data_root)
     out = Path(args.output) if args.output else run_dir / EVAL_NAME
     atomic_write_json(out, report)
+    track_evaluation(run_dir, report, args.report_to)
     from promptforget.pfm.card import write_model_card
 
     write_model_card(run_dir, evaluation=None if args.output is None else report)
