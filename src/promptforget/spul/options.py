@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from promptforget.spul.config import DataConfig
 from promptforget.utils.config import add_config_args, config_from_args
 
@@ -24,6 +26,7 @@ def add_model_args(parser, run: bool = False, out_required: bool = True) -> None
     track_given([model])
     parser.add_argument("--out", required=out_required,
                         help="run directory to write (created)" + ("" if out_required else "; default: RUN/evaluation"))
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line (default: a table)")
 
 
 class _Collecting:
@@ -82,3 +85,15 @@ def run_inputs(args):
 def recorded_args(args) -> dict:
     """The parsed arguments as a run's ``config.json`` records them (``args``)."""
     return {k: v for k, v in vars(args).items() if k not in ("func", GIVEN)}
+
+
+def print_summary(out, results: dict | None, as_json: bool = False) -> None:
+    """A table per split, or (``--json``) one JSON line with the accuracies."""
+    from promptforget.spul.pipeline import accuracies, summary_lines
+
+    if results is None:  # a rank other than 0
+        return
+    if as_json:
+        print(json.dumps({"out": str(out), **accuracies(results["evaluation"])}))
+    else:
+        print("\n".join(summary_lines(out, results)))
