@@ -3,7 +3,7 @@
 A dataset typed as ``name:LOCATION`` (``csv:intents.csv``) names a file or folder relative to the working
 directory of the moment. A run records, beside the name as typed, where the data actually is::
 
-    "source": {"relative_to_run": "../intents.csv",   # when the data sits beside or under the run directory
+    "source": {"relative_to_run": "../intents.csv",   # found again when both moved together
                "absolute": "/home/me/intents.csv",
                "sha256": "..."}                        # files only: the content the run was trained on
 
@@ -35,9 +35,8 @@ def source_record(dataset: str, run_dir: str | os.PathLike) -> dict | None:
     if location is None:
         return None
     path, run_dir = location.resolve(), Path(run_dir).resolve()
-    record = {"absolute": str(path)}
-    if path.is_relative_to(run_dir.parent):  # beside the run (or under it): they move together
-        record["relative_to_run"] = Path(os.path.relpath(path, run_dir)).as_posix()
+    # relative: found again when the run and its data move together (a project folder copied or moved whole)
+    record = {"relative_to_run": Path(os.path.relpath(path, run_dir)).as_posix(), "absolute": str(path)}
     if path.is_file():
         record["sha256"] = sha256_file(path)
     return record
