@@ -67,6 +67,7 @@ def test_a_new_users_walk_through(tiny_bert_dir, tmp_path, monkeypatch, capsys, 
                  "--backbone", tiny_bert_dir, "--out", "runs/intents", "--epochs", "2", "--max-length", "16",
                  "--batch-size", "8", "--lr", "3e-3", "--report-to", "none"]) == 0
     assert re.search(r"held-out accuracy \d\.\d{3} on \d+ examples", capsys.readouterr().out)
+    assert "datasets:\n- intents\n" in Path("runs/intents/README.md").read_text()  # a name, not csv:PATH
 
     # evaluate
     assert main(["evaluate", "runs/intents", "--max-combinations", "3", "--report-to", "none"]) == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from promptforget.baselines.config import METHODS, BaselineConfig
-from promptforget.spul.options import add_data_args, add_model_args, print_summary, recorded_args, run_inputs
+from promptforget.spul.options import add_data_args, add_model_args, recorded_args, run_inputs, summary_text
 from promptforget.utils.cli_args import add_command, add_report_to
 from promptforget.utils.config import add_config_args, config_from_args
 
@@ -27,7 +27,9 @@ def cmd_baseline(args) -> int:
               "baseline": cfg.to_dict()}
     results = unlearn_run(args.out, inputs, lambda m, tok, task: Baseline(m, tok, task, cfg), "adapter", record,
                           report_to=args.report_to)
-    print_summary(args.out, results, args.json)
+    text = summary_text(args.out, results, args.json)
+    if text is not None:
+        print(text)
     return 0
 
 

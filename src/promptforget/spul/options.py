@@ -87,13 +87,13 @@ def recorded_args(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("func", GIVEN)}
 
 
-def print_summary(out, results: dict | None, as_json: bool = False) -> None:
-    """A table per split, or (``--json``) one JSON line with the accuracies."""
+def summary_text(out, results: dict | None, as_json: bool = False) -> str | None:
+    """What a command prints: a table per split, or (``--json``) one JSON line with the accuracies; None on a
+    rank other than 0 (no results)."""
     from promptforget.spul.pipeline import accuracies, summary_lines
 
-    if results is None:  # a rank other than 0
-        return
+    if results is None:
+        return None
     if as_json:
-        print(json.dumps({"out": str(out), **accuracies(results["evaluation"])}))
-    else:
-        print("\n".join(summary_lines(out, results)))
+        return json.dumps({"out": str(out), **accuracies(results["evaluation"])})
+    return "\n".join(summary_lines(out, results))
