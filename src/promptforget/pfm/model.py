@@ -179,7 +179,8 @@ class PFMModel(nn.Module):
 
         prompt_ids  [B, S] class indices of the prompts each sample sees (default: every active prompt)
         prompt_mask [B, S] which of those slots are real (False = padding of a smaller prompt set)
-        mask_forgotten: set logits of forgotten classes to -inf (the head still has their rows).
+        mask_forgotten: set logits of forgotten classes to -inf (the head still has their rows). Off here: the
+        forward is the raw view training and the audit read; predict/predict_proba mask by default.
         decoy_prompts [B, T, D], decoy_mask [B]: one extra prompt per sample that belongs to no class
         (training with decoy keys, see PFMConfig.decoy_share); it joins the sample's set where the mask is True.
         """
