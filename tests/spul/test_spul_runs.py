@@ -94,6 +94,11 @@ def test_user_csv_pipeline_reads_everything_from_the_stage1_run(setup, monkeypat
     monkeypatch.chdir(mdir)
     assert main(["spul", "evaluate", str(moved / "u"), "--out", str(tmp / "em")]) == 0
     assert read(tmp / "em" / "results.json")["evaluation"] == read(moved / "u" / "evaluation" / "results.json")["evaluation"]
+    # the data moved apart from the runs: --data-root names where it is now
+    (tmp / "data").mkdir()
+    (moved / "news.csv").rename(tmp / "data" / "news.csv")
+    assert main(["spul", "evaluate", str(moved / "u"), "--out", str(tmp / "en")]) == 2
+    assert main(["spul", "evaluate", str(moved / "u"), "--out", str(tmp / "en"), "--data-root", str(tmp / "data")]) == 0
 
 
 def test_flags_that_contradict_the_record_and_other_bad_input(setup, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from promptforget.spul.config import DataConfig
+from promptforget.utils.cli_args import add_data_root_flag
 from promptforget.utils.config import add_config_args, config_from_args
 
 DEFAULT_MODEL = "smollm2"
@@ -64,6 +65,8 @@ def add_data_args(parser, forget: bool = True, from_run: bool = False) -> None:
     group = _Collecting(parser.add_argument_group("data", description))
     add_config_args(group, DataConfig, exclude=() if forget else ("forget", "min_forget"))
     track_given(group.actions)
+    if from_run:
+        add_data_root_flag(group.group)
 
 
 def given_args(args) -> list[str]:
@@ -78,7 +81,7 @@ def run_inputs(args):
     given = given_args(args)
     if getattr(args, "run", None):
         data = {k: getattr(args, k) for k in given if k in DataConfig.__dataclass_fields__}
-        return resolve_inputs(args.run, data, args.model if "model" in given else None)
+        return resolve_inputs(args.run, data, args.model if "model" in given else None, getattr(args, "data_root", None))
     return RunInputs(model=args.model, data=config_from_args(DataConfig, args))
 
 

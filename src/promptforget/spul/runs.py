@@ -83,15 +83,16 @@ def _normalised(value):
     return value
 
 
-def resolve_inputs(run_dir, given: dict, model: str | None = None) -> RunInputs:
+def resolve_inputs(run_dir, given: dict, model: str | None = None, data_root=None) -> RunInputs:
     """The inputs of a command given RUN: ``given`` holds only the data flags typed on the command line,
-    ``model`` the --model typed (None if not)."""
+    ``model`` the --model typed (None if not); ``data_root``: where the data is if it moved apart from the run
+    (else ``$PROMPTFORGET_DATA_ROOT``; data/sources.py)."""
     stage1, s1, run_cfg = find_stage1(run_dir)
     recorded = dict(s1["data"])
     if s1.get("data_source"):  # where the data is now: beside the moved run, or under $PROMPTFORGET_DATA_ROOT
         from promptforget.data.sources import resolve_dataset
 
-        recorded["data"] = resolve_dataset({"dataset": recorded["data"], "source": s1["data_source"]}, stage1)
+        recorded["data"] = resolve_dataset({"dataset": recorded["data"], "source": s1["data_source"]}, stage1, data_root)
     given = dict(given)
     if given.get("data_file"):  # the old spelling names the same source as jsonl:FILE
         given["data"] = f"jsonl:{given.pop('data_file')}"
