@@ -124,7 +124,7 @@ def cmd_exact(args) -> int:
     from promptforget.pfm.exact import run_exact
     from promptforget.store.ledger import load_key
 
-    done = run_exact(args.run_dir, load_key(args.ledger_key_file), data_root=args.data_root)
+    done = run_exact(args.run_dir, load_key(args.ledger_key_file), progress=True, data_root=args.data_root)
     if done is None:
         print(f"[exact] no exact forget is pending in {args.run_dir}")
         return 0
