@@ -119,3 +119,52 @@ def test_only_rank_zero_writes_a_run(csv_data, tiny_bert_dir, tmp_path, monkeypa
     monkeypatch.setenv("RANK", "1")
     assert main(args + ["--overwrite"]) == 0
     assert files() == before
+
+
+def test_hf_flag_names_aliases_and_named_columns(tiny_bert_dir, tmp_path, capsys):
+    """HF Trainer's flag names are read as ours (with a note), train and spul share --data/--n-train, a CSV
+    with other column names trains with --text-column/--label-column, and train ends with held-out accuracy."""
+    data = tmp_path / "intents.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["utterance", "intent", "id"])
+        w.writerows([(f"{word} please {i}", intent, i) for i in range(8)
+                     for word, intent in (("refund", "billing"), ("password", "account"))])
+    assert main(["train", "--data", f"csv:{data}", "--backbone", tiny_bert_dir, "--out", str(tmp_path / "r0")]) == 2
+    assert "--text-column / --label-column" in capsys.readouterr().err  # the flags exist on train
+    run = tmp_path / "run"
+    assert main(["train", "--data", f"csv:{data}", "--text-column", "utterance", "--label-column", "intent",
+                 "--backbone", tiny_bert_dir, "--output_dir", str(run), "--learning_rate", "0.002",
+                 "--num_train_epochs=1", "--max_length", "8", "--n-train", "12", "--test-size", "0.25"]) == 0
+    out, err = capsys.readouterr()
+    assert "--learning_rate is read as --lr" in err and "--output_dir is read as --out" in err
+    assert "held-out accuracy" in out
+    config = json.loads((run / "pfm_config.json").read_text())["config"]
+    assert (config["lr"], config["epochs"], config["max_length"], config["class_names"]) == (0.002, 1, 8, ["account", "billing"])
+    record = json.loads((run / "data.json").read_text())
+    assert (record["text_column"], record["label_column"], record["max_train"]) == ("utterance", "intent", 12)
+    assert json.loads((run / "train_log.json").read_text())["n_train"] == 12
+
+
+@pytest.mark.parametrize("argv, usage", [(["train", "--out", "x", "--bogus"], "usage: promptforget train"),
+                                         (["spul", "finetune", "--out", "x", "--bogus"], "usage: promptforget spul finetune"),
+                                         (["forget", "run", "--classes", "a", "--nope", "1"], "usage: promptforget forget")])
+def test_an_unknown_flag_shows_the_sub_command_usage(argv, usage, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and usage in err and "unrecognized arguments" in err
+
+
+def test_cheap_checks_come_before_loading_a_model(csv_data, tmp_path, capsys):
+    """An existing run directory and a missing data file are reported at once: the backbone named here does
+    not exist, so reaching it would be a different error."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "file").write_text("x")
+    missing_backbone = str(tmp_path / "no-backbone")
+    assert main(["train", "--dataset", f"csv:{csv_data}", "--backbone", missing_backbone, "--out", str(tmp_path / "run")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(["train", "--dataset", f"csv:{tmp_path / 'nope.csv'}", "--backbone", missing_backbone,
+                 "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.csv" in err and "no-backbone" not in err and not (tmp_path / "new").exists()

@@ -48,6 +48,13 @@ def test_pfm_train_writes_tensorboard_events_per_epoch(tiny_bert_dir, tmp_path, 
     assert [step for step, _ in got["train/loss"]] == [1, 2]
     assert [v for _, v in got["train/loss"]] == pytest.approx([h["loss"] for h in history], rel=1e-5)
     assert {"train/ce", "train/kl", "train/lr"} <= set(got)
+    # the held-out accuracy at the end of training, and `evaluate`'s figures, reach the tracker too
+    log = json.loads((run / "train_log.json").read_text())
+    assert got["eval/accuracy"] == [(2, pytest.approx(log["held_out_accuracy"]))]
+    assert main(["evaluate", str(run), "--max-combinations", "2", "--report-to", "tensorboard"]) == 0
+    got, report = scalars(run), json.loads((run / "evaluation.json").read_text())
+    assert got["eval/no_mask/overall_acc"] == [(0, pytest.approx(report["state"]["no_mask"]["overall_acc"]))]
+    assert "eval/head_masked/retained_acc" in got
 
 
 def test_report_to_none_writes_no_logs(tiny_bert_dir, tmp_path):

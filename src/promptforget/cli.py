@@ -57,9 +57,48 @@ def configure_console_logging() -> None:
     package.setLevel(logging.INFO)
 
 
+# Hugging Face Trainer's names for our flags: accepted, with a note naming ours. Any other --snake_case flag
+# is read as its --kebab-case spelling (no flag of ours has an underscore).
+HF_FLAGS = {"--output-dir": "--out", "--learning-rate": "--lr", "--num-train-epochs": "--epochs",
+            "--per-device-train-batch-size": "--batch-size", "--model-name-or-path": "--model",
+            "--dataset-name": "--dataset"}
+
+
+def translate_flags(argv: list[str]) -> list[str]:
+    """``--learning_rate 1e-3`` -> ``--lr 1e-3`` (with a note on stderr), ``--max_length`` -> ``--max-length``."""
+    out = []
+    for token in argv:
+        flag, eq, value = token.partition("=")
+        if re.fullmatch(r"--[a-z0-9]+(_[a-z0-9]+)+", flag):
+            dashed = flag.replace("_", "-")
+            ours = HF_FLAGS.get(dashed, dashed)
+            print(f"promptforget: note: {flag} is read as {ours}", file=sys.stderr)
+            token = ours + eq + value
+        out.append(token)
+    return out
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Like ``parser.parse_args``, but an unknown flag is reported by the sub-command's parser, with its usage."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The innermost sub-command parser that ``args`` went through (``spul finetune`` -> its own parser)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return command_parser(action.choices[name], args)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, translate_flags(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -102,3 +102,12 @@ def test_the_dinov2_alias_is_named_by_its_local_directory(tmp_path, monkeypatch)
     assert base_model_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
     assert base_model_id("/some/dir") == "/some/dir"
 
+
+
+@pytest.mark.parametrize("typed, name", [("csv:data/intents.csv", "intents"), ("jsonl:/x/reviews.v2.jsonl", "reviews"),
+                                         ("hf:org/some-set", "org/some-set"), ("bbc_news", "bbc_news"),
+                                         ("cifar10:/data/cifar-10-python.tar.gz", "cifar-10-python")])
+def test_the_card_names_a_dataset_not_its_path(typed, name):
+    from promptforget.data.sources import dataset_label
+
+    assert dataset_label(typed) == name

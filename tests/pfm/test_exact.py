@@ -174,7 +174,7 @@ def test_missing_or_changed_data_is_refused_and_nothing_changes(run, capsys):
     try:
         edited = [(t.replace("bugs", "many bugs"), y) for t, y in ROWS]  # one text edited, everywhere
         write_csv(data, edited)
-        with pytest.raises(ExactUnavailableError, match="not the data the run was trained on"):
+        with pytest.raises(ExactUnavailableError, match="differs from the file the run was trained on"):
             exact_forget(run, ["sport"])
         assert files(run) == before
     finally:
@@ -185,6 +185,59 @@ def test_missing_or_changed_data_is_refused_and_nothing_changes(run, capsys):
     with pytest.raises(ExactUnavailableError, match="records no train_manifest_sha256"):
         exact_forget(run, ["sport"])
     assert files(run) == before
+
+
+def test_a_moved_run_forgets_exactly_from_anywhere(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Trained with a data path relative to the working directory, the run and its data are moved together,
+    then apart: --exact works from another directory, with --data-root once the data is elsewhere, and a
+    changed file there is refused."""
+    from promptforget.pfm.run import train_run
+
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    write_csv(Path("toy.csv"))
+    train_run("run", "csv:toy.csv", test_size=0.34, backbone=tiny_bert_dir, **KNOBS)
+    record = json.loads(Path("run", DATA_NAME).read_text())
+    assert record["dataset"] == "csv:toy.csv" and record["source"]["relative_to_run"] == "../toy.csv"
+    assert record["source"]["sha256"] == hashlib.sha256(Path("toy.csv").read_bytes()).hexdigest()
+
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.move(tmp_path / "project", moved)  # the recorded absolute path is gone too
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    run = moved / "run"
+    assert main(["forget", str(run), "--classes", "sport", "--exact"]) == 0, capsys.readouterr().err
+    assert "the artefact is now a retrain without ['sport']" in capsys.readouterr().out
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.move(moved / "toy.csv", data / "toy.csv")  # now the data lives apart from the run
+    before = files(run)
+    assert main(["forget", str(run), "--classes", "tech", "--exact"]) == 2
+    err = capsys.readouterr().err
+    assert "--data-root" in err and len(err.strip().splitlines()) == 1 and files(run) == before
+    assert main(["forget", str(run), "--classes", "tech", "--exact", "--data-root", str(data)]) == 0
+    capsys.readouterr()
+
+    run2 = Path(shutil.copytree(trained_from(tmp_path / "p2", tiny_bert_dir, monkeypatch), tmp_path / "run2"))
+    write_csv(tmp_path / "p2-data.csv", [(t.upper(), y) for t, y in ROWS])  # same name elsewhere, other content
+    (tmp_path / "changed").mkdir()
+    shutil.move(tmp_path / "p2-data.csv", tmp_path / "changed" / "toy.csv")
+    shutil.rmtree(tmp_path / "p2")
+    monkeypatch.setenv("PROMPTFORGET_DATA_ROOT", str(tmp_path / "changed"))
+    before = files(run2)
+    assert main(["forget", str(run2), "--classes", "tech", "--exact"]) == 2
+    assert "differs from the file the run was trained on" in capsys.readouterr().err and files(run2) == before
+
+
+def trained_from(project: Path, backbone: str, monkeypatch) -> Path:
+    """A run trained in ``project`` on ``project/toy.csv`` (typed relative to it)."""
+    from promptforget.pfm.run import train_run
+
+    project.mkdir()
+    monkeypatch.chdir(project)
+    write_csv(Path("toy.csv"))
+    return train_run(project / "run", "csv:toy.csv", test_size=0.34, backbone=backbone, **KNOBS)
 
 
 def test_cli_exact_and_a_signed_ledger(run, exact_sport, monkeypatch, capsys):

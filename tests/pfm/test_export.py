@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification
+from transformers import AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer
 
 from promptforget.pfm.config import PFMConfig
 from promptforget.pfm.export import ADAPTER_DIR, export_run
@@ -68,8 +68,14 @@ def test_export_logits_equal_pfm_and_forgotten_class_is_gone(family, style, laye
     # not one byte of the forgotten prompt anywhere in the export (model, adapter, config, code)
     assert not any(secret in b for b in files_bytes(out).values())
     config = json.loads((out / "config.json").read_text())
-    assert config["id2label"]["1"] == "beta" and config["forgotten_classes"] == ["beta"]
-    assert config["base_model_name_or_path"] == backbone
+    assert config["id2label"]["1"] == "beta (forgotten)" and config["forgotten_classes"] == ["beta"]
+    assert config["id2label"]["0"] == "alpha" and config["label2id"]["beta (forgotten)"] == 1
+    # no path of this machine: the local backbone is shipped in base_model/, the run named by its name
+    assert config["base_model_name_or_path"] == "base_model" and (out / "base_model" / "config.json").is_file()
+    assert config["promptforget"]["source_run"] == "run"
+    texts = [p.read_text() for p in out.rglob("*") if p.suffix in (".json", ".md")]
+    assert not any(str(tmp_path) in t or backbone in t for t in texts)
+    assert "beta" in (out / "README.md").read_text()  # the run's model card
     assert config["base_model_sha256"] == json.loads((run / "pfm_config.json").read_text())["backbone"]["sha256"]
 
 
@@ -80,11 +86,11 @@ def test_lora_is_a_standard_peft_adapter(tiny_bert_dir, tmp_path):
     out = export_run(run, tmp_path / "export")
     assert {p.name for p in (out / ADAPTER_DIR).iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     adapter = json.loads((out / ADAPTER_DIR / "adapter_config.json").read_text())
-    assert adapter["peft_type"] == "LORA" and adapter["r"] == 4 and adapter["base_model_name_or_path"] == tiny_bert_dir
+    assert adapter["peft_type"] == "LORA" and adapter["r"] == 4 and adapter["base_model_name_or_path"] == "base_model"
 
     ours = PFMModel.from_pretrained(run)
-    peft_model = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_bert_dir, attn_implementation="sdpa"),
-                                           str(out / ADAPTER_DIR)).eval()
+    base = AutoModel.from_pretrained(out / adapter["base_model_name_or_path"], attn_implementation="sdpa")
+    peft_model = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).eval()
     x = ours.preprocess(TEXTS)
     with torch.no_grad():
         expected = ours.backbone(**x).last_hidden_state
@@ -132,6 +138,35 @@ def test_export_loads_where_promptforget_cannot_be_imported(tiny_bert_dir, tmp_p
         expected = ours(ours.preprocess(TEXTS), mask_forgotten=True)
     assert_same_logits(expected, got["logits"])
     assert "gamma" not in got["labels"]
+
+
+def test_export_equals_the_run_for_inputs_longer_than_max_length(tiny_bert_dir, tmp_path):
+    run = make_run(tiny_bert_dir, tmp_path / "run")  # max_length 16
+    out = export_run(run, tmp_path / "export")
+    texts = [" ".join(["word"] * 40) + " and more about the weather", "short", "a text of middling length here"]
+    ours = PFMModel.from_pretrained(run)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    exported = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    assert tokenizer.model_max_length == 16
+    with torch.no_grad():
+        expected = ours(ours.preprocess(texts), mask_forgotten=True)
+        cut = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")  # at model_max_length
+        whole = tokenizer(texts, padding=True, return_tensors="pt")  # not cut: the model cuts it
+        assert cut["input_ids"].shape[1] == 16 and whole["input_ids"].shape[1] > 40
+        assert_same_logits(expected, exported(**cut).logits)
+        assert_same_logits(expected, exported(**whole).logits)
+
+
+def test_a_backbone_with_a_hub_id_is_named_not_copied(tiny_bert_dir, tmp_path, monkeypatch):
+    from promptforget.pfm import export
+
+    monkeypatch.setitem(export.HUB_IDS, tiny_bert_dir, "some-org/tiny-bert")
+    out = export_run(make_run(tiny_bert_dir, tmp_path / "run"), tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    assert config["base_model_name_or_path"] == config["base_model_hub_id"] == "some-org/tiny-bert"
+    assert json.loads((out / ADAPTER_DIR / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "some-org/tiny-bert"
+    assert not (out / "base_model").exists() and "base_model: some-org/tiny-bert" in (out / "README.md").read_text()
 
 
 def test_export_refuses_a_non_empty_target_and_leaves_it_alone(tiny_vit_dir, tmp_path):

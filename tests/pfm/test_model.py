@@ -101,6 +101,26 @@ def test_forget_removes_prompt_and_changes_predictions(tiny_vit_dir):
         m(x, torch.tensor([[2]] * 3), torch.ones(3, 1, dtype=torch.bool))
 
 
+def test_a_forgotten_class_is_never_predicted_by_default(tiny_bert_dir, tmp_path):
+    """predict/predict_proba mask forgotten classes unless asked not to, in memory and after a reload."""
+    from promptforget.pfm.model import forget_run
+
+    m = make(tiny_bert_dir).eval()
+    with torch.no_grad():
+        m.head.bias[CLASSES.index("beta")] = 100.0  # the head alone says "beta" for every input
+    texts = ["one text", "another text", "a third, longer text about nothing"]
+    assert m.predict(texts) == ["beta"] * 3
+    m.save_pretrained(tmp_path / "run")
+    m.forget(["beta"])
+    reloaded = forget_run(tmp_path / "run", ["beta"])
+    for model in (m, reloaded):
+        assert "beta" not in model.predict(texts)
+        assert (model.predict_proba(texts)[:, CLASSES.index("beta")] == 0).all()
+        # the research view still shows what the head says about the forgotten class
+        assert model.predict(texts, mask_forgotten=False) == ["beta"] * 3
+        assert (model.predict_proba_unmasked(texts).argmax(1) == CLASSES.index("beta")).all()
+
+
 @pytest.mark.parametrize("bad, match", [(["nope"], "unknown class"), (["alpha", "nope"], "unknown class"),
                                         (["alpha", "alpha"], "duplicate"), ([], "no classes"),
                                         (CLASSES, "at least one class")])

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from promptforget.cli import main
+from promptforget.spul.pipeline import stage1_warnings
 from promptforget.spul.testing import tiny_llama, tiny_tokenizer
 
 WORDS = ["good", "great", "fine", "bad", "awful", "dull"]
@@ -30,13 +31,29 @@ def _common(data):
     return ["--data", "jsonl", "--data-file", str(data), "--test-size", "0.25", "--max-length", "40"]
 
 
-def test_cli_pipeline(setup):
+def test_stage1_warnings_name_chance_and_answers_outside_the_label_words():
+    labels = ["negative", "positive"]
+    good = {"n": 10, "accuracy": 0.9, "predicted": {"positive": 5, "negative": 5}}
+    assert stage1_warnings({"train": good, "test": good}, labels) == []
+    poor = {"n": 96, "accuracy": 0.4, "predicted": {"positive": 11, "<other>": 85}}
+    got = stage1_warnings({"train": good, "test": poor}, labels)
+    assert "at or below chance (0.500)" in got[0] and "85/96 test predictions are outside the label words" in got[1]
+    assert "--epochs" in got[-1] and len(got) == 3
+
+
+def test_cli_pipeline(setup, capsys):
     tmp, data, mdir = setup
     s1 = tmp / "stage1"
     assert main(["spul", "finetune", "--model", str(mdir), "--out", str(s1), *_common(data),
                  "--epochs", "1", "--batch-size", "8", "--lora-r", "2", "--lora-alpha", "4"]) == 0
     res = json.loads((s1 / "results.json").read_text())
     assert set(res["evaluation"]) >= {"train", "test"} and res["trainable_parameters"] > 0
+    assert res["parameters"]["trainable"] == res["trainable_parameters"]  # what the LoRA trained, not 0
+    out, err = capsys.readouterr()
+    assert "split" in out and "accuracy" in out and str(s1 / "results.json") in out  # a table, not JSON
+    # the tiny random model is a poor stage 1: the warnings are in results.json and on stderr
+    assert res["warnings"] == stage1_warnings(res["evaluation"], ["negative", "positive"])
+    assert all(w in err for w in res["warnings"])
     assert (s1 / "model" / "model.safetensors").exists()
     assert json.loads((s1 / "config.json").read_text())["command"] == "spul finetune"
 
@@ -54,8 +71,10 @@ def test_cli_pipeline(setup):
     assert res["generation_check"] and res["trainable_parameters"] > 0
 
     e = tmp / "eval"
+    capsys.readouterr()
     assert main(["spul", "evaluate", "--model", str(s1 / "model"), "--prompt", str(u / "prompt"), "--out", str(e),
-                 *_common(data), *forget]) == 0
+                 *_common(data), *forget, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_forget"] == ev["train_forget"]["accuracy"]
     ev2 = json.loads((e / "results.json").read_text())["evaluation"]
     assert ev2["train_forget"] == ev["train_forget"]  # reloaded prompt scores identically
 

@@ -238,3 +238,71 @@ def test_forget_rejects_empty_sets(tiny):
         spul.forget([], _examples())
     with pytest.raises(ValueError, match="retain set is empty"):
         spul.forget(_examples()[:2], [])
+
+
+def _encode_one_by_one(tokenizer, task, ex, label_word, max_length):
+    """The former per-example encoder (encode, decode, re-encode), kept as the reference."""
+    from promptforget.spul.tasks import label_token_ids
+
+    label_ids = label_token_ids(tokenizer, label_word)
+    ex = dict(ex)
+    prompt_ids = tokenizer.encode(task.format_prompt(ex), add_special_tokens=True)
+    for _ in range(4):
+        excess = len(prompt_ids) + len(label_ids) - max_length
+        if excess <= 0:
+            break
+        field_ids = tokenizer.encode(ex[task.truncate_field], add_special_tokens=False)
+        if excess >= len(field_ids):
+            raise ValueError("too short")
+        ex[task.truncate_field] = tokenizer.decode(field_ids[: len(field_ids) - excess - 1])
+        prompt_ids = tokenizer.encode(task.format_prompt(ex), add_special_tokens=True)
+    else:
+        raise ValueError("could not truncate")
+    return {"input_ids": prompt_ids + label_ids, "label_start": len(prompt_ids), "label_ids": label_ids,
+            "prompt_len": len(prompt_ids)}
+
+
+def _collate_by_hand(encoded, pad_id):
+    """The former hand-padded collator, kept as the reference."""
+    T, L, B = max(len(e["input_ids"]) for e in encoded), max(len(e["label_ids"]) for e in encoded), len(encoded)
+    input_ids, attention_mask = torch.full((B, T), pad_id), torch.zeros((B, T), dtype=torch.long)
+    label_pos, label_ids = torch.zeros((B, L), dtype=torch.long), torch.full((B, L), -100)
+    for i, e in enumerate(encoded):
+        n, k = len(e["input_ids"]), len(e["label_ids"])
+        input_ids[i, :n], attention_mask[i, :n] = torch.tensor(e["input_ids"]), 1
+        label_pos[i, :k] = torch.arange(e["label_start"], e["label_start"] + k)
+        label_pos[i, k:] = e["label_start"]
+        label_ids[i, :k] = torch.tensor(e["label_ids"])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "label_pos": label_pos, "label_ids": label_ids}
+
+
+@pytest.mark.parametrize("which", ["tiny", "wordpiece"])
+@pytest.mark.parametrize("max_length", [12, 20, 48])
+def test_batched_encoding_and_padding_equal_the_per_example_ones(which, max_length):
+    from transformers import AutoTokenizer
+
+    from promptforget.backbones.encoder import default_text_encoder_dir
+    from promptforget.spul.tasks import MultipleChoiceTask, TextTask
+
+    long_texts = [t + " , and then " + " ".join([t] * 4) for t, _ in TEXTS]  # some need cutting
+    tok = tiny_tokenizer(long_texts + ["topic is sport tech choices"]) if which == "tiny" else \
+        AutoTokenizer.from_pretrained(default_text_encoder_dir())
+    pad = tok.pad_token_id
+    exs = [{"id": f"e{i}", "text": t, "label": y} for i, (t, (_, y)) in enumerate(zip(long_texts, TEXTS))]
+    mc = [{"id": f"q{i}", "question": t, "choices": ["one", "two"], "label": "AB"[i % 2]} for i, t in enumerate(long_texts)]
+    cases = [(SentimentTask(), exs, None), (TextTask(("positive", "negative"), "{text} topic is"), exs, None),
+             (SentimentTask(labels=("positive", "negative", "neutral")), exs, ["neutral"] * len(exs)),
+             (MultipleChoiceTask(num_choices=2), mc, None)]
+    for task, examples, words in cases:
+        try:
+            expected = [_encode_one_by_one(tok, task, ex, ex["label"] if words is None else words[i], max_length)
+                        for i, ex in enumerate(examples)]
+        except ValueError:  # the template alone does not fit: the batched encoder refuses too
+            with pytest.raises(ValueError):
+                encode_examples(tok, task, examples, max_length, label_words=words)
+            continue
+        got = encode_examples(tok, task, examples, max_length, label_words=words)
+        assert [{k: v for k, v in g.items() if k != "true_label"} for g in got] == expected
+        assert all(len(g["input_ids"]) <= max_length for g in got)
+        for k, v in collate(got, pad).items():
+            assert torch.equal(v, _collate_by_hand(got, pad)[k]), k

@@ -53,7 +53,7 @@ def read(path):
     return json.loads(path.read_text())
 
 
-def test_user_csv_pipeline_reads_everything_from_the_stage1_run(setup):
+def test_user_csv_pipeline_reads_everything_from_the_stage1_run(setup, monkeypatch):
     tmp, data, mdir = setup
     s1 = stage1(tmp, data, mdir)
     cfg = read(s1 / "config.json")
@@ -84,6 +84,21 @@ def test_user_csv_pipeline_reads_everything_from_the_stage1_run(setup):
     assert main(["spul", "evaluate", str(b), "--out", str(tmp / "eb")]) == 0
     assert (read(tmp / "eb" / "results.json")["evaluation"]["test_forget"]
             == read(b / "results.json")["evaluation"]["test_forget"])
+
+    # the runs and their data moved together, used from another directory: found relative to the runs
+    assert cfg["data_source"]["relative_to_run"] == "../news.csv" and ucfg["stage1_run_relative"] == "../s1"
+    moved = tmp / "elsewhere"
+    moved.mkdir()
+    for name in ("s1", "u", "news.csv"):
+        (tmp / name).rename(moved / name)
+    monkeypatch.chdir(mdir)
+    assert main(["spul", "evaluate", str(moved / "u"), "--out", str(tmp / "em")]) == 0
+    assert read(tmp / "em" / "results.json")["evaluation"] == read(moved / "u" / "evaluation" / "results.json")["evaluation"]
+    # the data moved apart from the runs: --data-root names where it is now
+    (tmp / "data").mkdir()
+    (moved / "news.csv").rename(tmp / "data" / "news.csv")
+    assert main(["spul", "evaluate", str(moved / "u"), "--out", str(tmp / "en")]) == 2
+    assert main(["spul", "evaluate", str(moved / "u"), "--out", str(tmp / "en"), "--data-root", str(tmp / "data")]) == 0
 
 
 def test_flags_that_contradict_the_record_and_other_bad_input(setup, capsys):
@@ -120,7 +135,8 @@ def test_flags_that_contradict_the_record_and_other_bad_input(setup, capsys):
 
     with data.open("a") as f:
         f.write("n99,Smith on the vote today,politics\n")
-    assert "has changed since the stage-1 run" in error(run + ["--forget", "entity:Smith", "--min-forget", "3"])
+    # the file's hash no longer matches the record
+    assert "differs from the file the run was trained on" in error(run + ["--forget", "entity:Smith", "--min-forget", "3"])
 
 
 def test_labels_sharing_a_first_token_fail_and_multi_token_labels_are_named(setup, capsys):

@@ -181,3 +181,24 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert factors[3] == pytest.approx(0.5 * (1 + math.cos(math.pi / 8)))
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("total, ratio", [(10, 0.0), (10, 0.2), (9, 0.25), (1, 0.0), (37, 0.1), (5, 0.5)])
+def test_cosine_schedule_has_the_figures_of_the_hand_written_one(total, ratio):
+    """transformers' schedule, one step ahead, gives what the former hand-written LambdaLR gave, step by step."""
+    warmup = int(round(ratio * total))
+
+    def former(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    sched = cosine_schedule(opt, total_steps=total, warmup_ratio=ratio)
+    got = []
+    for _ in range(total + 1):
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert got == pytest.approx([2.0 * former(s) for s in range(total + 1)], abs=1e-12)
+

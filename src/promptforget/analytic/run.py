@@ -25,14 +25,17 @@ from promptforget.store.ledger import Ledger, LedgerKey, committed, forgotten_by
 
 def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_train: int | None = None,
               overwrite: bool = False, backbone: str | None = None, progress: bool = True, report_to: str = "none",
-              heldout: bool = True, **knobs) -> Path:
+              heldout: bool = True, text_column: str | None = None, label_column: str | None = None, **knobs) -> Path:
     """Fit an analytic classifier on ``dataset`` into the run directory ``out``. ``knobs``: AnalyticConfig
     fields (``seed`` also draws the split); ``backbone=None``: minilm for text, dinov2-s14 for images.
-    ``heldout``: also score the held-out split (``train_log.json``'s ``heldout_acc``; trackers get it)."""
+    ``heldout``: also score the held-out split (``train_log.json``'s ``held_out_accuracy``, the trackers'
+    ``eval/accuracy``). ``text_column`` / ``label_column``: as for PFM's ``train_run``."""
+    import logging
     from promptforget.analytic.model import AnalyticModel
     from promptforget.data import load_splits
     from promptforget.pfm.exact import dataset_sha256
-    from promptforget.pfm.run import prepare_run_dir, stratified_cap
+    from promptforget.data.sources import source_record
+    from promptforget.pfm.run import check_run_dir, prepare_run_dir, stratified_cap
     from promptforget.utils.dist import is_main_process
     from promptforget.utils.io import atomic_write_json
     from promptforget.utils.tracking import Tracker, resolve_report_to
@@ -40,9 +43,9 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     out = Path(out)
     cfg = AnalyticConfig(**knobs)  # bad knobs fail here, before any data is loaded
     resolve_report_to(report_to)
-    if is_main_process() and out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"run directory {out} exists and is not empty (use --overwrite)")
-    train, test = load_splits(dataset, test_size, cfg.seed)
+    check_run_dir(out, overwrite)  # cheap checks first: the backbone takes seconds to load
+    columns = {"text_column": text_column, "label_column": label_column}
+    train, test = load_splits(dataset, test_size, cfg.seed, **columns)
     train = stratified_cap(train, max_train, cfg.seed)
     is_text = hasattr(train, "texts")
     cfg = replace(cfg, backbone=backbone or cfg.backbone if is_text else backbone or "dinov2-s14",
@@ -54,19 +57,23 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
         return out
     prepare_run_dir(out, overwrite)
     model.save_pretrained(out, raw)
-    atomic_write_json(out / DATA_NAME, {**split_record(dataset, test_size, cfg.seed, max_train),
-                                        MANIFEST_KEY: dataset_sha256(train)})
+    atomic_write_json(out / DATA_NAME, {**split_record(dataset, test_size, cfg.seed, max_train, **columns),
+                                        "source": source_record(dataset, out), MANIFEST_KEY: dataset_sha256(train)})
     log = {"train_seconds": seconds, "n_train": len(train), "head": model.head_info, "feature_dim": model.extractor.dim,
            "artefact_bytes": len(raw)}
     if heldout and len(test):
         t1 = time.perf_counter()
         pred = model.predict(test.inputs)
-        log.update(heldout_acc=float(np.mean([p == test.class_names[y] for p, y in zip(pred, test.labels)])),
-                   n_test=len(test), heldout_seconds=time.perf_counter() - t1)
+        log.update(held_out_accuracy=float(np.mean([p == test.class_names[y] for p, y in zip(pred, test.labels)])),
+                   n_test=len(test), held_out_seconds=time.perf_counter() - t1)
         tracker = Tracker(report_to, out, "analytic-train", cfg.to_dict() | {"id_salt": "(recorded in the run)"})
-        tracker.log({"heldout_acc": log["heldout_acc"], "train_seconds": seconds}, 0, prefix="eval/")
+        tracker.log({"accuracy": log["held_out_accuracy"], "train_seconds": seconds}, 0, prefix="eval/")
         tracker.finish()
     atomic_write_json(out / TRAIN_LOG_NAME, log)
+    if "held_out_accuracy" in log:
+        logging.getLogger("promptforget.analytic").info(
+            "[train] analytic (%s, %s head): held-out accuracy %.3f on %d examples (chance %.3f); %.1f s -> %s",
+            cfg.feature_map, cfg.head, log["held_out_accuracy"], len(test), 1 / len(cfg.class_names), seconds, out)
     from promptforget.analytic.card import write_model_card
 
     write_model_card(out)
@@ -129,7 +136,7 @@ def rewrite_for(run_dir, key: LedgerKey | None) -> AnalyticRewrite:
 
 
 # ---------------------------------------------------------------------- proof by recomputation
-def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True) -> dict:
+def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True, data_root=None) -> dict:
     """Train again from the recorded data minus every class and example the ledger forgot, with the run's
     config, and compare the bytes' hash with the artefact's and the ledger's last after-hash."""
     from promptforget.analytic.model import AnalyticModel
@@ -138,7 +145,7 @@ def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True) -> d
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     cfg = load_config(run_dir)
-    train = exact_training_data(run_dir)  # refuses missing or changed data
+    train = exact_training_data(run_dir, data_root)  # refuses missing or changed data
     entries = Ledger(run_dir).read()
     gone_classes = set(forgotten_by_ledger(entries))
     gone_examples = {h for e in committed(entries) for h in e.get("examples", [])}
@@ -172,7 +179,8 @@ def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True) -> d
 
 
 # ---------------------------------------------------------------------- evaluation
-def evaluate_run(run_dir, max_eval: int | None = None, batch_size: int = 64, progress: bool = True) -> dict:
+def evaluate_run(run_dir, max_eval: int | None = None, batch_size: int = 64, progress: bool = True,
+                 data_root=None) -> dict:
     """Held-out accuracy: overall, on retained classes, per class (Wilson 95% intervals), the worst class;
     a forgotten class's samples are counted apart (the model has no answer for it: 0 by construction)."""
     from promptforget.analytic.model import AnalyticModel
@@ -181,7 +189,7 @@ def evaluate_run(run_dir, max_eval: int | None = None, batch_size: int = 64, pro
 
     run_dir = Path(run_dir)
     model = AnalyticModel.from_pretrained(run_dir)
-    _, test = load_split(run_dir)
+    _, test = load_split(run_dir, data_root)
     test = stratified_cap(test, max_eval, model.config.seed)
     t0 = time.perf_counter()
     pred = np.array([model.config.class_names.index(c) for c in model.predict(test.inputs, batch_size)])

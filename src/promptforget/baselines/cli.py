@@ -6,11 +6,9 @@ Writes ``RUN/adapter/`` (LoRA adapter, safetensors, loadable with PEFT onto the 
 
 from __future__ import annotations
 
-import json
 
 from promptforget.baselines.config import METHODS, BaselineConfig
-from promptforget.spul.options import add_data_args, add_model_args, recorded_args, run_inputs
-from promptforget.spul.pipeline import accuracies
+from promptforget.spul.options import add_data_args, add_model_args, recorded_args, run_inputs, summary_text
 from promptforget.utils.cli_args import add_command, add_report_to
 from promptforget.utils.config import add_config_args, config_from_args
 
@@ -29,8 +27,9 @@ def cmd_baseline(args) -> int:
               "baseline": cfg.to_dict()}
     results = unlearn_run(args.out, inputs, lambda m, tok, task: Baseline(m, tok, task, cfg), "adapter", record,
                           report_to=args.report_to)
-    if results is not None:  # None: a rank other than 0
-        print(json.dumps({"out": str(args.out), **accuracies(results["evaluation"])}))
+    text = summary_text(args.out, results, args.json)
+    if text is not None:
+        print(text)
     return 0
 
 

@@ -45,10 +45,10 @@ def _bbc_news(location, test_size, seed):
 
 
 def _text_file(fmt: str) -> Callable:
-    def load(location, test_size, seed):
+    def load(location, test_size, seed, **columns):
         from promptforget.data.text import load_text_file
 
-        return load_text_file(Path(location), fmt=fmt).train_test_split(test_size, seed)
+        return load_text_file(Path(location), fmt=fmt, **columns).train_test_split(test_size, seed)
 
     return load
 
@@ -76,11 +76,11 @@ def _official_split(name: str) -> Callable:
     return load
 
 
-def _hub(location, test_size, seed):
+def _hub(location, test_size, seed, **columns):
     """The source's own test split where it has one; else a stratified split of its train split."""
     from promptforget.data.hub import load_hub_splits
 
-    return load_hub_splits(location, test_size, seed)
+    return load_hub_splits(location, test_size, seed, **columns)
 
 
 # --------------------------------------------------------------------------- prompting loaders
@@ -146,11 +146,19 @@ def get_dataset(name: str, use: str = CLASSIFICATION) -> DatasetSpec:
     raise ValueError(f"unknown dataset {name!r}; use one of {', '.join(dataset_names(use))}")
 
 
-def load_splits(name: str, test_size: float = 0.2, seed: int = 42):
+COLUMN_SOURCES = ("csv", "jsonl", "hf")  # the sources whose columns a user names
+
+
+def load_splits(name: str, test_size: float = 0.2, seed: int = 42, text_column: str | None = None,
+                label_column: str | None = None):
     """(train, test) for a classification dataset name: the official split where the source has one,
-    else a stratified ``test_size`` split with ``seed``. Each part has ``inputs``, ``labels``, ``class_names``."""
+    else a stratified ``test_size`` split with ``seed``. Each part has ``inputs``, ``labels``, ``class_names``.
+    ``text_column`` / ``label_column``: for csv:, jsonl: and hf: (default: found by name)."""
     spec = get_dataset(name, CLASSIFICATION)
     location = name.partition(":")[2]
     if spec.location and not location:
         raise ValueError(f"dataset {spec.name!r} needs a location: {spec.usage}")
-    return spec.load(location, test_size, seed)
+    columns = {k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v is not None}
+    if columns and spec.name not in COLUMN_SOURCES:
+        raise ValueError(f"--text-column / --label-column apply to csv:, jsonl: and hf: data, not {spec.name}")
+    return spec.load(location, test_size, seed, **columns)

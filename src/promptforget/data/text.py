@@ -121,7 +121,7 @@ def find_text_columns(table, where: str, text_column: str | None = None, label_c
         missing = " and ".join(w for w, c in (("text", text_column), ("label", label_column)) if c is None)
         raise ValueError(
             f"{where}: cannot tell the {missing} column from the columns found: {columns} "
-            f"(name them text and label, or pass text_column / label_column)"
+            f"(name them text and label, or pass --text-column / --label-column)"
         )
     return text_column, label_column
 

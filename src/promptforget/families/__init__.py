@@ -89,7 +89,8 @@ class AnalyticFamily:
         and a forgotten class here has no weights to probe."""
         from promptforget.analytic.run import evaluate_run
 
-        return evaluate_run(run_dir, **{k: v for k, v in options.items() if k in ("max_eval", "batch_size", "progress")})
+        kept = ("max_eval", "batch_size", "progress", "data_root")
+        return evaluate_run(run_dir, **{k: v for k, v in options.items() if k in kept})
 
     def write_card(self, run_dir):
         from promptforget.analytic.card import write_model_card

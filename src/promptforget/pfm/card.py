@@ -53,8 +53,11 @@ def write_model_card(
 
 
 def build_model_card(run_dir, evaluation: dict | None = None, audit: dict | None = None,
-                     forget_events: list[dict] | None = None):
+                     forget_events: list[dict] | None = None, base_model: str | None = None):
+    """The card as a ``ModelCard``; ``base_model`` replaces the backbone's id (an export names its own copy)."""
     from huggingface_hub import ModelCard, ModelCardData
+
+    from promptforget.data.sources import dataset_label
 
     run_dir = layout.require_pfm_run(run_dir)
     record = layout.read_config_record(run_dir)
@@ -67,8 +70,10 @@ def build_model_card(run_dir, evaluation: dict | None = None, audit: dict | None
     ledger = ledger_summary(run_dir, forget_events)
     forgotten = ledger["forgotten_classes"] or forgotten_on_disk(run_dir, class_names)
     modality = backbone.get("modality", "text")
-    dataset = split.get("dataset") or "unknown"
-    base_model = base_model_id(backbone["name_or_path"])
+    dataset = dataset_label(split["dataset"]) if split.get("dataset") else "unknown"  # a name, not csv:PATH
+    if base_model:  # an export: its own name for the backbone, never a path of this machine
+        config = {**config, "backbone": base_model}
+    base_model = base_model or base_model_id(backbone["name_or_path"])
 
     data = ModelCardData(
         model_name=run_dir.resolve().name,

@@ -10,7 +10,7 @@ from pathlib import Path
 from promptforget.analytic.config import AnalyticConfig
 from promptforget.data.registry import CLASSIFICATION, dataset_help
 from promptforget.pfm.config import PFMConfig
-from promptforget.utils.cli_args import add_command, add_ledger_key_flag, add_report_to
+from promptforget.utils.cli_args import add_command, add_data_root_flag, add_ledger_key_flag, add_report_to
 from promptforget.utils.config import add_config_args, config_kwargs
 
 
@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pfm: one prompt per class, instant forget by deleting it (not exact; --exact retrains); "
                    "analytic: frozen backbone + exact statistics + closed-form head, every forget (class or "
                    "example) exact and instant (default: pfm)")
-    p.add_argument("--dataset", default="bbc_news", help=dataset_help(CLASSIFICATION) + " (default: bbc_news)")
+    p.add_argument("--dataset", "--data", default="bbc_news", help=dataset_help(CLASSIFICATION) + " (default: bbc_news)")
+    p.add_argument("--text-column", default=None, help="csv:/jsonl:/hf: column with the text (default: found by name)")
+    p.add_argument("--label-column", default=None, help="csv:/jsonl:/hf: column with the label (default: found by name)")
     p.add_argument("--out", required=True, help="run directory to create")
     add_config_args(p.add_argument_group("model and training (PFMConfig)"), PFMConfig, exclude=("class_names",),
                     defaults={"backbone": None},
@@ -29,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p.add_argument_group("analytic family (--family analytic; --backbone, --max-length, --image-size "
                                          "and --seed above apply too)"), AnalyticConfig, exclude=ANALYTIC_SHARED)
     p.add_argument("--test-size", type=float, default=0.2, help="held-out share, stratified (default 0.2)")
-    p.add_argument("--max-train", type=int, default=None, help="subsample the training split to N examples (stratified)")
+    p.add_argument("--max-train", "--n-train", type=int, default=None,
+                   help="subsample the training split to N examples (stratified)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     add_report_to(p)
 
@@ -46,12 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exact", action="store_true",
                    help="then retrain the shared weights from scratch without the classes' data (needs the run's "
                    "training data, unchanged) and replace the artefact: the model is as if it never saw them")
+    add_data_root_flag(p)
     add_ledger_key_flag(p)
 
     p = add_command(sub, "exact", cmd_exact,
                     help="run the pending exact-forget retrains of a run (e.g. after a crash mid-retrain)")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="also print the ledger's exact entry as JSON")
+    add_data_root_flag(p)
     add_ledger_key_flag(p)
 
     p = add_command(sub, "export", cmd_export,
@@ -69,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-probes", action="store_true", help="skip the probe modes")
     p.add_argument("--max-eval", type=int, default=None, help="evaluate on at most N held-out examples (stratified)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--output", default=None, help="JSON output path (default RUN_DIR/evaluation.json)")
+    p.add_argument("--output", "--out", default=None, help="JSON output path (default RUN_DIR/evaluation.json)")
+    add_data_root_flag(p)
+    add_report_to(p)
 
     p = add_command(sub, "demo", cmd_demo,
                     help="train, evaluate, forget one class, evaluate again, print the before/after table")
@@ -77,9 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<task>)")
     p.add_argument("--forget", default=None, help="class to forget (default: the first class)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--dataset", default=None, help="override the task's dataset (e.g. csv:FILE)")
+    p.add_argument("--dataset", "--data", default=None, help="override the task's dataset (e.g. csv:FILE)")
     p.add_argument("--backbone", default=None, help="override the task's backbone")
-    p.add_argument("--max-train", type=int, default=None, help="subsample the training split")
+    p.add_argument("--max-train", "--n-train", type=int, default=None, help="subsample the training split")
     p.add_argument("--prompt-layer", type=int, default=None, help="override the task's prompt layer")
 
 
@@ -98,20 +105,10 @@ def cmd_train(args) -> int:
     knobs = config_kwargs(config, args, exclude=("batch_size", "backbone") if config is AnalyticConfig else ())
     if config is AnalyticConfig:
         knobs["backbone"] = args.backbone or "minilm"
-    out = FAMILIES[args.family].train(args.out, args.dataset, test_size=args.test_size, max_train=args.max_train,
-                                      overwrite=args.overwrite, report_to=args.report_to, **knobs)
-    log = _read_json(Path(out) / "train_log.json")
-    if log and "heldout_acc" in log:
-        print(f"[train] held-out accuracy {log['heldout_acc']:.3f} on {log['n_test']} examples; "
-              f"{log['train_seconds']:.1f} s -> {out}")
+    FAMILIES[args.family].train(args.out, args.dataset, test_size=args.test_size, max_train=args.max_train,
+                                overwrite=args.overwrite, report_to=args.report_to, text_column=args.text_column,
+                                label_column=args.label_column, **knobs)
     return 0
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def cmd_forget(args) -> int:
@@ -131,7 +128,7 @@ def cmd_forget(args) -> int:
         from promptforget.pfm.exact import exact_forget
 
         r, _ = exact_forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id,
-                               source="cli", key=key, retrain_now=False)
+                               source="cli", key=key, retrain_now=False, data_root=args.data_root)
     else:
         r = forget(args.run_dir, args.classes, reason=args.reason, request_id=args.request_id, source="cli", key=key,
                    examples=args.examples, rewrite=family.rewrite(args.run_dir, key))
@@ -154,7 +151,7 @@ def cmd_exact(args) -> int:
     from promptforget.pfm.exact import run_exact
     from promptforget.store.ledger import load_key
 
-    done = run_exact(args.run_dir, load_key(args.ledger_key_file))
+    done = run_exact(args.run_dir, load_key(args.ledger_key_file), progress=True, data_root=args.data_root)
     if done is None:
         print(f"[exact] no exact forget is pending in {args.run_dir}")
         return 0
@@ -239,15 +236,21 @@ def cmd_evaluate(args) -> int:
     """Evaluate a run on its held-out split: current state, the forgetting protocol (k in {1, C/2, C-1},
     every combination or a sample), and the probe modes."""
     from promptforget.families import family_of
+    from promptforget.pfm.run import track_evaluation
     from promptforget.store.layout import EVAL_NAME
+    from promptforget.utils.tracking import resolve_report_to
+
+    resolve_report_to(args.report_to)  # a tracker that is not installed fails before the evaluation
     from promptforget.utils.io import atomic_write_json
 
     run_dir = Path(args.run_dir)
     family = family_of(run_dir)
     report = family.evaluate(run_dir, ks=args.k, max_combinations=args.max_combinations, protocol=not args.no_protocol,
-                             probes=not args.no_probes, max_eval=args.max_eval, batch_size=args.batch_size)
+                             probes=not args.no_probes, max_eval=args.max_eval, batch_size=args.batch_size,
+                             data_root=args.data_root)
     out = Path(args.output) if args.output else run_dir / EVAL_NAME
     atomic_write_json(out, report)
+    track_evaluation(run_dir, report, args.report_to)
     if args.output is None:
         family.write_card(run_dir)
     print(REPORT_FORMATS[family.name](report))

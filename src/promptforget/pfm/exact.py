@@ -71,9 +71,10 @@ def config_sha256(record: dict) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
-def exact_training_data(run_dir: str | os.PathLike):
+def exact_training_data(run_dir: str | os.PathLike, data_root=None):
     """The training split the run was trained on, rebuilt and checked against its recorded manifest hash.
-    :class:`ExactUnavailableError` when it cannot be (no hash recorded, data missing or changed)."""
+    :class:`ExactUnavailableError` when it cannot be (no hash recorded, data missing or changed). ``data_root``:
+    where the data is if it moved apart from the run (else ``$PROMPTFORGET_DATA_ROOT``; data/sources.py)."""
     from promptforget.pfm.run import load_split
 
     run_dir = Path(run_dir)
@@ -86,7 +87,7 @@ def exact_training_data(run_dir: str | os.PathLike):
             f"exact forget refused: {run_dir} records no {MANIFEST_KEY} (trained before exact forgetting "
             "existed), so its training data cannot be checked; retrain the run to use --exact; nothing was changed")
     try:
-        train, _ = load_split(run_dir)
+        train, _ = load_split(run_dir, data_root)
     except (OSError, ValueError, KeyError) as e:
         raise ExactUnavailableError(f"exact forget refused: the training data {record['dataset']!r} is unavailable "
                                     f"({e}); nothing was changed") from None
@@ -141,7 +142,7 @@ def retrain(run_dir: str | os.PathLike, forgotten: list[str], train=None, progre
 
 
 def run_exact(run_dir: str | os.PathLike, key: LedgerKey | None = None, on_model: Callable | None = None,
-              progress: bool = False, log: Callable[[str], None] = print, train=None) -> dict | None:
+              progress: bool = False, log: Callable[[str], None] = print, train=None, data_root=None) -> dict | None:
     """Retrain once for every open exact request and install the result; again if a forget came in while it
     trained. Returns the last ``exact`` ledger entry, or None when no request was open.
 
@@ -154,7 +155,7 @@ def run_exact(run_dir: str | os.PathLike, key: LedgerKey | None = None, on_model
         start = durable.exact_start(run_dir, key)
         if start is None:
             return done
-        train = exact_training_data(run_dir) if train is None else train
+        train = exact_training_data(run_dir, data_root) if train is None else train
         log(f"[exact] retraining {run_dir} without {start['classes']} (requests {start['request_ids']}) ...")
         model, raw, info = retrain(run_dir, start["classes"], train, progress)
         swap_in = (lambda m=model: on_model(m)) if on_model else None
@@ -171,11 +172,11 @@ def run_exact(run_dir: str | os.PathLike, key: LedgerKey | None = None, on_model
 def exact_forget(run_dir: str | os.PathLike, classes, reason: str = "", request_id: str | None = None,
                  source: str = "cli", key: LedgerKey | None = None, retrain_now: bool = True,
                  on_artefact: Callable[[list[str]], None] | None = None, progress: bool = False,
-                 log: Callable[[str], None] = print) -> tuple[durable.ForgetResult, dict | None]:
+                 log: Callable[[str], None] = print, data_root=None) -> tuple[durable.ForgetResult, dict | None]:
     """Check the data, forget ``classes`` instantly with ``exact_requested``, then (``retrain_now``) run the
     exact retrain. Returns the instant forget's result and the ``exact`` entry (None if not run here)."""
     key = key if key is not None else load_key()
-    train = exact_training_data(run_dir)  # refuse before anything is written
+    train = exact_training_data(run_dir, data_root)  # refuse before anything is written
     r = durable.forget(run_dir, classes, reason=reason, request_id=request_id, source=source,
                        on_artefact=on_artefact, key=key, exact=True)
     done = run_exact(run_dir, key, progress=progress, log=log, train=train) if retrain_now else None

@@ -179,7 +179,8 @@ class PFMModel(nn.Module):
 
         prompt_ids  [B, S] class indices of the prompts each sample sees (default: every active prompt)
         prompt_mask [B, S] which of those slots are real (False = padding of a smaller prompt set)
-        mask_forgotten: set logits of forgotten classes to -inf (the head still has their rows).
+        mask_forgotten: set logits of forgotten classes to -inf (the head still has their rows). Off here: the
+        forward is the raw view training and the audit read; predict/predict_proba mask by default.
         decoy_prompts [B, T, D], decoy_mask [B]: one extra prompt per sample that belongs to no class
         (training with decoy keys, see PFMConfig.decoy_share); it joins the sample's set where the mask is True.
         """
@@ -369,8 +370,13 @@ class PFMModel(nn.Module):
         return self._image_preprocessor
 
     @torch.no_grad()
-    def predict_proba(self, raw, mask_forgotten: bool = False, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities [N, C] (over all original classes) with the full remaining prompt bank."""
+    def predict_proba(self, raw, mask_forgotten: bool = True, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities [N, C] (over all original classes) with the full remaining prompt bank.
+
+        Forgotten classes get probability 0 (the head mask, as the service and the export apply it).
+        ``mask_forgotten=False`` is for research only (what the head alone still says about them): use
+        :meth:`predict_proba_unmasked` so that the choice is explicit where it is made.
+        """
         was_training = self.training
         self.eval()
         try:
@@ -382,9 +388,15 @@ class PFMModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def predict(self, raw, mask_forgotten: bool = False, batch_size: int = 64) -> list[str]:
+    def predict(self, raw, mask_forgotten: bool = True, batch_size: int = 64) -> list[str]:
+        """Class names; a forgotten class is never returned (``mask_forgotten=False``: research only)."""
         probs = self.predict_proba(raw, mask_forgotten=mask_forgotten, batch_size=batch_size)
         return [self.config.class_names[i] for i in probs.argmax(axis=1)]
+
+    def predict_proba_unmasked(self, raw, batch_size: int = 64) -> np.ndarray:
+        """Research only: probabilities without the head mask, so forgotten classes can still score (what
+        ``evaluate`` reports as "no head mask"). Nothing that leaves the library should use this."""
+        return self.predict_proba(raw, mask_forgotten=False, batch_size=batch_size)
 
     # ----------------------------------------------------------------- parameters
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

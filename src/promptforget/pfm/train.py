@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -81,9 +80,10 @@ def fit(
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     total_steps = max(1, cfg.epochs * len(loader))
     schedule = None
-    if cfg.lr_schedule == "cosine":
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    if cfg.lr_schedule == "cosine":  # from the rate to 0 over the run, no warm-up
+        from transformers import get_cosine_schedule_with_warmup
+
+        schedule = get_cosine_schedule_with_warmup(optimizer, 0, total_steps)
     # Prompt-set sampling has its own stream, identical on every process; each keeps its shard of the
     # global batch (see sample_prompt_sets), so N processes sample what one process would.
     gen = torch.Generator().manual_seed(cfg.seed + 1)

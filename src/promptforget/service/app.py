@@ -11,7 +11,7 @@
     GET  /health         readiness: 200 when the ledger verifies, else 503 with the reason
     GET  /health/live    liveness: 200 while the process serves
     GET  /metrics        Prometheus metrics (service.metrics)                          predict token if set
-    GET  /docs           OpenAPI page
+    GET  /docs, /redoc   OpenAPI pages (Swagger UI, ReDoc), served from local assets: they work offline
 
 The model and its forget path live in :mod:`promptforget.service.host` (RCU: predictions never wait on
 a forget); request bodies and decoding in :mod:`promptforget.service.inputs`. By default the service
@@ -42,10 +42,11 @@ import time
 from contextlib import asynccontextmanager
 from typing import Literal
 
-from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import BackgroundTasks, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 
 from promptforget.service.console import add_console, certificate_response, templates
 from promptforget.service.host import ModelHost
@@ -74,7 +75,8 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
         yield
         host.close()
 
-    app = FastAPI(
+    # /docs and /redoc from the packaged Swagger UI / ReDoc assets: no CDN, so they work offline
+    app = FastAPIOffline(
         title="promptforget service",
         version=__version__,
         description="Predict with a Pre-Forgettable Model and forget classes on request, durably and with a "

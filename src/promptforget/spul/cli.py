@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 
 from promptforget.spul.config import DataConfig, FinetuneConfig, SPULConfig
-from promptforget.spul.options import add_data_args, add_model_args, recorded_args, run_inputs
-from promptforget.spul.pipeline import accuracies
+from promptforget.spul.options import add_data_args, add_model_args, recorded_args, run_inputs, summary_text
 from promptforget.utils.cli_args import add_command, add_report_to
 from promptforget.utils.config import add_config_args, config_from_args
 
@@ -30,11 +29,6 @@ def run_record(args) -> dict:
     return {"command": f"spul {args.spul_command}", "args": recorded_args(args)}
 
 
-def print_summary(out, results: dict | None) -> None:
-    if results is not None:  # None: a rank other than 0
-        print(json.dumps({"out": str(out), **accuracies(results["evaluation"])}))
-
-
 def cmd_finetune(args) -> int:
     """Stage 1: LoRA fine-tune the causal LM on the task (loss on the label tokens), merge it, save it to
     OUT/model and evaluate it on the train and test splits."""
@@ -42,9 +36,12 @@ def cmd_finetune(args) -> int:
 
     results = finetune_run(args.out, args.model, config_from_args(DataConfig, args),
                            config_from_args(FinetuneConfig, args), run_record(args), report_to=args.report_to)
-    if results is not None:
+    if results is not None and args.json:
         ev = results["evaluation"]
-        print(json.dumps({"out": str(args.out), "train_acc": ev["train"]["accuracy"], "test_acc": ev["test"]["accuracy"]}))
+        print(json.dumps({"out": str(args.out), "train_acc": ev["train"]["accuracy"], "test_acc": ev["test"]["accuracy"],
+                          "warnings": results["warnings"]}))
+    elif results is not None:  # None: a rank other than 0
+        print(summary_text(args.out, results))
     return 0
 
 
@@ -58,7 +55,9 @@ def cmd_unlearn(args) -> int:
     cfg = config_from_args(SPULConfig, args, seed=inputs.data.seed, max_length=inputs.data.max_length)
     results = unlearn_run(args.out, inputs, lambda m, tok, task: SPUL(m, tok, task, cfg), "prompt",
                           {**run_record(args), "spul": cfg.to_dict()}, report_to=args.report_to)
-    print_summary(args.out, results)
+    text = summary_text(args.out, results, args.json)
+    if text is not None:
+        print(text)
     return 0
 
 
@@ -80,7 +79,9 @@ def cmd_evaluate(args) -> int:
     out = args.out or Path(args.run) / "evaluation"
     results = evaluate_run(out, inputs, run_record(args), prompt=prompt, adapter=adapter)
     args.out = out
-    print_summary(args.out, results)
+    text = summary_text(args.out, results, args.json)
+    if text is not None:
+        print(text)
     return 0
 
 

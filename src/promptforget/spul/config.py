@@ -23,7 +23,7 @@ class DataConfig(ConfigMixin):
     the commands that start from that run read it from there.
     """
 
-    data: str = knob("rotten_tomatoes", "task data: " + dataset_help(PROMPTING))
+    data: str = knob("rotten_tomatoes", "task data: " + dataset_help(PROMPTING), aliases=("--dataset",))
     data_file: str | None = knob(None, "old spelling: --data jsonl --data-file FILE is --data jsonl:FILE")
     text_column: str | None = knob(None, "csv:/jsonl:/hf: column with the text (default: found by name)")
     label_column: str | None = knob(None, "csv:/jsonl:/hf: column with the label (any JSON scalar; default: found)")
@@ -33,7 +33,7 @@ class DataConfig(ConfigMixin):
     bigbench_forget: str | None = knob(None, "for --data bigbench: task JSON whose examples are forgotten")
     bigbench_retain: str | None = knob(None, "for --data bigbench: task JSON whose examples are retained")
     max_choices: int = knob(4, "bigbench: keep at most this many choices")
-    n_train: int | None = knob(None, "subsample the training split (label-balanced)")
+    n_train: int | None = knob(None, "subsample the training split (label-balanced)", aliases=("--max-train",))
     n_test: int | None = knob(None, "subsample the test split")
     test_size: float = knob(0.2, "held-out share")
     seed: int = knob(0, "seed of training and of the forget set (and of the split unless --split-seed)")

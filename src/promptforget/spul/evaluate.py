@@ -23,8 +23,10 @@ OTHER = "<other>"
 
 
 @torch.no_grad()
-def predict(scorer: Callable[[dict], torch.Tensor], tokenizer, task, examples, max_length: int, batch_size: int = 32):
-    """Per-example ``(predicted_class, correct, restricted_class)``; ``scorer`` maps a batch to label logits."""
+def predict(scorer: Callable[[dict], torch.Tensor], tokenizer, task, examples, max_length: int, batch_size: int = 32,
+            bar=None):
+    """Per-example ``(predicted_class, correct, restricted_class)``; ``scorer`` maps a batch to label logits;
+    ``bar``: a progress bar advanced by each batch's examples."""
     label_ids = check_label_tokens(tokenizer, task.labels)
     first_to_label = {ids[0]: w for w, ids in label_ids.items()}
     cand_first = torch.tensor([label_ids[w][0] for w in task.labels])
@@ -36,6 +38,8 @@ def predict(scorer: Callable[[dict], torch.Tensor], tokenizer, task, examples, m
         valid = b["label_ids"] != -100
         ok = ((arg == b["label_ids"]) | ~valid).all(-1)
         restr = logits[:, 0, cand_first].argmax(-1)
+        if bar is not None:
+            bar.update(len(b["index"]))
         for j, i in enumerate(b["index"].tolist()):
             correct[i] = bool(ok[j])
             first = int(arg[j, 0])
@@ -66,14 +70,22 @@ def metrics(examples, preds, correct, restricted) -> dict:
 
 
 def evaluate_splits(scorer, tokenizer, task, splits: dict[str, list[dict]], max_length: int, batch_size: int = 32) -> dict:
-    """Metrics for each named split (e.g. train_retain, train_forget, test_retain, test_forget)."""
+    """Metrics for each named split (e.g. train_retain, train_forget, test_retain, test_forget), with a
+    progress bar over all their examples (it can take minutes on CPU)."""
+    from tqdm.auto import tqdm
+
+    from promptforget.utils.dist import is_main_process
+
     out = {"prediction_rule": PREDICTION_RULE}
-    for name, exs in splits.items():
-        if not exs:
-            out[name] = metrics([], [], [], [])
-            continue
-        p, c, r = predict(scorer, tokenizer, task, exs, max_length, batch_size)
-        out[name] = metrics(exs, p, c, r)
+    with tqdm(total=sum(map(len, splits.values())), desc="evaluate", unit="ex", leave=False,
+              disable=not is_main_process()) as bar:
+        for name, exs in splits.items():
+            if not exs:
+                out[name] = metrics([], [], [], [])
+                continue
+            bar.set_description(f"evaluate {name}")
+            p, c, r = predict(scorer, tokenizer, task, exs, max_length, batch_size, bar)
+            out[name] = metrics(exs, p, c, r)
     return out
 
 

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
+
 from promptforget.spul.config import DataConfig
+from promptforget.utils.cli_args import add_data_root_flag
 from promptforget.utils.config import add_config_args, config_from_args
 
 DEFAULT_MODEL = "smollm2"
@@ -24,6 +27,7 @@ def add_model_args(parser, run: bool = False, out_required: bool = True) -> None
     track_given([model])
     parser.add_argument("--out", required=out_required,
                         help="run directory to write (created)" + ("" if out_required else "; default: RUN/evaluation"))
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line (default: a table)")
 
 
 class _Collecting:
@@ -61,6 +65,8 @@ def add_data_args(parser, forget: bool = True, from_run: bool = False) -> None:
     group = _Collecting(parser.add_argument_group("data", description))
     add_config_args(group, DataConfig, exclude=() if forget else ("forget", "min_forget"))
     track_given(group.actions)
+    if from_run:
+        add_data_root_flag(group.group)
 
 
 def given_args(args) -> list[str]:
@@ -75,10 +81,22 @@ def run_inputs(args):
     given = given_args(args)
     if getattr(args, "run", None):
         data = {k: getattr(args, k) for k in given if k in DataConfig.__dataclass_fields__}
-        return resolve_inputs(args.run, data, args.model if "model" in given else None)
+        return resolve_inputs(args.run, data, args.model if "model" in given else None, getattr(args, "data_root", None))
     return RunInputs(model=args.model, data=config_from_args(DataConfig, args))
 
 
 def recorded_args(args) -> dict:
     """The parsed arguments as a run's ``config.json`` records them (``args``)."""
     return {k: v for k, v in vars(args).items() if k not in ("func", GIVEN)}
+
+
+def summary_text(out, results: dict | None, as_json: bool = False) -> str | None:
+    """What a command prints: a table per split, or (``--json``) one JSON line with the accuracies; None on a
+    rank other than 0 (no results)."""
+    from promptforget.spul.pipeline import accuracies, summary_lines
+
+    if results is None:
+        return None
+    if as_json:
+        return json.dumps({"out": str(out), **accuracies(results["evaluation"])})
+    return "\n".join(summary_lines(out, results))

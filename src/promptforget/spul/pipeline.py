@@ -84,6 +84,16 @@ def split_ids(split: dict) -> dict:
     return {k: [ex["id"] for ex in v] for k, v in split.items() if k != "info"}
 
 
+def _log():
+    """The package's logger as accelerate gives it: under a multi-process launch rank 0 speaks."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.logging import get_logger
+
+    PartialState(cpu=not torch.cuda.is_available())  # the launch's state, which accelerate's logger reads
+    return get_logger("promptforget.spul")
+
+
 def write_run(out: Path, config: dict, results: dict) -> None:
     from promptforget.utils.io import atomic_write_json
 
@@ -109,6 +119,47 @@ def accuracies(evaluation: dict) -> dict:
     return {k: v["accuracy"] for k, v in evaluation.items() if isinstance(v, dict)}
 
 
+def summary_lines(out, results: dict) -> list[str]:
+    """The results as a person reads them: one row per split (``--json`` prints the machine form)."""
+    from promptforget.spul.evaluate import OTHER
+
+    lines = [f"{'split':<14}{'n':>6}{'accuracy':>10}{'F1':>8}{'label words only':>18}{'outside label words':>21}"]
+    for name, r in results["evaluation"].items():
+        if not isinstance(r, dict):
+            continue
+        outside = r.get("predicted", {}).get(OTHER, 0)
+        lines.append(f"{name:<14}{r['n']:>6}{_fmt(r['accuracy']):>10}{_fmt(r['f1_weighted']):>8}"
+                     f"{_fmt(r['accuracy_restricted']):>18}{outside:>21}")
+    lines.append(f"-> {Path(out) / 'results.json'}")
+    return lines
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def stage1_warnings(evaluation: dict, labels: list[str]) -> list[str]:
+    """What makes a stage-1 model a poor start for unlearning: accuracy at or below chance, or most predictions
+    outside the label words (the model has not learned the task's answer format)."""
+    from promptforget.spul.evaluate import OTHER
+
+    chance = 1 / len(labels)
+    out = []
+    for name in ("train", "test"):
+        r = evaluation.get(name)
+        if not isinstance(r, dict) or not r.get("n"):
+            continue
+        if r["accuracy"] <= chance:
+            out.append(f"stage 1 scores {r['accuracy']:.3f} on {name} ({r['n']} examples), at or below chance "
+                       f"({chance:.3f}): unlearning from it measures nothing")
+        outside = r.get("predicted", {}).get(OTHER, 0)
+        if outside > r["n"] / 2:
+            out.append(f"{outside}/{r['n']} {name} predictions are outside the label words ({', '.join(labels)})")
+    if out:
+        out.append("train longer (--epochs), with a higher --lr, on more data (--n-train), or check --template")
+    return out
+
+
 def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig, record: dict,
                  report_to: str = "none") -> dict | None:
     """Stage 1: LoRA fine-tune ``model_name`` on the task, merge, save ``out/model``; ``record`` (what
@@ -129,12 +180,7 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
     check_label_tokens(tok, task.labels)  # words sharing a first token: one line, before any training
     note = multi_token_note(tok, task.labels)
     if note:
-        import torch
-        from accelerate import PartialState
-        from accelerate.logging import get_logger
-
-        PartialState(cpu=not torch.cuda.is_available())  # the launch's state, which accelerate's logger reads
-        get_logger("promptforget.spul").warning("note: %s", note)  # rank 0 only (main_process_only)
+        _log().warning("note: %s", note)
     tracker = Tracker(report_to if is_main_process() else "none", out, "spul-finetune", config.to_dict())
     t0 = time.time()
     model, hist = finetune(model, tok, task, train, config, callback=tracker.step_callback())
@@ -147,14 +193,24 @@ def finetune_run(out, model_name: str, data: DataConfig, config: FinetuneConfig,
                          data.max_length, data.eval_batch_size)
     tracker.log(accuracies(ev), len(hist["steps"]), prefix="eval/")
     tracker.finish()
+    warnings = stage1_warnings(ev, task.labels)
+    for line in warnings:
+        _log().warning("WARNING: %s", line)
+    # the merged model has no trainable tensor left: "trainable" is what the LoRA trained
     results = {"evaluation": ev, "train_seconds": secs, "history": hist["steps"],
-               "trainable_parameters": hist["trainable_parameters"], "parameters": count_parameters(model)}
+               "trainable_parameters": hist["trainable_parameters"],
+               "parameters": {**count_parameters(model), "trainable": hist["trainable_parameters"]},
+               "warnings": warnings}
     atomic_write_json(out / "template.json", td.template.to_dict())
     # What the later commands read instead of repeated flags (spul/runs.py).
     recorded = {**data.to_dict(), "data": td.source, "data_file": None, "split_seed": data.data_seed,
                 "template": td.template.name if data.template in (None, td.template.name) else str(Path(data.template).resolve()),
                 "forget": None}
-    write_run(out, {**record, "model": model_name, "data": recorded, "data_sha256": td.sha256,
+    from promptforget.data.sources import source_record
+
+    # data_source: where the data is relative to the run too, so a moved run finds it (data/sources.py)
+    write_run(out, {**record, "model": model_name, "data": recorded, "data_source": source_record(td.source, out),
+                    "data_sha256": td.sha256,
                     "n_train": len(train), "n_test": len(test), "template": td.template.to_dict(),
                     "label_tokens": note, "finetune": config.to_dict(), "task": task.to_dict()}, results)
     return results
@@ -189,16 +245,21 @@ def unlearn_run(out, inputs: RunInputs, make_unlearner: Callable, save_as: str, 
                "trainable_parameters": sum(p.numel() for p in unlearner.trainable_parameters())}
     tracker.log(accuracies(results["evaluation"]), len(hist["steps"]), prefix="eval/")
     tracker.finish()
-    write_run(out, {**record, **_provenance(inputs, td), "task": task.to_dict(), "forget": split["info"]}, results)
+    write_run(out, {**record, **_provenance(inputs, td, out), "task": task.to_dict(), "forget": split["info"]}, results)
     return results
 
 
-def _provenance(inputs: RunInputs, td) -> dict:
-    """Where a run came from: its stage-1 run (read by the next command given this run) and its data."""
+def _provenance(inputs: RunInputs, td, out) -> dict:
+    """Where a run came from: its stage-1 run (read by the next command given this run; absolute, and relative
+    to this run for when both move together) and its data."""
+    import os
+
     if inputs.stage1_run is None:
         return {}
-    return {"stage1_run": str(inputs.stage1_run), "model": inputs.base_model, "data": inputs.data.to_dict(),
-            "data_sha256": td.sha256}
+    relative = Path(os.path.relpath(inputs.stage1_run, Path(out).resolve())).as_posix()
+    return {"stage1_run": str(inputs.stage1_run), "stage1_run_relative": relative, "model": inputs.base_model,
+            "data": inputs.data.to_dict(), "data_sha256": td.sha256}
+
 
 
 def evaluate_run(out, inputs: RunInputs, record: dict, prompt=None, adapter=None) -> dict:
@@ -233,6 +294,6 @@ def evaluate_run(out, inputs: RunInputs, record: dict, prompt=None, adapter=None
         scorer = lambda b: ops.label_logits(model, b)  # noqa: E731
     results = {"evaluation": evaluate_four(scorer, tok, task, split, data),
                "generation_check": _generation_check(gen_model, tok, task, split, data)}
-    write_run(Path(out), {**record, **_provenance(inputs, td), "task": task.to_dict(), "forget": split["info"]},
+    write_run(Path(out), {**record, **_provenance(inputs, td, out), "task": task.to_dict(), "forget": split["info"]},
               results)
     return results

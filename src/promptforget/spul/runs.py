@@ -56,11 +56,20 @@ def find_stage1(run_dir) -> tuple[Path, dict, dict | None]:
     if "stage1_run" not in cfg:
         raise ValueError(f"{run_dir} ({cfg.get('command', '?')}) was not made from a stage-1 run directory: "
                          "give a `spul finetune` run or a run made from one")
-    stage1 = Path(cfg["stage1_run"])
+    stage1 = recorded_stage1(run_dir, cfg)
     s1 = read_run_config(stage1)
     if s1.get("command") != STAGE1_COMMAND:
         raise ValueError(f"{stage1} (the stage-1 run {run_dir} names) is not a `spul finetune` run")
     return stage1, s1, cfg
+
+
+def recorded_stage1(run_dir, cfg: dict) -> Path:
+    """The stage-1 run a run's config names: where it was, else at the same place relative to the run (both moved)."""
+    stage1 = Path(cfg["stage1_run"])
+    relative = cfg.get("stage1_run_relative")
+    if not (stage1 / "config.json").is_file() and relative and (Path(run_dir) / relative / "config.json").is_file():
+        return (Path(run_dir) / relative).resolve()
+    return stage1
 
 
 def _normalised(value):
@@ -74,11 +83,16 @@ def _normalised(value):
     return value
 
 
-def resolve_inputs(run_dir, given: dict, model: str | None = None) -> RunInputs:
+def resolve_inputs(run_dir, given: dict, model: str | None = None, data_root=None) -> RunInputs:
     """The inputs of a command given RUN: ``given`` holds only the data flags typed on the command line,
-    ``model`` the --model typed (None if not)."""
+    ``model`` the --model typed (None if not); ``data_root``: where the data is if it moved apart from the run
+    (else ``$PROMPTFORGET_DATA_ROOT``; data/sources.py)."""
     stage1, s1, run_cfg = find_stage1(run_dir)
-    recorded = s1["data"]
+    recorded = dict(s1["data"])
+    if s1.get("data_source"):  # where the data is now: beside the moved run, or under $PROMPTFORGET_DATA_ROOT
+        from promptforget.data.sources import resolve_dataset
+
+        recorded["data"] = resolve_dataset({"dataset": recorded["data"], "source": s1["data_source"]}, stage1, data_root)
     given = dict(given)
     if given.get("data_file"):  # the old spelling names the same source as jsonl:FILE
         given["data"] = f"jsonl:{given.pop('data_file')}"
@@ -119,6 +133,6 @@ def check_made_from(adapter_or_prompt, inputs: RunInputs) -> None:
     run_dir = Path(adapter_or_prompt).resolve().parent
     if inputs.stage1_run is None or not (run_dir / "config.json").is_file():
         return
-    recorded = read_run_config(run_dir).get("stage1_run")
-    if recorded and Path(recorded) != inputs.stage1_run:
-        raise ValueError(f"{adapter_or_prompt} was trained on the stage-1 run {recorded}, not {inputs.stage1_run}")
+    cfg = read_run_config(run_dir)
+    if cfg.get("stage1_run") and recorded_stage1(run_dir, cfg).resolve() != inputs.stage1_run.resolve():
+        raise ValueError(f"{adapter_or_prompt} was trained on the stage-1 run {cfg['stage1_run']}, not {inputs.stage1_run}")

@@ -113,62 +113,68 @@ def multi_token_note(tokenizer, words) -> str | None:
 def encode_example(tokenizer, task, ex: dict, label_word: str, max_length: int) -> dict:
     """Token ids of ``prompt + label`` with the label's token span; the free-text field is truncated
     (never the label or the template) so the whole sequence fits in ``max_length`` tokens."""
-    label_ids = label_token_ids(tokenizer, label_word)
-    ex = dict(ex)
-    prompt_ids = tokenizer.encode(task.format_prompt(ex), add_special_tokens=True)
-    for _ in range(4):  # decode/re-encode can shift by a token or two, so retry a few times
-        excess = len(prompt_ids) + len(label_ids) - max_length
-        if excess <= 0:
-            break
-        field_ids = tokenizer.encode(ex[task.truncate_field], add_special_tokens=False)
-        if excess >= len(field_ids):
-            raise ValueError(
-                f"max_length={max_length} is too short for the prompt template of example {ex.get('id')!r}"
-            )
-        ex[task.truncate_field] = tokenizer.decode(field_ids[: len(field_ids) - excess - 1])
-        prompt_ids = tokenizer.encode(task.format_prompt(ex), add_special_tokens=True)
-    else:
-        raise ValueError(f"could not truncate example {ex.get('id')!r} to max_length={max_length}")
-    return {
-        "input_ids": prompt_ids + label_ids,
-        "label_start": len(prompt_ids),
-        "label_ids": label_ids,
-        "prompt_len": len(prompt_ids),
-    }
+    enc = encode_examples(tokenizer, task, [ex], max_length, label_words=[label_word])[0]
+    del enc["true_label"]
+    return enc
 
 
 def encode_examples(tokenizer, task, examples, max_length: int, label_words=None) -> list[dict]:
-    """Encode examples with their true label (or ``label_words[i]`` when given, e.g. generic labels)."""
-    out = []
-    for i, ex in enumerate(examples):
-        word = ex["label"] if label_words is None else label_words[i]
+    """Encode examples with their true label (or ``label_words[i]`` when given, e.g. generic labels): what
+    :func:`encode_example` gives for each, with one batched tokenizer call per step for all of them."""
+    words = [ex["label"] if label_words is None else label_words[i] for i, ex in enumerate(examples)]
+    for ex, word in zip(examples, words):
         if label_words is None and word not in task.labels:
             raise ValueError(f"example {ex.get('id')!r} has label {word!r}, not one of {list(task.labels)}")
-        enc = encode_example(tokenizer, task, ex, word, max_length)
-        enc["true_label"] = ex["label"]
-        out.append(enc)
-    return out
+    if not examples:
+        return []
+    label_ids = {w: label_token_ids(tokenizer, w) for w in dict.fromkeys(words)}
+    exs = [dict(ex) for ex in examples]
+    field = task.truncate_field
+
+    def encode(texts, special: bool) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=special)["input_ids"]
+
+    def excess(i: int) -> int:
+        return len(prompts[i]) + len(label_ids[words[i]]) - max_length
+
+    prompts = encode([task.format_prompt(ex) for ex in exs], True)
+    todo = list(range(len(exs)))
+    for _ in range(4):  # decode/re-encode can shift by a token or two, so retry a few times
+        todo = [i for i in todo if excess(i) > 0]
+        if not todo:
+            break
+        fields = encode([exs[i][field] for i in todo], False)
+        cut = []
+        for i, ids in zip(todo, fields):
+            if excess(i) >= len(ids):
+                raise ValueError(f"max_length={max_length} is too short for the prompt template of example "
+                                 f"{exs[i].get('id')!r}")
+            cut.append(ids[: len(ids) - excess(i) - 1])
+        for i, text in zip(todo, tokenizer.batch_decode(cut)):
+            exs[i][field] = text
+        for i, ids in zip(todo, encode([task.format_prompt(exs[i]) for i in todo], True)):
+            prompts[i] = ids
+    else:
+        raise ValueError(f"could not truncate example {exs[todo[0]].get('id')!r} to max_length={max_length}")
+    return [{"input_ids": p + label_ids[w], "label_start": len(p), "label_ids": label_ids[w], "prompt_len": len(p),
+             "true_label": ex["label"]} for p, w, ex in zip(prompts, words, examples)]
 
 
 def collate(encoded: list[dict], pad_id: int):
     """Right-padded batch: input_ids, attention_mask, label_pos (B, L), label_ids (B, L; -100 pad)."""
     import torch
+    from torch.nn.utils.rnn import pad_sequence
 
     if not encoded:
         raise ValueError("cannot collate an empty batch")
-    T = max(len(e["input_ids"]) for e in encoded)
-    L = max(len(e["label_ids"]) for e in encoded)
-    B = len(encoded)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((B, T), dtype=torch.long)
-    label_pos = torch.zeros((B, L), dtype=torch.long)
-    label_ids = torch.full((B, L), -100, dtype=torch.long)
-    for i, e in enumerate(encoded):
-        n = len(e["input_ids"])
-        input_ids[i, :n] = torch.tensor(e["input_ids"])
-        attention_mask[i, :n] = 1
-        k = len(e["label_ids"])
-        label_pos[i, :k] = torch.arange(e["label_start"], e["label_start"] + k)
-        label_pos[i, k:] = e["label_start"]  # padding slots point at a valid position; masked by -100
-        label_ids[i, :k] = torch.tensor(e["label_ids"])
+
+    def pad(rows, value):
+        return pad_sequence([torch.as_tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=value)
+
+    input_ids = pad([e["input_ids"] for e in encoded], pad_id)
+    attention_mask = pad([[1] * len(e["input_ids"]) for e in encoded], 0)
+    label_ids = pad([e["label_ids"] for e in encoded], -100)
+    starts = torch.tensor([e["label_start"] for e in encoded])
+    # padding slots point at the label start, a valid position; their -100 label masks them
+    label_pos = starts[:, None] + torch.arange(label_ids.shape[1]) * (label_ids != -100)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "label_pos": label_pos, "label_ids": label_ids}

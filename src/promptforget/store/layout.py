@@ -125,5 +125,7 @@ def read_split_record(run_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
-def split_record(dataset: str, test_size: float, seed: int, max_train: int | None) -> dict:
-    return {"dataset": dataset, "test_size": test_size, "seed": seed, "max_train": max_train}
+def split_record(dataset: str, test_size: float, seed: int, max_train: int | None, **columns) -> dict:
+    """``columns``: ``text_column`` / ``label_column`` when the user named them (kept only then)."""
+    return {"dataset": dataset, "test_size": test_size, "seed": seed, "max_train": max_train,
+            **{k: v for k, v in columns.items() if v is not None}}

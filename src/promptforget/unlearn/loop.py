@@ -22,7 +22,6 @@ overlapped with the backward pass, is the right tool.
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
@@ -68,16 +67,19 @@ def cycle_batches(data: Sequence, batch_size: int, collate: Callable[[list], dic
 
 
 def cosine_schedule(optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warm-up then cosine decay to zero (the reference schedule), as a LambdaLR."""
+    """Linear warm-up over ``round(warmup_ratio * total_steps)`` steps, then cosine decay to zero:
+    ``transformers.get_cosine_schedule_with_warmup`` one step ahead, so that the first step trains at
+    ``1 / (warmup + 1)`` of the rate rather than at 0 (step s: ``(s + 1) / (warmup + 1)`` while warming up)."""
+    import warnings
+
+    from transformers import get_cosine_schedule_with_warmup
+
     warmup = int(round(warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    schedule = get_cosine_schedule_with_warmup(optimizer, warmup + 1, total_steps + 1)
+    with warnings.catch_warnings():  # stepping before the first optimizer step is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        schedule.step()
+    return schedule
 
 
 def train_loop(

@@ -21,6 +21,13 @@ def add_report_to(parser) -> None:
                         "installed, else none (default: %(default)s)")
 
 
+def add_data_root_flag(parser) -> None:
+    """``--data-root``: where a moved run's data now is (data/sources.py)."""
+    parser.add_argument("--data-root", default=None,
+                        help="folder that now holds the run's data file (or the file itself), if it moved apart from "
+                        "the run (else $PROMPTFORGET_DATA_ROOT; the content must be unchanged: its sha256 is checked)")
+
+
 def add_ledger_key_flag(parser) -> None:
     """``--ledger-key-file``: the HMAC key that signs and checks the deletion ledger (store/ledger.py)."""
     parser.add_argument("--ledger-key-file", default=None,

@@ -6,7 +6,8 @@ default (shown in --help) and choices; a bool -> ``--x/--no-x``; ``X | None`` ->
 a ``list`` -> comma-separated (``--generic-labels neutral,unknown``) or, with ``metadata["nargs"]``,
 space-separated. A knob added to a config is on the command line with no second edit.
 
-Metadata keys: ``help``, ``choices``, ``flag`` (a flag name other than the field's), ``nargs``;
+Metadata keys: ``help``, ``choices``, ``flag`` (a flag name other than the field's), ``aliases`` (more flag
+names, e.g. another command's word for the same thing), ``nargs``;
 :func:`knob` writes such a field in one line.
 """
 
@@ -121,7 +122,7 @@ def add_config_args(parser, config_cls, *, exclude: Iterable[str] = (), defaults
             continue
         default = defaults[f.name] if f.name in defaults else _default(f)
         help_text = help_texts.get(f.name, f.metadata.get("help", ""))
-        parser.add_argument(flag_name(f), **_argument(f, hints[f.name], default, help_text))
+        parser.add_argument(flag_name(f), *f.metadata.get("aliases", ()), **_argument(f, hints[f.name], default, help_text))
 
 
 def config_kwargs(config_cls, args, exclude: Iterable[str] = ()) -> dict[str, Any]:

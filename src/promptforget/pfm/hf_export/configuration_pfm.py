@@ -7,7 +7,9 @@ class PFMHFConfig(PretrainedConfig):
     """An encoder (``encoder_config``, a plain transformers config as a dict) plus class prompts and a head.
 
     ``id2label`` lists every class the model was trained on; ``active_class_ids`` the ones it still knows
-    (one prompt each, in this order). The others were forgotten: no prompt, logits -inf.
+    (one prompt each, in this order). The others were forgotten: no prompt, logits -inf. ``max_length``: the
+    longest input the model was trained on; longer ones are cut as its tokenizer cuts them (``end_token_id``
+    kept last).
     """
 
     model_type = "promptforget-pfm"
@@ -22,6 +24,7 @@ class PFMHFConfig(PretrainedConfig):
         prompt_style: str = "token",
         use_prompts: bool = True,
         max_length: int = 128,
+        end_token_id: int | None = None,
         image_size: int | None = None,
         base_model_name_or_path: str | None = None,
         base_model_hub_id: str | None = None,
@@ -36,6 +39,7 @@ class PFMHFConfig(PretrainedConfig):
         self.prompt_style = prompt_style
         self.use_prompts = use_prompts
         self.max_length = max_length
+        self.end_token_id = end_token_id
         self.image_size = image_size
         self.base_model_name_or_path = base_model_name_or_path
         self.base_model_hub_id = base_model_hub_id

@@ -125,13 +125,30 @@ class PFMForSequenceClassification(PFMPreTrainedModel):
     main_input_name = "input_ids"
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, return_dict=None, **kwargs):
-        tokens = self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         key_mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        input_ids, key_mask, token_type_ids = self.truncate(input_ids, key_mask, token_type_ids)
+        tokens = self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         logits = self.classify(tokens, key_mask)
         loss = self.loss(logits, labels)
         if return_dict is False:
             return (logits,) if loss is None else (loss, logits)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def truncate(self, input_ids, key_mask, token_type_ids):
+        """Inputs longer than ``max_length`` (tokenized without truncation) cut as the run's tokenizer cuts them:
+        the first ``max_length - 1`` tokens, then the closing ``end_token_id`` (right padding). So the logits are
+        the run's for every input length."""
+        n = self.config.max_length
+        if input_ids.shape[1] <= n:
+            return input_ids, key_mask, token_type_ids
+        lengths = key_mask.sum(1)
+        ids = input_ids[:, :n].clone()
+        end = self.config.end_token_id
+        if end is not None:
+            rows = torch.nonzero(lengths > n)[:, 0]
+            last = input_ids[rows, lengths[rows] - 1]
+            ids[rows, n - 1] = torch.where(last == end, last, ids[rows, n - 1])
+        return ids, key_mask[:, :n], None if token_type_ids is None else token_type_ids[:, :n]
 
 
 class PFMForImageClassification(PFMPreTrainedModel):
