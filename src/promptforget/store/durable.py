@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from promptforget.store import layout
+from promptforget.store import anchor, layout
 from promptforget.store.artefact import Safetensors
 from promptforget.store.layout import WEIGHTS_NAME, prompt_tensor_name
 from promptforget.store.ledger import (EXACT_FIELDS, Ledger, LedgerError, LedgerKey, check_chain, check_run,
@@ -191,16 +191,22 @@ def recover(run_dir: str | os.PathLike, key: LedgerKey | None = None) -> dict:
 
 
 def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
+    if (run_dir / WEIGHTS_NAME).is_symlink():
+        raise LedgerError(f"{run_dir / WEIGHTS_NAME}: is a symbolic link (not followed); nothing was written")
     ledger = Ledger(run_dir, key)
     report = {"torn_tail_bytes": ledger.repair_torn_tail() if ledger.exists() else 0,
               "stale_temps": remove_stale_temps(run_dir), "resolved": None}
     entries = ledger.read()
+    entries, report["anchor_repaired"] = anchor.reconcile(ledger, entries)  # refuses a rolled-back ledger
     p = dangling_pending(entries)
     if p is None:
         return report
     problems = check_chain(entries) + check_signatures(entries, key)
     if key is None and is_signed(entries):
         problems.append("the ledger is signed and no ledger key was given")
+    if ledger.anchors is None and is_signed(entries):  # an abort we sign must not undo a commit cut from the ledger
+        problems.append(f"a signed ledger's pending is only resolved against an anchor store ({anchor.ANCHOR_DIR_ENV} "
+                        "or a key file, beside which anchors are kept)")
     if problems:
         raise LedgerError(f"{run_dir}: cannot resolve the pending forget seq {p['seq']}: the ledger does not "
                           f"verify ({problems[0]}); nothing was written")

@@ -19,6 +19,8 @@ import json
 import os
 from pathlib import Path
 
+from promptforget.utils import strictjson
+
 CONFIG_NAME = "pfm_config.json"
 WEIGHTS_NAME = "model.safetensors"
 DATA_NAME = "data.json"
@@ -74,9 +76,12 @@ def read_config_record(run_dir: str | os.PathLike) -> dict:
     """The whole ``pfm_config.json`` record (format_version, config, backbone, ...)."""
     path = Path(run_dir) / CONFIG_NAME
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        record = strictjson.loads(path.read_bytes(), 16 * 1024 * 1024, 32)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ValueError(f"{path}: not a promptforget run config (no 'config' object)")
+    return record
 
 
 def class_names(run_dir: str | os.PathLike) -> list[str]:
