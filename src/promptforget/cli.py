@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import sys
 
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     configure_console_logging()
+    if getattr(args, "anchor_dir", None):
+        from promptforget.store.anchor import ANCHOR_DIR_ENV
+
+        os.environ[ANCHOR_DIR_ENV] = os.path.abspath(args.anchor_dir)  # every store call of this command sees it
     try:
         return int(args.func(args) or 0)
     except OSError as exc:

@@ -65,7 +65,7 @@ from promptforget.store.layout import WEIGHTS_NAME, prompt_tensor_name
 from promptforget.store.ledger import (EXACT_FIELDS, Ledger, LedgerError, LedgerKey, check_chain, check_run,
                                        check_signatures, committed, dangling_pending, forgotten_by_ledger,
                                        forgotten_prompt_problems, is_signed, load_key, open_exact_requests, utc_now)
-from promptforget.utils.io import atomic_write_bytes, remove_stale_temps
+from promptforget.utils.io import atomic_write_bytes, read_regular_file, remove_stale_temps
 
 CRASH_ENV = "PROMPTFORGET_CRASH_AT"
 CRASH_POINTS = ("after_pending", "mid_artefact", "after_artefact", "before_commit", "mid_commit", "after_commit")
@@ -171,7 +171,7 @@ def artefact_state(run_dir: str | os.PathLike) -> dict:
     """Which classes the artefact still holds, and its hash."""
     run_dir = Path(run_dir)
     names = layout.class_names(run_dir)
-    raw = (run_dir / WEIGHTS_NAME).read_bytes()
+    raw = read_regular_file(run_dir / WEIGHTS_NAME)
     active = layout.active_classes(names, Safetensors.parse(raw, str(run_dir / WEIGHTS_NAME)).names())
     return {
         "class_names": names,
