@@ -308,8 +308,9 @@ class ModelHost:
                 return
             try:
                 names = Safetensors.read_names(self.run_dir / WEIGHTS_NAME)
-            except (OSError, ValueError):
-                log.exception("could not read the artefact's header; keeping the prompts in memory as they are")
+            except (OSError, ValueError) as e:
+                log.error("could not read the artefact's header (%s); keeping the prompts in memory as they are", e)
+                self._stat = st  # one report per change; the next change is read again
                 return
             self.swap(layout.active_classes(self.model.class_names, names))
             self._stat = st

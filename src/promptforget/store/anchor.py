@@ -217,7 +217,9 @@ class AnchorStore:
         """Give the head to ``$PROMPTFORGET_ANCHOR_HOOK`` (one JSON line on stdin); a failure is an OSError."""
         if not self.hook:
             return
-        head = {k: rec.get(k) for k in ("run_id", "seq", "entry_sha256", "key_id", "time", "hmac")}
+        entry = strictjson.loads(rec["entry"], MAX_ANCHOR_BYTES, 4)
+        head = {"run_id": rec["run_id"], "seq": rec["seq"], "entry_sha256": rec["entry_sha256"],
+                "key_id": rec["key_id"], "entry_hmac": entry.get("hmac"), "time": rec["time"]}
         try:
             r = subprocess.run(shlex.split(self.hook), input=canonical(head) + b"\n", capture_output=True,
                                timeout=HOOK_TIMEOUT_S)
@@ -250,7 +252,11 @@ def reconcile(ledger, entries: list[dict]) -> tuple[list[dict], dict | None]:
     a, by_id = store.find(ledger.run_dir, entries, artefact)
     if a is not None and a["seq"] == len(entries) + 1 and (by_id or not entries):
         e = parse_line(a["entry"].encode("ascii"), f"anchor {store.path(a['run_id'])}'s entry")
-        if e["entry_sha256"] == a["entry_sha256"] and e["prev_sha256"] == (entries[-1]["entry_sha256"] if entries else GENESIS):
+        # Only what a crash leaves: the entry chains on, and the artefact is in the state the entry leaves it
+        # (a ledger cut behind an older artefact is tampering, refused below, not repaired).
+        if (e["entry_sha256"] == a["entry_sha256"] and e["seq"] == a["seq"]
+                and e["prev_sha256"] == (entries[-1]["entry_sha256"] if entries else GENESIS)
+                and hashlib.sha256(artefact()).hexdigest() == _artefact_after(entries, e)):
             ledger.append_line(a["entry"].encode("ascii") + b"\n")
             entries = [*entries, e]
             repaired = {"seq": e["seq"], "event": e["event"]}
@@ -259,6 +265,17 @@ def reconcile(ledger, entries: list[dict]) -> tuple[list[dict], dict | None]:
     if problems:
         raise LedgerError(f"the ledger does not match its anchor, nothing was written: {problems[0]}")
     return entries, repaired
+
+
+def _artefact_after(entries: list[dict], e: dict) -> str | None:
+    """The artefact's hash once ``e`` is written: a commit's after-state, a pending's before-state, and an
+    abort's pending's before-state."""
+    if e["event"] in ARTEFACT_EVENTS:
+        return e["artefact_after_sha256"]
+    if "artefact_before_sha256" in e:
+        return e["artefact_before_sha256"]
+    p = entries[e["pending_seq"] - 1] if 1 <= e["pending_seq"] <= len(entries) else {}
+    return p.get("artefact_before_sha256")
 
 
 def claimed_forgotten(run_dir: str | os.PathLike, key: LedgerKey | None = None) -> list[str]:

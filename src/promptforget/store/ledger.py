@@ -591,7 +591,7 @@ def verify(run_dir: str | os.PathLike, key: LedgerKey | None = None, expect_head
         store = store_for(key, anchor_dir)
         if store is not None:
             found, anchored = store.check(run_dir, entries, key, lambda: raw)
-            problems += found
+            problems[:0] = found  # first: a rollback explains the other problems it causes
     except ValueError as e:
         store = None
         problems.append(str(e))
