@@ -24,6 +24,12 @@ DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2
                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
+def short(value, limit: int = 60) -> str:
+    """``repr(value)``, cut to one short line (a tensor name read from a file may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_header(first8: bytes, read, file_size: int, where: str) -> tuple[dict, dict | None, int]:
     """A safetensors header, checked: ``{name: {dtype, shape, data_offsets}}`` plus an optional
     ``__metadata__`` of strings, each tensor's byte size matching its dtype and shape. ``read(n)`` returns
@@ -44,17 +50,17 @@ def parse_header(first8: bytes, read, file_size: int, where: str) -> tuple[dict,
         raise ValueError(f"{where}: __metadata__ must map names to strings")
     for name, info in header.items():
         ok = (isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"}
-              and info["dtype"] in DTYPE_BYTES and isinstance(info["shape"], list)
+              and isinstance(info["dtype"], str) and info["dtype"] in DTYPE_BYTES and isinstance(info["shape"], list)
               and all(type(d) is int and d >= 0 for d in info["shape"]) and isinstance(info["data_offsets"], list)
               and len(info["data_offsets"]) == 2 and all(type(o) is int for o in info["data_offsets"]))
         if not ok:
-            raise ValueError(f"{where}: tensor {name!r} needs a known dtype, a shape of sizes and two data_offsets")
+            raise ValueError(f"{where}: tensor {short(name)} needs a known dtype, a shape of sizes and two data_offsets")
         b, e = info["data_offsets"]
         count = 1
         for d in info["shape"]:
             count *= d
         if not 0 <= b <= e or e - b != count * DTYPE_BYTES[info["dtype"]]:
-            raise ValueError(f"{where}: tensor {name!r} has offsets {b}..{e}, which do not fit its dtype and shape")
+            raise ValueError(f"{where}: tensor {short(name)} has offsets {b}..{e}, which do not fit its dtype and shape")
     return header, meta, n
 
 
@@ -72,7 +78,7 @@ class Safetensors:
         for name, info in header.items():
             b, e = info["data_offsets"]
             if e > len(data):
-                raise ValueError(f"{where}: tensor {name!r} has offsets {b}..{e} outside the data block")
+                raise ValueError(f"{where}: tensor {short(name)} has offsets {b}..{e} outside the data block")
         return cls(header, meta, data)
 
     @staticmethod

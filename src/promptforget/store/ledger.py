@@ -64,7 +64,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from promptforget.store import layout
-from promptforget.store.artefact import Safetensors
+from promptforget.store.artefact import Safetensors, short
 from promptforget.store.layout import LEDGER_NAME
 from promptforget.utils import strictjson
 from promptforget.utils.io import fsync_dir, read_regular_file
@@ -231,7 +231,7 @@ def schema_problem(entry: dict) -> str | None:
     """What is wrong with one entry's shape (missing or mistyped field), or None."""
     kind = entry.get("event")
     if kind not in EVENTS:
-        return f"unknown event {kind!r}"
+        return f"unknown event {short(kind)}"
     for name in ("seq", "prev_sha256", "entry_sha256", "time", *_FIELDS[kind]):
         if name not in entry:
             return f"{kind} has no {name!r}"
@@ -241,7 +241,7 @@ def schema_problem(entry: dict) -> str | None:
     allowed = {*COMMON_FIELDS, *_FIELDS[kind], *OPTIONAL_FIELDS[kind]}
     extra = sorted(k for k in entry if k not in allowed)
     if extra:
-        return f"{kind} has unexpected field {extra[0]!r}"
+        return f"{kind} has unexpected field {short(extra[0])}"
     for name in ("hmac", "key_id", *OPTIONAL_FIELDS[kind]):
         if name in entry:
             why = _field_problem(name, entry[name])
