@@ -329,6 +329,17 @@ def test_the_hook_publishes_every_head_and_a_failing_hook_acknowledges_nothing(t
     assert [e["event"] for e in Ledger(text_run).read()] == ["pending", "commit", "pending", "abort", "pending", "commit"]
 
 
+def test_a_planted_temp_file_is_removed_and_never_read(text_run, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_FILE_ENV, str(keygen(tmp_path)))
+    two_forgets(text_run, tmp_path)
+    planted = text_run / f".{WEIGHTS_NAME}.planted.tmp"
+    shutil.copy2(tmp_path / "original.safetensors", planted)  # the forgotten prompts' bytes, beside the artefact
+    assert any("leftover temp files" in p for p in verify(text_run, load_key())["problems"])
+    r = durable.forget(text_run, ["beta"], request_id="r3")  # recovery deletes it first: a crash leaves such files
+    assert r.recovery["stale_temps"] == [planted.name] and not planted.exists()
+    assert served_forgotten(text_run) == [] and verify(text_run, load_key())["ok"]
+
+
 # --------------------------------------------------------------------------- what is served
 def test_a_restart_on_an_older_artefact_never_serves_the_forgotten_class(text_run, tmp_path, serve, admin_token):
     obs = _sibling("test_service_observability")

@@ -169,8 +169,10 @@ class AnchorStore:
                     f"but the ledger {state}: the ledger was deleted or replaced"], a
         problems = []
         if a["seq"] > len(entries):
+            crash = " (or, one entry short, a crash between anchoring and appending: recovery appends it)"
             problems.append(f"the ledger has {len(entries)} entries, but its anchor holds seq {a['seq']} "
-                            f"({a['entry_sha256'][:12]}...): entries were removed behind the anchor (rollback; {where})")
+                            f"({a['entry_sha256'][:12]}...): entries were removed behind the anchor (rollback; {where})"
+                            + (crash if a["seq"] == len(entries) + 1 else ""))
         elif entries[a["seq"] - 1]["entry_sha256"] != a["entry_sha256"]:
             problems.append(f"the ledger holds another entry at the anchored seq {a['seq']}: history was rewritten "
                             f"({where})")
