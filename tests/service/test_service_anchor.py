@@ -231,7 +231,7 @@ def test_without_an_anchor_a_rollback_goes_through(text_run, tmp_path, monkeypat
 
 def test_recovery_signs_no_abort_without_an_anchor_store(text_run, tmp_path, monkeypatch, capsys):
     run = tamper_run(text_run, tmp_path, monkeypatch, rollback_to_the_first_pending, "key")
-    with pytest.raises(LedgerError, match="only resolved against an anchor store"):
+    with pytest.raises(LedgerError, match="only aborted against an anchor store"):
         durable.recover(run)
     assert len(Ledger(run).read()) == 1
 

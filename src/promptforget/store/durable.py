@@ -28,7 +28,10 @@ last ledger line (never acknowledged), delete leftover temp files (they may hold
 bytes), and resolve a dangling ``pending`` by hashing the artefact: equal to the expected after-hash
 -> append ``commit`` (roll forward, ``recovered: true``); equal to the before-hash -> append ``abort``
 (nothing happened; the request id may be retried); anything else -> :class:`LedgerError`, no forget
-proceeds until a person looks. Recovery appends only to a chain that checks out. So after any crash the pair is either before or after, never half.
+proceeds until a person looks. Recovery appends only to a chain that checks out, and first checks it
+against its anchor (:func:`promptforget.store.anchor.reconcile`): a ledger cut behind its anchored head is
+refused, so an ``abort`` never undoes a commit that was cut away (a signed ledger with no anchor store gets
+no ``abort`` at all). So after any crash the pair is either before or after, never half.
 
 Exact forgetting (:func:`install_exact`, called by :mod:`promptforget.pfm.exact` once a retrain
 without the forgotten classes' data is done): ``forget(..., exact=True)`` records the request in the
@@ -204,9 +207,6 @@ def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
     problems = check_chain(entries) + check_signatures(entries, key)
     if key is None and is_signed(entries):
         problems.append("the ledger is signed and no ledger key was given")
-    if ledger.anchors is None and is_signed(entries):  # an abort we sign must not undo a commit cut from the ledger
-        problems.append(f"a signed ledger's pending is only resolved against an anchor store ({anchor.ANCHOR_DIR_ENV} "
-                        "or a key file, beside which anchors are kept)")
     if problems:
         raise LedgerError(f"{run_dir}: cannot resolve the pending forget seq {p['seq']}: the ledger does not "
                           f"verify ({problems[0]}); nothing was written")
@@ -217,6 +217,9 @@ def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
         ledger.append(_commit_event(p, recovered=True), entries)
         report["resolved"] = {"pending_seq": p["seq"], "action": "commit", "request_id": p["request_id"]}
     elif sha == p["artefact_before_sha256"]:
+        if ledger.anchors is None and is_signed(entries):  # a signed abort must not undo a commit cut from the ledger
+            raise LedgerError(f"{run_dir}: the pending forget seq {p['seq']} of a signed ledger is only aborted against "
+                              f"an anchor store ({anchor.ANCHOR_DIR_ENV}, or a key file beside which anchors are kept)")
         ledger.append({"event": "abort", "pending_seq": p["seq"], "request_id": p["request_id"],
                        "note": "crashed before the artefact was replaced; nothing was forgotten"}, entries)
         report["resolved"] = {"pending_seq": p["seq"], "action": "abort", "request_id": p["request_id"]}
