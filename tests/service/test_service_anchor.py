@@ -452,3 +452,44 @@ def test_the_ledger_lines_are_canonical(text_run):
     durable.forget(text_run, ["alpha"], request_id="r1")
     for line in (text_run / LEDGER_NAME).read_bytes().splitlines():
         assert canonical(json.loads(line)) == line
+
+
+# --------------------------------------------------------------------------- crashes with key and anchor
+CRASH_FORGET = ("import sys; from promptforget.store.durable import forget; "
+                "forget(sys.argv[1], ['gamma'], reason='crash', request_id='c1', source='cli')")
+
+
+@pytest.mark.parametrize("point", durable.CRASH_POINTS)
+def test_every_crash_point_recovers_with_key_and_anchor(text_run, tmp_path, monkeypatch, point):
+    import subprocess
+    import sys
+
+    key_file = keygen(tmp_path)
+    monkeypatch.setenv(KEY_FILE_ENV, str(key_file))
+    durable.forget(text_run, ["alpha"], request_id="r1")
+    src = str(os.path.dirname(os.path.dirname(os.path.dirname(durable.__file__))))
+    env = dict(os.environ, PYTHONPATH=src, **{durable.CRASH_ENV: point})
+    r = subprocess.run([sys.executable, "-c", CRASH_FORGET, str(text_run)], env=env, capture_output=True, timeout=120)
+    assert r.returncode == durable.CRASH_EXIT_CODE, r.stderr[-2000:]
+    rep = durable.recover(text_run)  # the anchor is at or one entry ahead of the ledger: never a refusal
+    assert verify(text_run, load_key())["ok"], verify(text_run, load_key())["problems"]
+    forgotten = durable.artefact_state(text_run)["forgotten_classes"]
+    assert forgotten == (["alpha"] if point in ("after_pending", "mid_artefact") else ["alpha", "gamma"]), (rep, forgotten)
+    assert "beta" in durable.forget(text_run, ["beta"], request_id="r3").forgotten_classes  # forgets go on
+
+
+def test_a_signed_pending_still_rolls_forward_without_an_anchor_store(text_run, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, tamper.KEY_HEX)
+    real = Ledger.append_line
+
+    def fail_on_commit(self, line, before_write=None):
+        if b'"event":"commit"' in line:
+            raise OSError(28, "No space left on device")
+        return real(self, line, before_write)
+
+    monkeypatch.setattr(Ledger, "append_line", fail_on_commit)
+    with pytest.raises(durable.StorageError):
+        durable.forget(text_run, ["alpha"], request_id="r1")
+    monkeypatch.setattr(Ledger, "append_line", real)
+    assert durable.recover(text_run)["resolved"] == {"pending_seq": 1, "action": "commit", "request_id": "r1"}
+    assert verify(text_run, load_key())["ok"]
