@@ -259,3 +259,15 @@ def test_a_server_starts_on_a_malformed_header(text_run, serve):
         create_app(text_run, ServiceSettings(admin_token="admin-token-0123456789abcdef"))
     (text_run / WEIGHTS_NAME).write_bytes(raw)
     assert Ledger(text_run).read()[-1]["event"] == "commit"
+
+
+@pytest.mark.parametrize("body", [b'{"texts":' + b"[" * 100_000, b'{"arrays":[' + b"[" * 5_000 + b"1" + b"]" * 5_001 + b"}",
+                                  b'{"top_k": + b"9" * 5000 + b',"texts":["a"]}',
+                                  b'{"texts":["a"],"top_k":1e999}'], ids=["nested", "deep-array", "bigint", "inf"])
+def test_nested_and_malformed_bodies_are_4xx(text_run, serve, admin_token, body):
+    h = {"content-type": "application/json", "Authorization": f"Bearer {admin_token}"}
+    with serve(text_run) as (url, _), httpx.Client(base_url=url) as c:
+        for path in ("/predict", "/forget"):
+            r = c.post(path, content=body, headers=h)
+            assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:200])
+        assert c.get("/health/live").status_code == 200
