@@ -262,7 +262,7 @@ def test_a_server_starts_on_a_malformed_header(text_run, serve):
 
 
 @pytest.mark.parametrize("body", [b'{"texts":' + b"[" * 100_000, b'{"arrays":[' + b"[" * 5_000 + b"1" + b"]" * 5_001 + b"}",
-                                  b'{"top_k": + b"9" * 5000 + b',"texts":["a"]}',
+                                  b'{"top_k":' + b"9" * 5000 + b',"texts":["a"]}',
                                   b'{"texts":["a"],"top_k":1e999}'], ids=["nested", "deep-array", "bigint", "inf"])
 def test_nested_and_malformed_bodies_are_4xx(text_run, serve, admin_token, body):
     h = {"content-type": "application/json", "Authorization": f"Bearer {admin_token}"}
