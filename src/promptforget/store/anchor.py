@@ -193,8 +193,7 @@ class AnchorStore:
         chain = [*entries, entry]
         run_id = chain[0]["entry_sha256"]
         old = self.load(run_id)
-        if old is not None and (old["seq"] >= entry["seq"] or
-                                (old["seq"] == entry["seq"] - 1 and old["entry_sha256"] != entry["prev_sha256"])):
+        if old is not None and (old["seq"] >= entry["seq"] or chain[old["seq"] - 1]["entry_sha256"] != old["entry_sha256"]):
             raise LedgerError(f"anchor {self.path(run_id)} holds seq {old['seq']}; refusing to anchor seq "
                               f"{entry['seq']} on another branch")
         changes = [e for e in chain if e.get("event") in ARTEFACT_EVENTS]
