@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import sys
 
@@ -103,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     configure_console_logging()
+    from promptforget.store.anchor import ANCHOR_DIR_ENV
+
+    outer_anchor_dir = os.environ.get(ANCHOR_DIR_ENV)
+    if getattr(args, "anchor_dir", None):
+        os.environ[ANCHOR_DIR_ENV] = os.path.abspath(args.anchor_dir)  # every store call of this command sees it
     try:
         return int(args.func(args) or 0)
     except OSError as exc:
@@ -119,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"promptforget {args.command}: error: {exc}", file=sys.stderr)
             return 1
         return _input_error(args, exc)
+    finally:
+        if outer_anchor_dir is None:
+            os.environ.pop(ANCHOR_DIR_ENV, None)
+        else:
+            os.environ[ANCHOR_DIR_ENV] = outer_anchor_dir
 
 
 def _input_error(args, exc: Exception) -> int:

@@ -10,7 +10,7 @@ source of truth for which classes are still known, so a forget is one atomic fil
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,9 +23,14 @@ from promptforget.backbones.encoder import EncoderParts, load_encoder, resolve_b
 from promptforget.pfm import gated, prefix
 from promptforget.pfm.config import PFMConfig
 from promptforget.store import durable
+from promptforget.store.anchor import claimed_forgotten
+from promptforget.store.artefact import Safetensors
 from promptforget.store.layout import (CLASS_ADAPTER_PREFIX, CONFIG_NAME, PROMPT_PREFIX, WEIGHTS_NAME, active_classes,
-                                      class_from_key, class_key)
-from promptforget.utils.io import atomic_write_bytes, atomic_write_json
+                                      class_from_key, class_key, class_tensor_names, read_config_record)
+from promptforget.store.ledger import LedgerKey
+from promptforget.utils.io import atomic_write_bytes, atomic_write_json, read_regular_file
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -42,6 +47,8 @@ class UnknownClassError(ValueError):
 
 
 class PFMModel(nn.Module):
+    masked_by_ledger: tuple[str, ...] | list[str] = ()  # from_pretrained: prompts left out because the ledger forgot them
+
     def __init__(self, config: PFMConfig, encoder: EncoderParts | None = None):
         super().__init__()
         config.validate()
@@ -446,24 +453,31 @@ class PFMModel(nn.Module):
         }
 
     @classmethod
-    def from_pretrained(cls, run_dir: str | os.PathLike, backbone: str | None = None) -> "PFMModel":
-        """Load a run directory. ``backbone`` overrides where to find the frozen backbone (same weights)."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+    def from_pretrained(cls, run_dir: str | os.PathLike, backbone: str | None = None,
+                        ledger_key: LedgerKey | None = None) -> "PFMModel":
+        """Load a run directory. ``backbone`` overrides where to find the frozen backbone (same weights).
+
+        The weights are read into memory (a copy: a file overwritten in place later cannot change them), and
+        the ledger rules: a class that the run's ledger or its anchor (found with ``ledger_key`` or the
+        environment) says is forgotten is left out even when the artefact still holds its prompt; such
+        classes are listed in ``masked_by_ledger`` (and a warning is logged)."""
+        import warnings
+
+        from safetensors.torch import load as load_safetensors
 
         run_dir = Path(run_dir)
         cfg_path, w_path = run_dir / CONFIG_NAME, run_dir / WEIGHTS_NAME
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{run_dir} is not a PFM run directory: missing {p.name}")
-        record = json.loads(cfg_path.read_text())
+        record = read_config_record(run_dir)
         if record.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{cfg_path}: unsupported format_version {record.get('format_version')!r}")
         config = PFMConfig.from_dict(record["config"])
         if backbone is not None:
             config.backbone = backbone
-        with safe_open(str(w_path), framework="pt") as f:
-            meta = f.metadata() or {}
+        raw = read_regular_file(w_path)  # never a symlink; never a memory map of a file others can overwrite
+        meta = Safetensors.parse(raw, str(w_path)).metadata or {}
         model = cls(config)
         expected = record["backbone"]["sha256"]
         if model.backbone_sha256 != expected or meta.get("backbone_sha256") != expected:
@@ -471,11 +485,23 @@ class PFMModel(nn.Module):
                 f"backbone mismatch: {config.backbone!r} has weights sha256 {model.backbone_sha256[:12]}..., "
                 f"the run was trained on {expected[:12]}... ({record['backbone']['name_or_path']!r})"
             )
-        sd = load_file(str(w_path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # frombuffer on read-only bytes: cloned right away
+            sd = {k: v.clone() for k, v in load_safetensors(raw).items()}
+        del raw
         present = {k[len(PROMPT_PREFIX):] for k in sd if k.startswith(PROMPT_PREFIX)}
         unknown = present - {class_key(c) for c in config.class_names}
         if unknown:
             raise ValueError(f"{w_path}: prompts for classes not in the config: {sorted(map(class_from_key, unknown))}")
+        masked = [c for c in config.class_names if c in set(claimed_forgotten(run_dir, ledger_key)) and class_key(c) in present]
+        if masked:
+            if len(masked) == len(present):
+                raise ValueError(f"{run_dir}: the ledger says every class in the artefact is forgotten ({masked})")
+            log.warning("%s: the artefact holds the prompts of %s, which the ledger says are forgotten; they are "
+                        "left out (the artefact was replaced outside the ledger)", run_dir, masked)
+            present -= {class_key(c) for c in masked}
+            for c in masked:
+                sd = {k: v for k, v in sd.items() if k not in class_tensor_names(c, list(sd))}
         model.prompts = nn.ParameterDict({k: nn.Parameter(sd[PROMPT_PREFIX + k]) for k in model.prompts.keys() if k in present})
         model.class_adapters = nn.ModuleDict({k: v for k, v in model.class_adapters.items() if k in present})
         stray = [k for k in sd if k.startswith(CLASS_ADAPTER_PREFIX) and k.split(".")[1] not in present]
@@ -501,6 +527,7 @@ class PFMModel(nn.Module):
                 p.copy_(v)
             model.head.weight.copy_(sd["head.weight"])
             model.head.bias.copy_(sd["head.bias"])
+        model.masked_by_ledger = masked
         model.eval()
         return model
 

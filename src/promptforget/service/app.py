@@ -26,8 +26,10 @@ compares bytes (the token as UTF-8) with ``hmac.compare_digest``. Tokens are nev
 ``"exact": true`` answers once the prompt is deleted (``state: "retraining"``); the retrain without the
 classes' data runs in the background and replaces the model when done (``state: "exact"``).
 
-A ledger that does not verify (tampered, malformed, signed with another key) makes ``POST /forget``
-answer 409 and ``/health`` 503 until it verifies again; a disk error on a forget is 507 (full) or 503.
+A ledger that does not verify (tampered, malformed, signed with another key, shorter than or diverging
+from its anchor) makes ``POST /forget`` answer 409 and ``/health`` 503 until it verifies again (``/health``
+re-verifies whenever the ledger or the artefact changed on disk); a disk error on a forget is 507 (full) or
+503. A class the ledger says is forgotten is never predicted, whatever the artefact holds.
 
 Every route declares its response model and error codes (:mod:`promptforget.service.responses`), so the
 OpenAPI schema is complete. A committed forget rewrites the run's model card after the response is sent.
@@ -117,8 +119,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
 
     @app.get("/health", response_model=Readiness, responses={503: {"model": NotReady, "description": "not ready"}})
     def health():
-        if not host.ready:
-            host.check_ledger()  # a repaired ledger is noticed without a restart
+        host.check_ledger_if_changed()  # a tampered or repaired ledger is noticed without a forget or a restart
         if not host.ready:
             return JSONResponse({"status": "ledger_broken", "detail": f"the deletion ledger does not verify; "
                                  f"forgets are refused: {host.ledger_problem}"}, status_code=503)

@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--admin-token-file", default=None, help="file holding the admin token (else $PROMPTFORGET_ADMIN_TOKEN)")
     p.add_argument("--predict-token-file", default=None, help="file holding the predict token (else $PROMPTFORGET_PREDICT_TOKEN; unset = open)")
     add_config_args(p.add_argument_group("service (ServiceSettings)"), ServiceSettings, exclude=TOKEN_FIELDS)
+    add_ledger_key_flag(p, key_file=False)  # the key file is a ServiceSettings knob
     p.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -185,11 +186,20 @@ def cmd_serve(args) -> int:
 
 def cmd_ledger_verify(args) -> int:
     from promptforget.store.durable import recover
-    from promptforget.store.ledger import KEY_ENV, KEY_FILE_ENV, load_key, verify
+    from promptforget.store.anchor import ANCHOR_DIR_ENV
+    from promptforget.store.ledger import KEY_ENV, KEY_FILE_ENV, LedgerError, load_key, verify
 
     key = load_key(args.ledger_key_file)
-    recovery = None if args.no_recover else recover(args.run_dir, key)
+    recovery = None
+    if not args.no_recover:
+        try:
+            recovery = recover(args.run_dir, key)
+        except LedgerError:
+            pass  # nothing was written; the report below names the problem
     report = verify(args.run_dir, key, expect_head=args.expect_head)
+    if report["anchor_dir"] is None:
+        print(f"[ledger] no anchor store ({ANCHOR_DIR_ENV} / --anchor-dir / a key file): a ledger cut behind its "
+              "last entry cannot be told from a short one", file=sys.stderr)
     if recovery is not None:
         report["recovery"] = recovery
     if args.recompute:
@@ -213,6 +223,11 @@ def cmd_ledger_verify(args) -> int:
                   "the chain, not who wrote it")
         elif report["authenticated"]:
             print(f"[ledger] authenticated: every entry signed with key {key.key_id}")
+        if report["anchor"]:
+            a = report["anchor"]
+            print(f"[ledger] anchored: seq {a['seq']} ({a['entry_sha256'][:16]}...) in {report['anchor_dir']}")
+        elif report["anchor_dir"] and report["entries"]:
+            print(f"[ledger] not anchored yet in {report['anchor_dir']} (the next forget anchors it)")
         if args.recompute:
             proof = report["recompute"]
             verdict = "equals" if proof["ok"] else "does NOT equal"

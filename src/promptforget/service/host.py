@@ -13,8 +13,12 @@ atomic rename happens before that forget is acknowledged, so a prediction that s
 acknowledgement sees the new file and drops the prompts first (a header read, then the same swap). A
 polling watcher keeps ``/classes`` fresh between requests.
 
-The ledger is verified at start and on every forget; while it does not verify, the host is not ready
-(``ledger_problem``): forgets are refused, predictions go on (the artefact decides which prompts exist).
+The ledger is verified at start, on every forget, and on ``/health`` whenever the ledger or the artefact
+changed on disk (a ``stat``); while it does not verify -- or does not match its anchor -- the host is not
+ready (``ledger_problem``): forgets are refused, predictions go on. The ledger rules what is served: a class
+that the ledger or its anchor says is forgotten is never answered, whatever the artefact holds (its prompt
+is left out at load, ``model_in_sync`` is 0 and ``/health`` says why). The served weights are a copy in
+memory: overwriting or truncating ``model.safetensors`` in place cannot reach them.
 
 Exact forgets (``exact=True``, :mod:`promptforget.pfm.exact`): the instant forget answers as above; a
 background thread then retrains without the forgotten classes' data -- every open request in one retrain
@@ -34,6 +38,7 @@ from pathlib import Path
 
 from promptforget.service.settings import ServiceSettings
 from promptforget.store import durable, layout
+from promptforget.store.anchor import claimed_forgotten
 from promptforget.store.artefact import Safetensors
 from promptforget.store.layout import WEIGHTS_NAME
 from promptforget.store.ledger import Ledger, LedgerError, load_key, open_exact_requests, request_state, verify
@@ -87,16 +92,18 @@ class ModelHost:
         if model is None:
             from promptforget.pfm.model import PFMModel
 
-            model = PFMModel.from_pretrained(self.run_dir)
+            model = PFMModel.from_pretrained(self.run_dir, ledger_key=self.key)
         self.model = model.eval()
+        self.masked_by_ledger = self._mask_forgotten_by_ledger()
         self.modality = model.encoder.modality
         self.readers = Readers()
         self._swap_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe to call from several threads
-        self.in_sync = True
+        self.in_sync = not self.masked_by_ledger
         self.started = time.time()
         self._stat = None
+        self._verified_stat = None
         self._stop = threading.Event()
         self.sync_if_changed()
         if self.ledger_problem is None:
@@ -120,8 +127,34 @@ class ModelHost:
     def ready(self) -> bool:
         return self.ledger_problem is None
 
+    def _mask_forgotten_by_ledger(self) -> list[str]:
+        """Drop from memory every prompt the ledger or its anchor says is forgotten (the artefact may hold it)."""
+        stale = [c for c in claimed_forgotten(self.run_dir, self.key) if c in self.model.active_classes]
+        if stale:
+            if len(stale) == len(self.model.active_classes):
+                raise ValueError(f"{self.run_dir}: the ledger says every class the artefact holds is forgotten ({stale})")
+            self.model.forget(stale)
+            log.error("the artefact holds prompts the ledger says are forgotten (%s); they are not served", stale)
+        return sorted(set(stale) | set(getattr(self.model, "masked_by_ledger", ())))
+
+    def _files_stat(self):
+        out = []
+        for name in (layout.LEDGER_NAME, WEIGHTS_NAME):
+            try:
+                s = os.lstat(self.run_dir / name)
+                out.append((s.st_ino, s.st_mtime_ns, s.st_ctime_ns, s.st_size, s.st_mode))
+            except FileNotFoundError:
+                out.append(None)
+        return tuple(out)
+
+    def check_ledger_if_changed(self) -> None:
+        """A full check when the ledger or the artefact changed on disk since the last one (a ``stat``)."""
+        if not self.ready or self._files_stat() != self._verified_stat:
+            self.check_ledger()
+
     def check_ledger(self) -> dict:
-        """Full verification (chain, signatures, artefact); sets or clears ``ledger_problem``."""
+        """Full verification (chain, signatures, artefact, anchor); sets or clears ``ledger_problem``."""
+        self._verified_stat = self._files_stat()  # before reading: a later change is seen by the next call
         report = verify(self.run_dir, self.key)
         self.ledger_problem = None if report["ok"] else report["problems"][0]
         if self.ledger_problem:
@@ -280,8 +313,9 @@ class ModelHost:
                 return
             try:
                 names = Safetensors.read_names(self.run_dir / WEIGHTS_NAME)
-            except (OSError, ValueError):
-                log.exception("could not read the artefact's header; keeping the prompts in memory as they are")
+            except (OSError, ValueError) as e:
+                log.error("could not read the artefact's header (%s); keeping the prompts in memory as they are", e)
+                self._stat = st  # one report per change; the next change is read again
                 return
             self.swap(layout.active_classes(self.model.class_names, names))
             self._stat = st

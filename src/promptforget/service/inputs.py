@@ -166,13 +166,13 @@ class PredictRequest(BaseModel):
     texts: list[str] | None = Field(None, description="text backbones: the inputs")
     images: list[str] | None = Field(None, description="image backbones: base64 PNG or JPEG (data URLs accepted)")
     arrays: list[list] | None = Field(None, description="image backbones: uint8 pixels as [H][W] or [H][W][3] lists")
-    top_k: int = Field(1, ge=1, le=1000, description="how many classes to return per input")
+    top_k: int = Field(1, ge=1, le=1000, strict=True, description="how many classes to return per input")
 
 class ForgetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     classes: list[str] = Field(..., min_length=1, description="class names to forget (all or nothing)")
     reason: str = Field(..., min_length=1, max_length=durable.MAX_REASON_CHARS, description="why; recorded in the ledger")
     request_id: str = Field(..., pattern=REQUEST_ID_PATTERN, description="idempotency key: a repeat changes nothing")
-    exact: bool = Field(False, description="then retrain the shared weights without the classes' data, in the "
+    exact: bool = Field(False, strict=True, description="then retrain the shared weights without the classes' data, in the "
                         "background (GET /forget/{request_id} tells when it is done); refused (409) when the run's "
                         "training data is unavailable or changed")

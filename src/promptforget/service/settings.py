@@ -50,6 +50,9 @@ class ServiceSettings:
             why = token_problem(self.predict_token)
             if why:
                 raise ValueError(f"the predict token {why} (PROMPTFORGET_PREDICT_TOKEN or --predict-token-file)")
+            if self.predict_token == self.admin_token:
+                raise ValueError("the predict token must differ from the admin token (whoever may predict could "
+                                 "otherwise forget)")
         if not self.read_timeout_s > 0:
             raise ValueError("read_timeout_s must be > 0")
         for k in ("max_body_bytes", "max_items", "max_text_chars", "max_image_pixels"):

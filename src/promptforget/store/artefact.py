@@ -12,8 +12,56 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
+
+from promptforget.utils import strictjson
+
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
+MAX_HEADER_DEPTH = 4  # {name: {"shape": [..]}}: depth 3
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def short(value, limit: int = 60) -> str:
+    """``repr(value)``, cut to one short line (a tensor name read from a file may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_header(first8: bytes, read, file_size: int, where: str) -> tuple[dict, dict | None, int]:
+    """A safetensors header, checked: ``{name: {dtype, shape, data_offsets}}`` plus an optional
+    ``__metadata__`` of strings, each tensor's byte size matching its dtype and shape. ``read(n)`` returns
+    the n header bytes. Returns (tensors, metadata, header length); any problem is one ValueError line."""
+    if len(first8) < 8:
+        raise ValueError(f"{where}: not a safetensors file (only {len(first8)} bytes)")
+    (n,) = struct.unpack("<Q", first8)
+    if n > MAX_HEADER_BYTES or n > file_size - 8:
+        raise ValueError(f"{where}: header length {n} exceeds the file size {file_size} or the format's limit")
+    try:
+        header = strictjson.loads(read(n), MAX_HEADER_BYTES, MAX_HEADER_DEPTH)
+    except ValueError as e:
+        raise ValueError(f"{where}: unreadable safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{where}: the safetensors header is not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise ValueError(f"{where}: __metadata__ must map names to strings")
+    for name, info in header.items():
+        ok = (isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"}
+              and isinstance(info["dtype"], str) and info["dtype"] in DTYPE_BYTES and isinstance(info["shape"], list)
+              and all(type(d) is int and d >= 0 for d in info["shape"]) and isinstance(info["data_offsets"], list)
+              and len(info["data_offsets"]) == 2 and all(type(o) is int for o in info["data_offsets"]))
+        if not ok:
+            raise ValueError(f"{where}: tensor {short(name)} needs a known dtype, a shape of sizes and two data_offsets")
+        b, e = info["data_offsets"]
+        count = 1
+        for d in info["shape"]:
+            count *= d
+        if not 0 <= b <= e or e - b != count * DTYPE_BYTES[info["dtype"]]:
+            raise ValueError(f"{where}: tensor {short(name)} has offsets {b}..{e}, which do not fit its dtype and shape")
+    return header, meta, n
 
 
 @dataclass
@@ -24,44 +72,27 @@ class Safetensors:
 
     @classmethod
     def parse(cls, raw: bytes, where: str = "model.safetensors") -> "Safetensors":
-        if len(raw) < 8:
-            raise ValueError(f"{where}: not a safetensors file (only {len(raw)} bytes)")
-        (n,) = struct.unpack("<Q", raw[:8])
-        if n > len(raw) - 8:
-            raise ValueError(f"{where}: header length {n} exceeds the file size {len(raw)}")
-        try:
-            header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{where}: unreadable safetensors header ({e})") from None
-        meta = header.pop("__metadata__", None)
+        """Parse a whole file: the header (see :func:`parse_header`) and every tensor's offsets inside the data."""
+        header, meta, n = parse_header(raw[:8], lambda size: raw[8 : 8 + size], len(raw), where)
         data = memoryview(raw)[8 + n :]
         for name, info in header.items():
-            try:
-                b, e = info["data_offsets"]
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{where}: tensor {name!r} has no valid data_offsets") from None
-            if not 0 <= b <= e <= len(data):
-                raise ValueError(f"{where}: tensor {name!r} has offsets {b}..{e} outside the data block")
+            b, e = info["data_offsets"]
+            if e > len(data):
+                raise ValueError(f"{where}: tensor {short(name)} has offsets {b}..{e} outside the data block")
         return cls(header, meta, data)
 
     @staticmethod
     def read_names(path) -> list[str]:
-        """The tensor names of a file, from its header alone (no data read): a cheap look at which
-        prompts an artefact holds."""
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise ValueError(f"{path}: not a safetensors file (only {len(head)} bytes)")
-            (n,) = struct.unpack("<Q", head)
-            if n > 100_000_000:
-                raise ValueError(f"{path}: implausible header length {n}")
-            try:
-                header = json.loads(f.read(n).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise ValueError(f"{path}: unreadable safetensors header ({e})") from None
-        if not isinstance(header, dict):
-            raise ValueError(f"{path}: safetensors header is not an object")
-        return [k for k in header if k != "__metadata__"]
+        """The tensor names of a file, from its header alone (no data read, never through a symlink): a
+        cheap look at which prompts an artefact holds."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            raise ValueError(f"{path}: cannot be read ({e.strerror})") from None
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(fd).st_size
+            header, _, _ = parse_header(f.read(8), f.read, size, str(path))
+        return list(header)
 
     def names(self) -> list[str]:
         return list(self.header)

@@ -28,7 +28,10 @@ last ledger line (never acknowledged), delete leftover temp files (they may hold
 bytes), and resolve a dangling ``pending`` by hashing the artefact: equal to the expected after-hash
 -> append ``commit`` (roll forward, ``recovered: true``); equal to the before-hash -> append ``abort``
 (nothing happened; the request id may be retried); anything else -> :class:`LedgerError`, no forget
-proceeds until a person looks. Recovery appends only to a chain that checks out. So after any crash the pair is either before or after, never half.
+proceeds until a person looks. Recovery appends only to a chain that checks out, and first checks it
+against its anchor (:func:`promptforget.store.anchor.reconcile`): a ledger cut behind its anchored head is
+refused, so an ``abort`` never undoes a commit that was cut away (a signed ledger with no anchor store gets
+no ``abort`` at all). So after any crash the pair is either before or after, never half.
 
 Exact forgetting (:func:`install_exact`, called by :mod:`promptforget.pfm.exact` once a retrain
 without the forgotten classes' data is done): ``forget(..., exact=True)`` records the request in the
@@ -59,13 +62,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
-from promptforget.store import layout
+from promptforget.store import anchor, layout
 from promptforget.store.artefact import Safetensors
 from promptforget.store.layout import WEIGHTS_NAME
 from promptforget.store.ledger import (EXACT_FIELDS, Ledger, LedgerError, LedgerKey, check_chain, check_run,
                                        check_signatures, committed, dangling_pending, forgotten_by_ledger,
                                        forgotten_prompt_problems, is_signed, load_key, open_exact_requests, utc_now)
-from promptforget.utils.io import atomic_write_bytes, remove_stale_temps
+from promptforget.utils.io import atomic_write_bytes, read_regular_file, remove_stale_temps
 
 CRASH_ENV = "PROMPTFORGET_CRASH_AT"
 CRASH_POINTS = ("after_pending", "mid_artefact", "after_artefact", "before_commit", "mid_commit", "after_commit")
@@ -188,7 +191,7 @@ def artefact_state(run_dir: str | os.PathLike) -> dict:
     """Which classes the artefact still holds, and its hash."""
     run_dir = Path(run_dir)
     names = layout.class_names(run_dir)
-    raw = (run_dir / WEIGHTS_NAME).read_bytes()
+    raw = read_regular_file(run_dir / WEIGHTS_NAME)
     active = layout.active_classes(names, Safetensors.parse(raw, str(run_dir / WEIGHTS_NAME)).names())
     return {
         "class_names": names,
@@ -208,10 +211,13 @@ def recover(run_dir: str | os.PathLike, key: LedgerKey | None = None) -> dict:
 
 
 def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
+    if (run_dir / WEIGHTS_NAME).is_symlink():
+        raise LedgerError(f"{run_dir / WEIGHTS_NAME}: is a symbolic link (not followed); nothing was written")
     ledger = Ledger(run_dir, key)
     report = {"torn_tail_bytes": ledger.repair_torn_tail() if ledger.exists() else 0,
               "stale_temps": remove_stale_temps(run_dir), "resolved": None}
     entries = ledger.read()
+    entries, report["anchor_repaired"] = anchor.reconcile(ledger, entries)  # refuses a rolled-back ledger
     p = dangling_pending(entries)
     if p is None:
         return report
@@ -228,6 +234,9 @@ def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
         ledger.append(_commit_event(p, recovered=True), entries)
         report["resolved"] = {"pending_seq": p["seq"], "action": "commit", "request_id": p["request_id"]}
     elif sha == p["artefact_before_sha256"]:
+        if ledger.anchors is None and is_signed(entries):  # a signed abort must not undo a commit cut from the ledger
+            raise LedgerError(f"{run_dir}: the pending forget seq {p['seq']} of a signed ledger is only aborted against "
+                              f"an anchor store ({anchor.ANCHOR_DIR_ENV}, or a key file beside which anchors are kept)")
         ledger.append({"event": "abort", "pending_seq": p["seq"], "request_id": p["request_id"],
                        "note": "crashed before the artefact was replaced; nothing was forgotten"}, entries)
         report["resolved"] = {"pending_seq": p["seq"], "action": "abort", "request_id": p["request_id"]}
@@ -289,7 +298,7 @@ class ForgetResult:
         return asdict(self)
 
 
-MAX_EXAMPLES_PER_REQUEST = 100_000
+MAX_EXAMPLES_PER_REQUEST = 50_000  # their hashes fit one ledger line (store.ledger.MAX_LINE_BYTES)
 
 
 def validate_request(classes, reason: str, request_id: str | None, examples=()) -> tuple[list[str], str, str]:

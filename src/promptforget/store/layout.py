@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+from promptforget.utils import strictjson
+
 CONFIG_NAME = "pfm_config.json"
 ANALYTIC_CONFIG_NAME = "analytic_config.json"
 CONFIG_NAMES = {"pfm": CONFIG_NAME, "analytic": ANALYTIC_CONFIG_NAME}  # family -> its config file
@@ -107,9 +109,12 @@ def read_config_record(run_dir: str | os.PathLike) -> dict:
     """The whole config record (format_version, config, backbone, ...) of a run of either family."""
     path = config_path(run_dir)
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        record = strictjson.loads(path.read_bytes(), 16 * 1024 * 1024, 32)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ValueError(f"{path}: not a promptforget run config (no 'config' object)")
+    return record
 
 
 def class_names(run_dir: str | os.PathLike) -> list[str]:

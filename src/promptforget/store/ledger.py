@@ -10,8 +10,15 @@ chain -- unless whoever edits recomputes every hash, which needs nothing secret.
   named by ``PROMPTFORGET_LEDGER_KEY_FILE``; never stored in the run): each entry then carries
   ``key_id`` and ``hmac`` = HMAC-SHA256(key, entry_sha256), so a rewritten or appended entry fails
   verification without the key;
-- an **anchor**: ``promptforget ledger head`` prints the head's seq and hash to keep elsewhere, and
-  ``ledger verify --expect-head SEQ:HASH`` fails if the chain no longer holds that entry.
+- an **anchor** (:mod:`promptforget.store.anchor`): the head (seq, hash, key id) kept outside the run after
+  every entry, by default beside the key file; every forget, start and ``ledger verify`` refuses a ledger
+  that is shorter than, or diverges from, it. ``promptforget ledger head`` prints the head by hand, and
+  ``ledger verify --expect-head SEQ:HASH`` checks one.
+
+Every line must be the canonical JSON of its entry (the bytes :func:`canonical` writes; CRLF, spaces or a
+duplicate key fail), within :data:`MAX_LINE_BYTES` and :data:`MAX_DEPTH`, with exactly the fields its event
+allows (:data:`FIELDS`, :data:`OPTIONAL_FIELDS`). The ledger and the artefact are never read or written
+through a symlink.
 
 Events (written by :mod:`promptforget.store.durable`, the only writer):
 
@@ -57,9 +64,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from promptforget.store import layout
-from promptforget.store.artefact import Safetensors
+from promptforget.store.artefact import Safetensors, short
 from promptforget.store.layout import LEDGER_NAME
-from promptforget.utils.io import fsync_dir
+from promptforget.utils import strictjson
+from promptforget.utils.io import fsync_dir, read_regular_file
 
 GENESIS = "0" * 64
 EVENTS = ("pending", "commit", "abort", "exact_pending", "exact", "exact_abort")
@@ -68,6 +76,8 @@ ARTEFACT_EVENTS = ("commit", "exact")  # the entries that replace the artefact
 KEY_ENV = "PROMPTFORGET_LEDGER_KEY"
 KEY_FILE_ENV = "PROMPTFORGET_LEDGER_KEY_FILE"
 MIN_KEY_BYTES = 16
+MAX_LINE_BYTES = 4 * 1024 * 1024  # thousands of classes with their prompt hashes fit
+MAX_DEPTH = 4  # an entry is an object of strings, lists and one map: depth 2
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -91,6 +101,7 @@ def utc_now() -> str:
 @dataclass(frozen=True)
 class LedgerKey:
     secret: bytes = field(repr=False)
+    path: Path | None = field(default=None, compare=False)  # the key file, if any: anchors live beside it
 
     @property
     def key_id(self) -> str:
@@ -105,13 +116,13 @@ class LedgerKey:
         return isinstance(given, str) and hmac.compare_digest(given, self.sign(str(entry.get("entry_sha256"))))
 
     @classmethod
-    def from_text(cls, text: str, where: str) -> "LedgerKey":
+    def from_text(cls, text: str, where: str, path: Path | None = None) -> "LedgerKey":
         text = text.strip()
         secret = bytes.fromhex(text) if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text) else text.encode("utf-8")
         if len(secret) < MIN_KEY_BYTES:
             raise ValueError(f"{where}: a ledger key needs at least {MIN_KEY_BYTES} bytes "
                              "(make one with `promptforget ledger keygen --out FILE`)")
-        return cls(secret)
+        return cls(secret, path)
 
 
 def load_key(path: str | os.PathLike | None = None) -> LedgerKey | None:
@@ -120,8 +131,12 @@ def load_key(path: str | os.PathLike | None = None) -> LedgerKey | None:
     path = path or os.environ.get(KEY_FILE_ENV) or None
     if path:
         p = Path(path)
+        run = inside_run_dir(p)
+        if run is not None:
+            raise ValueError(f"ledger key file {p}: refusing a key inside the run directory {run} "
+                             "(it would travel with the ledger it authenticates)")
         try:
-            return LedgerKey.from_text(p.read_text(encoding="utf-8"), f"ledger key file {p}")
+            return LedgerKey.from_text(p.read_text(encoding="utf-8"), f"ledger key file {p}", Path(os.path.abspath(p)))
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read the ledger key file {p}: {e.strerror if isinstance(e, OSError) else e}") from None
     text = os.environ.get(KEY_ENV)
@@ -171,6 +186,16 @@ _FIELDS = {  # event -> required field -> check
     "exact_abort": ("pending_seq",),
 }
 EXACT_FIELDS = _FIELDS["exact"][1:]  # what an exact entry repeats from its exact_pending
+FIELDS = _FIELDS
+COMMON_FIELDS = ("event", "seq", "prev_sha256", "entry_sha256", "time", "key_id", "hmac")
+OPTIONAL_FIELDS = {  # besides the required ones: nothing else may be in an entry
+    "pending": ("exact_requested", "examples", "exact_at_commit"),
+    "commit": ("reason", "source", "exact_requested", "recovered", "examples", "exact_at_commit"),
+    "abort": ("note",),
+    "exact_pending": (),
+    "exact": ("recovered",),
+    "exact_abort": ("note",),
+}
 
 
 def _field_problem(name: str, value) -> str | None:
@@ -194,8 +219,14 @@ def _field_problem(name: str, value) -> str | None:
     if name == "removed_prompt_sha256":
         ok = isinstance(value, dict) and all(isinstance(h, str) and _HEX64.fullmatch(h) for h in value.values())
         return None if ok else "must map class names to 64-hex hashes"
-    if name in ("request_id", "reason", "source", "time", "hmac", "key_id"):
+    if name in ("request_id", "reason", "source", "time", "note"):
         return None if isinstance(value, str) else "must be a string"
+    if name == "hmac":
+        return None if isinstance(value, str) and _HEX64.fullmatch(value) else "must be 64 lowercase hex digits"
+    if name == "key_id":
+        return None if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{16}", value) else "must be 16 hex digits"
+    if name == "recovered":
+        return None if type(value) is bool else "must be true or false"
     return None
 
 
@@ -203,14 +234,18 @@ def schema_problem(entry: dict) -> str | None:
     """What is wrong with one entry's shape (missing or mistyped field), or None."""
     kind = entry.get("event")
     if kind not in EVENTS:
-        return f"unknown event {kind!r}"
+        return f"unknown event {short(kind)}"
     for name in ("seq", "prev_sha256", "entry_sha256", "time", *_FIELDS[kind]):
         if name not in entry:
             return f"{kind} has no {name!r}"
         why = _field_problem(name, entry[name])
         if why:
             return f"{kind} field {name!r} {why}"
-    for name in ("hmac", "key_id", "exact_requested", "exact_at_commit", "examples"):
+    allowed = {*COMMON_FIELDS, *_FIELDS[kind], *OPTIONAL_FIELDS[kind]}
+    extra = sorted(k for k in entry if k not in allowed)
+    if extra:
+        return f"{kind} has unexpected field {short(extra[0])}"
+    for name in ("hmac", "key_id", *OPTIONAL_FIELDS[kind]):
         if name in entry:
             why = _field_problem(name, entry[name])
             if why:
@@ -220,26 +255,53 @@ def schema_problem(entry: dict) -> str | None:
     return None
 
 
+def parse_line(line: bytes, where: str) -> dict:
+    """One ledger line (without its newline) as an entry: bounded, strict JSON, an object of the schema,
+    and byte for byte the canonical form. Raises :class:`LedgerError` naming ``where`` and the problem."""
+    try:
+        e = strictjson.loads(line, MAX_LINE_BYTES, MAX_DEPTH)
+    except ValueError as exc:
+        raise LedgerError(f"{where}: {exc}") from None
+    if not isinstance(e, dict):
+        raise LedgerError(f"{where}: not a JSON object")
+    why = schema_problem(e)
+    if why:
+        raise LedgerError(f"{where}: {why}")
+    if canonical(e) != line:
+        raise LedgerError(f"{where}: not in canonical form (sorted keys, no spaces, ASCII, LF): the line was "
+                          "rewritten outside the ledger")
+    return e
+
+
 # ---------------------------------------------------------------------- the file
+_FROM_ENV = object()
+
+
 class Ledger:
-    def __init__(self, run_dir: str | os.PathLike, key: LedgerKey | None = None):
+    """``anchors``: the :class:`promptforget.store.anchor.AnchorStore` every appended entry is anchored in
+    before it is written (default: the one the key and the environment name, or None)."""
+
+    def __init__(self, run_dir: str | os.PathLike, key: LedgerKey | None = None, anchors=_FROM_ENV):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LEDGER_NAME
         self.key = key
+        if anchors is _FROM_ENV:
+            from promptforget.store.anchor import store_for
+
+            anchors = store_for(key)
+        self.anchors = anchors
 
     def exists(self) -> bool:
-        return self.path.is_file()
+        return os.path.lexists(self.path)
 
     # ------------------------------------------------------------------ reading
     def _raw(self) -> bytes:
         if not os.path.lexists(self.path):
             return b""
-        if not self.path.is_file():
-            raise LedgerError(f"{self.path}: is not a regular file")
         try:
-            return self.path.read_bytes()
+            return read_regular_file(self.path)
         except OSError as e:
-            raise LedgerError(f"{self.path}: cannot be read ({e.strerror})") from None
+            raise LedgerError(f"{self.path}: {e.strerror}") from None
 
     def read(self) -> list[dict]:
         """All complete entries, each checked for shape. A torn last line (a crash mid-append, never
@@ -248,17 +310,8 @@ class Ledger:
         raw = self._raw()
         body = raw[: raw.rfind(b"\n") + 1]  # drop a torn tail
         entries = []
-        for i, line in enumerate(body.splitlines(), 1):
-            try:
-                e = json.loads(line)
-            except ValueError as exc:
-                raise LedgerError(f"{LEDGER_NAME} line {i}: not JSON ({exc})") from None
-            if not isinstance(e, dict):
-                raise LedgerError(f"{LEDGER_NAME} line {i}: not a JSON object")
-            why = schema_problem(e)
-            if why:
-                raise LedgerError(f"{LEDGER_NAME} line {i}: {why}")
-            entries.append(e)
+        for i, line in enumerate(body.split(b"\n")[:-1], 1):
+            entries.append(parse_line(line, f"{LEDGER_NAME} line {i}"))
         return entries
 
     def torn_tail(self) -> int:
@@ -270,11 +323,12 @@ class Ledger:
         """Cut a half-written last line (crash mid-append). Returns the number of bytes removed."""
         n = self.torn_tail()
         if n:
-            size = self.path.stat().st_size
-            with open(self.path, "r+b") as f:
-                f.truncate(size - n)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW)
+            try:
+                os.ftruncate(fd, os.fstat(fd).st_size - n)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         return n
 
     def append(self, event: dict, entries: list[dict] | None = None, before_write=None) -> dict:
@@ -296,8 +350,15 @@ class Ledger:
         if self.key is not None:
             entry["hmac"] = self.key.sign(entry["entry_sha256"])
         line = canonical(entry) + b"\n"
-        created = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if self.anchors is not None:  # anchored first: a committed entry is never missing from its anchor
+            self.anchors.record(self.run_dir, entries, entry, self.key)
+        self.append_line(line, before_write)
+        return entry
+
+    def append_line(self, line: bytes, before_write=None) -> None:
+        """Write one complete line (never through a symlink) and fsync."""
+        created = not os.path.lexists(self.path)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             if before_write is not None:
                 before_write(fd, line)
@@ -309,7 +370,6 @@ class Ledger:
             os.close(fd)
         if created:
             fsync_dir(self.run_dir)  # the new file's directory entry must survive too
-        return entry
 
 
 # ---------------------------------------------------------------------- state and verification
@@ -494,9 +554,12 @@ def check_run(entries: list[dict], raw_artefact: bytes, class_names: list[str], 
     return problems, {"forgotten_classes": forgotten, "active_classes": active, "artefact_sha256": sha}
 
 
-def verify(run_dir: str | os.PathLike, key: LedgerKey | None = None, expect_head: str | None = None) -> dict:
-    """Check the ledger and the artefact. Read-only, never raises on a broken run; returns a JSON-able
-    report with ``ok``, ``problems`` and ``authenticated`` (every entry's HMAC checked with the key)."""
+def verify(run_dir: str | os.PathLike, key: LedgerKey | None = None, expect_head: str | None = None,
+           anchor_dir: str | os.PathLike | None = None) -> dict:
+    """Check the ledger and the artefact, and the ledger against its anchor (``anchor_dir``, else the store
+    :func:`promptforget.store.anchor.store_for` finds). Read-only, never raises on a broken run; returns a
+    JSON-able report with ``ok``, ``problems``, ``authenticated`` (every entry's HMAC checked with the key)
+    and ``anchor`` (the anchored head, None when the run has none)."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     ledger = Ledger(run_dir)
@@ -514,15 +577,29 @@ def verify(run_dir: str | os.PathLike, key: LedgerKey | None = None, expect_head
                         "(a crash; recovery resolves it)")
     weights = run_dir / layout.WEIGHTS_NAME
     try:
-        raw = weights.read_bytes()
+        raw = read_regular_file(weights)
         class_names = layout.class_names(run_dir)
-    except (OSError, ValueError, KeyError) as e:
+    except OSError as e:
+        problems.append(f"cannot read the run: {e.filename}: {e.strerror}")
+        raw, class_names = b"", []
+    except (ValueError, KeyError, TypeError) as e:
         problems.append(f"cannot read the run: {e}")
         raw, class_names = b"", []
     found, facts = check_run(entries, raw, class_names, key, str(weights))
     problems += found
     if expect_head:
         problems += check_anchor(entries, expect_head)
+    from promptforget.store.anchor import store_for
+
+    anchored = None
+    try:
+        store = store_for(key, anchor_dir)
+        if store is not None:
+            found, anchored = store.check(run_dir, entries, key, lambda: raw)
+            problems[:0] = found  # first: a rollback explains the other problems it causes
+    except ValueError as e:
+        store = None
+        problems.append(str(e))
     # Only the artefact's temp files can hold prompt bytes; other files (the model card) are rewritten
     # atomically too, and their temp files are no evidence of a crashed forget.
     leftovers = sorted(p.name for p in run_dir.glob(f".{layout.WEIGHTS_NAME}.*.tmp"))
@@ -538,6 +615,9 @@ def verify(run_dir: str | os.PathLike, key: LedgerKey | None = None, expect_head
         **facts,
         head_sha256=head(entries)["entry_sha256"],
         head_seq=head(entries)["seq"],
+        anchor_dir=str(store.dir) if store is not None else None,
+        anchor=({"seq": anchored["seq"], "entry_sha256": anchored["entry_sha256"], "key_id": anchored["key_id"]}
+                if anchored else None),
         seconds=time.perf_counter() - t0,
     )
     return report

@@ -28,8 +28,14 @@ def add_data_root_flag(parser) -> None:
                         "the run (else $PROMPTFORGET_DATA_ROOT; the content must be unchanged: its sha256 is checked)")
 
 
-def add_ledger_key_flag(parser) -> None:
-    """``--ledger-key-file``: the HMAC key that signs and checks the deletion ledger (store/ledger.py)."""
-    parser.add_argument("--ledger-key-file", default=None,
-                        help="file holding the ledger key (else $PROMPTFORGET_LEDGER_KEY_FILE or "
-                        "$PROMPTFORGET_LEDGER_KEY); entries are signed and checked with it")
+def add_ledger_key_flag(parser, key_file: bool = True) -> None:
+    """``--ledger-key-file``: the HMAC key that signs and checks the deletion ledger (store/ledger.py), and
+    ``--anchor-dir``: where the ledger's head is anchored outside the run (store/anchor.py; ``promptforget.cli``
+    exports it as $PROMPTFORGET_ANCHOR_DIR for the command)."""
+    if key_file:
+        parser.add_argument("--ledger-key-file", default=None,
+                            help="file holding the ledger key (else $PROMPTFORGET_LEDGER_KEY_FILE or "
+                            "$PROMPTFORGET_LEDGER_KEY); entries are signed and checked with it")
+    parser.add_argument("--anchor-dir", default=None,
+                        help="directory outside the run that keeps each run's ledger head, checked before every "
+                        "forget (else $PROMPTFORGET_ANCHOR_DIR, else promptforget-anchors/ beside the key file)")

@@ -5,9 +5,11 @@ A reader (or a crash) sees either the old file or the new one, never a half-writ
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,26 @@ def fsync_dir(path: str | os.PathLike) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_regular_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file, never through a symlink (a run's files must not lead outside the run).
+    An OSError whose ``strerror`` says what is wrong: missing, a symlink, not a regular file, unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, "is a symbolic link (not followed)", str(path)) from None
+        raise OSError(e.errno, f"cannot be read ({e.strerror})", str(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "is not a regular file", str(path))
+        chunks = []
+        while chunk := os.read(fd, 1 << 24):
+            chunks.append(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
