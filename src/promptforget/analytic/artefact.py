@@ -86,10 +86,10 @@ def serialize(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes
     blobs, offset = [], 0
     for name in order:
         a = tensors[name]
-        blob = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": _DTYPES[a.dtype.name], "shape": list(a.shape), "data_offsets": [offset, offset + len(blob)]}
+        blob = memoryview(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))).cast("B")  # no copy yet
+        header[name] = {"dtype": _DTYPES[a.dtype.name], "shape": list(a.shape), "data_offsets": [offset, offset + blob.nbytes]}
         blobs.append(blob)
-        offset += len(blob)
+        offset += blob.nbytes
     h = json.dumps(header, separators=(",", ":")).encode("utf-8")
     h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h + b"".join(blobs)

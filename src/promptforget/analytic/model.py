@@ -35,6 +35,8 @@ FORMAT_VERSION = 1
 class AnalyticModel(nn.Module):
     """Holds the frozen backbone (as a module, so ``.to``/``.eval`` work) and the head of the artefact."""
 
+    masked_by_ledger: list[str] = []  # from_pretrained: classes left out because the ledger forgot them
+
     def __init__(self, config: AnalyticConfig, raw_artefact: bytes, encoder=None):
         super().__init__()
         self.config = config
@@ -72,6 +74,17 @@ class AnalyticModel(nn.Module):
     def forgotten_classes(self) -> list[str]:
         active = set(self._head[2])
         return [c for i, c in enumerate(self.config.class_names) if i not in active]
+
+    def apply_forget(self, run_dir, active: list[str]) -> bool:
+        """After a durable forget replaced the artefact: serve its head (every row changes in an exact
+        forget, not only the forgotten classes'). True when the served head changed."""
+        raw = (Path(run_dir) / WEIGHTS_NAME).read_bytes()
+        if hashlib.sha256(raw).hexdigest() == self.artefact_sha256:
+            return False
+        self.load_artefact(raw)
+        if self.masked_by_ledger:
+            self.forget(self.masked_by_ledger)
+        return True
 
     def forget(self, classes) -> list[str]:
         """In memory only: drop the classes' head rows (a durable, exact forget also re-solves the other
@@ -123,8 +136,11 @@ class AnalyticModel(nn.Module):
     def fit(cls, config: AnalyticConfig, raw, labels, ids, encoder=None, progress: bool = False) -> tuple["AnalyticModel", bytes]:
         """One pass of the backbone over ``raw`` (labels: indices into ``config.class_names``; ids: one unique
         string per example). Returns the model and its artefact's bytes."""
+        from promptforget.data.text import unique_ids
+
         if not config.id_salt:
             raise ValueError("AnalyticConfig.id_salt is empty: train_run draws one (or set it)")
+        unique_ids([str(i) for i in ids], "the training data")
         extractor = FeatureExtractor(config, encoder)
         q = extractor.fixed_point(raw, progress=progress)
         rows = artefact.Rows(np.array([list(artefact.example_id_sha256(config.id_salt, str(i))) for i in ids], np.uint8
@@ -144,13 +160,35 @@ class AnalyticModel(nn.Module):
         return run_dir / WEIGHTS_NAME
 
     @classmethod
-    def from_pretrained(cls, run_dir: str | os.PathLike, backbone: str | None = None) -> "AnalyticModel":
+    def from_pretrained(cls, run_dir: str | os.PathLike, backbone: str | None = None,
+                        ledger_key=None) -> "AnalyticModel":
+        """Load a run. The ledger rules: a class it (or its anchor) says is forgotten has no head row here
+        whatever the artefact holds (``masked_by_ledger``), and an artefact that still holds an example
+        the ledger forgot is refused (its head was solved with it): restore the ledger's artefact."""
+        from promptforget.analytic.run import ledger_example_hash
+        from promptforget.store.anchor import claimed_forgotten
+        from promptforget.store.ledger import Ledger, LedgerError, committed
+
         run_dir = Path(run_dir)
         record = read_record(run_dir)
         config = AnalyticConfig.from_dict(record["config"])
         if backbone is not None:
             config.backbone = backbone
-        model = cls(config, (run_dir / WEIGHTS_NAME).read_bytes())
+        raw = (run_dir / WEIGHTS_NAME).read_bytes()
+        try:
+            gone = {h for e in committed(Ledger(run_dir).read()) for h in e.get("examples", [])}
+        except LedgerError:
+            gone = set()
+        if gone:
+            rows = artefact.parse(raw, config.class_names).rows.id_sha256
+            if any(ledger_example_hash(bytes(r), ledger_key) in gone for r in rows):
+                raise ValueError(f"{run_dir}: the artefact holds examples the ledger says are forgotten (an older "
+                                 "artefact?); refusing to serve it: restore the artefact of the ledger's head")
+        model = cls(config, raw)
+        masked = [c for c in claimed_forgotten(run_dir, ledger_key) if c in model.active_classes]
+        if masked:
+            model.forget(masked)
+            model.masked_by_ledger = masked
         expected = record["backbone"]["sha256"]
         if backbone_sha256(model.extractor) != expected:
             raise ValueError(f"backbone mismatch: {config.backbone!r} is not the backbone the run was trained on "

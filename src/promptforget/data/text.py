@@ -50,13 +50,20 @@ class TextDataset:
 
 
 def example_ids(ids, n: int, where: str) -> list[str]:
-    """``ids`` as strings (row numbers when None), checked to be unique: a forget names an example by it."""
+    """``ids`` as strings (row numbers when None). A family that forgets single examples needs them unique
+    (:func:`unique_ids`); others ignore them."""
     ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
     if len(ids) != n:
         raise ValueError(f"{where}: {len(ids)} ids for {n} examples")
-    if len(set(ids)) != n:
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"{where}: example id {dup!r} appears more than once (ids must be unique)")
+    return ids
+
+
+def unique_ids(ids: list[str], where: str) -> list[str]:
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))
+        raise ValueError(f"{where}: example id {dup!r} appears more than once; single examples are forgotten by id, "
+                         f"so ids must be unique (fix the id column, or drop it to use row numbers)")
     return ids
 
 

@@ -28,7 +28,7 @@ class Family(Protocol):
     forgets_examples: bool
 
     def train(self, out, dataset: str, **options) -> Path: ...
-    def load(self, run_dir, backbone: str | None = None): ...
+    def load(self, run_dir, backbone: str | None = None, ledger_key=None): ...  # never serves what the ledger forgot
     def rewrite(self, run_dir, key): ...  # a store.durable.ArtefactRewrite, or None (drop class tensors)
     def evaluate(self, run_dir, **options) -> dict: ...
     def write_card(self, run_dir) -> Path: ...
@@ -43,10 +43,10 @@ class PFMFamily:
 
         return train_run(out, dataset, **options)
 
-    def load(self, run_dir, backbone=None):
+    def load(self, run_dir, backbone=None, ledger_key=None):
         from promptforget.pfm.model import PFMModel
 
-        return PFMModel.from_pretrained(run_dir, backbone=backbone)
+        return PFMModel.from_pretrained(run_dir, backbone=backbone, ledger_key=ledger_key)
 
     def rewrite(self, run_dir, key):
         return None
@@ -74,10 +74,10 @@ class AnalyticFamily:
 
         return train_run(out, dataset, **options)
 
-    def load(self, run_dir, backbone=None):
+    def load(self, run_dir, backbone=None, ledger_key=None):
         from promptforget.analytic.model import AnalyticModel
 
-        return AnalyticModel.from_pretrained(run_dir, backbone=backbone)
+        return AnalyticModel.from_pretrained(run_dir, backbone=backbone, ledger_key=ledger_key)
 
     def rewrite(self, run_dir, key):
         from promptforget.analytic.run import rewrite_for

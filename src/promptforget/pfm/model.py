@@ -142,6 +142,14 @@ class PFMModel(nn.Module):
             raise UnknownClassError(f"class {name!r} has been forgotten: its prompt no longer exists")
         return self.prompts[key].detach()
 
+    def apply_forget(self, run_dir, active: list[str]) -> bool:
+        """After a durable forget replaced the artefact: drop the prompts it no longer holds (the rest of
+        the weights are unchanged by an instant forget). True when a prompt was dropped."""
+        stale = [c for c in self.active_classes if c not in active]
+        if stale:
+            self.forget(stale)  # replaces the prompt dict by assignment (RCU)
+        return bool(stale)
+
     def forget(self, classes: str | Iterable[str]) -> list[str]:
         """Delete the prompts of ``classes`` (in memory). All-or-nothing: on any bad name nothing changes.
 

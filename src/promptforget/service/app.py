@@ -180,7 +180,7 @@ def create_app(run_dir: str | os.PathLike, settings: ServiceSettings, model=None
               responses=errors(400, 401, 404, 408, 409, 413, 422, 503, 507))
     def forget(req: ForgetRequest, background: BackgroundTasks) -> dict:
         try:
-            r = host.forget(req.classes, req.reason, req.request_id, exact=req.exact)
+            r = host.forget(req.classes, req.reason, req.request_id, exact=req.exact, examples=req.examples)
         except (ValueError, OSError) as e:  # TimeoutError is an OSError
             metrics.forgets.labels(forget_outcome(e)).inc()
             if isinstance(e, LedgerError):  # before ForgetError: both are ValueErrors

@@ -89,10 +89,11 @@ class ModelHost:
             self.recovery, self.ledger_problem = None, str(e)
         if self.recovery and (self.recovery["resolved"] or self.recovery["torn_tail_bytes"] or self.recovery["stale_temps"]):
             log.warning("recovered run %s: %s", self.run_dir, self.recovery)
-        if model is None:
-            from promptforget.pfm.model import PFMModel
+        from promptforget.families import family_of
 
-            model = PFMModel.from_pretrained(self.run_dir, ledger_key=self.key)
+        self.family = family_of(self.run_dir)
+        if model is None:
+            model = self.family.load(self.run_dir, ledger_key=self.key)
         self.model = model.eval()
         self.masked_by_ledger = self._mask_forgotten_by_ledger()
         self.modality = model.encoder.modality
@@ -189,35 +190,38 @@ class ModelHost:
 
     # ---------------------------------------------------------------- forgetting
     def swap(self, active: list[str]) -> None:
-        """Drop from memory every prompt the artefact no longer holds, then wait out older readers."""
+        """Serve the new artefact (PFM: drop the prompts it no longer holds; analytic: its re-solved head),
+        then wait out older readers."""
         with self._swap_lock:
-            stale = [c for c in self.model.active_classes if c not in active]
-            if stale:
-                self.model.forget(stale)  # replaces the prompt dict by assignment (RCU)
+            changed = self.model.apply_forget(self.run_dir, active)  # by assignment (RCU)
             extra = [c for c in active if c not in self.model.active_classes]
             self.in_sync = not extra
             if extra:
                 log.error("artefact holds prompts this process has forgotten (%s): it was replaced outside "
                           "the ledger; keeping them forgotten in memory", extra)
-        if stale and not self.readers.synchronize(self.settings.grace_timeout_s):
+        if changed and not self.readers.synchronize(self.settings.grace_timeout_s):
             log.warning("grace period: predictions started before the swap still running after %.0fs",
                         self.settings.grace_timeout_s)
 
-    def forget(self, classes: list[str], reason: str, request_id: str, exact: bool = False) -> durable.ForgetResult:
+    def forget(self, classes: list[str], reason: str, request_id: str, exact: bool = False,
+               examples: list[str] = ()) -> durable.ForgetResult:
+        exact = exact and not self.family.exact_forget  # an exact family's every forget is exact already
         if exact:
             from promptforget.pfm.exact import exact_training_data
 
             exact_training_data(self.run_dir)  # no data, changed data: refused before anything is written
         try:
             r = durable.forget(self.run_dir, classes, reason=reason, request_id=request_id, source="service",
-                               on_artefact=self.swap, key=self.key, exact=exact)
+                               on_artefact=self.swap, key=self.key, exact=exact, examples=examples,
+                               rewrite=self.family.rewrite(self.run_dir, self.key))
         except LedgerError as e:
             self.ledger_problem = str(e)
             raise
         self.ledger_problem = None  # the forget verified the whole ledger first
         self._stat = self._weights_stat()
-        log.info("forget %s request_id=%s replayed=%s seq=%d total=%.1fms exact=%s", r.classes, r.request_id,
-                 r.replayed, r.ledger_seq, r.timings_ms.get("total", 0.0), r.exact_requested,
+        log.info("forget %s examples=%d request_id=%s replayed=%s seq=%d total=%.1fms exact=%s", r.classes,
+                 len(r.examples), r.request_id, r.replayed, r.ledger_seq, r.timings_ms.get("total", 0.0),
+                 r.exact_requested or r.exact_at_commit,
                  extra={"request_id": r.request_id, "classes": r.classes, "replayed": r.replayed,
                         "ledger_seq": r.ledger_seq, "latency_ms": r.timings_ms.get("total", 0.0),
                         "exact": r.exact_requested})
@@ -228,11 +232,9 @@ class ModelHost:
     def update_model_card(self) -> None:
         """Rewrite the run's model card (README.md) after a forget. Under the run lock: a forget's
         recovery deletes temp files, and its verification counts them as leftovers. Never raises."""
-        from promptforget.pfm.card import write_model_card
-
         try:
             with durable.run_lock(self.run_dir, timeout=self.settings.grace_timeout_s):
-                write_model_card(self.run_dir)
+                self.family.write_card(self.run_dir)
         except Exception:  # noqa: BLE001 - the forget is committed; a stale card must not hide that
             log.exception("could not update the model card of %s after a forget", self.run_dir)
 

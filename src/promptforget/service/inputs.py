@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptforget.store import durable
 
@@ -170,9 +170,18 @@ class PredictRequest(BaseModel):
 
 class ForgetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    classes: list[str] = Field(..., min_length=1, description="class names to forget (all or nothing)")
+    classes: list[str] = Field([], description="class names to forget (all or nothing)")
+    examples: list[str] = Field([], max_length=durable.MAX_EXAMPLES_PER_REQUEST,
+                                description="analytic runs: ids of training examples to forget, exactly (the ledger "
+                                "records keyed hashes only); a PFM run refuses them (400)")
     reason: str = Field(..., min_length=1, max_length=durable.MAX_REASON_CHARS, description="why; recorded in the ledger")
     request_id: str = Field(..., pattern=REQUEST_ID_PATTERN, description="idempotency key: a repeat changes nothing")
     exact: bool = Field(False, strict=True, description="then retrain the shared weights without the classes' data, in the "
                         "background (GET /forget/{request_id} tells when it is done); refused (409) when the run's "
                         "training data is unavailable or changed")
+
+    @model_validator(mode="after")
+    def _something_to_forget(self):
+        if not self.classes and not self.examples:
+            raise ValueError("give classes or examples (at least one)")
+        return self

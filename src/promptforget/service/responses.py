@@ -55,6 +55,9 @@ class ForgetResponse(BaseModel):
     state: str = Field("instant", description="instant (prompt deleted) | retraining (an exact forget is running) "
                        "| exact (retrained without the class's data)")
     exact_requested: bool = Field(False, description="an exact forget was asked for")
+    examples: list[str] = Field(default_factory=list, description="keyed hashes of the forgotten examples' ids")
+    exact_at_commit: bool = Field(False, description="analytic runs: the committed artefact already equals a retrain "
+                                  "without the forgotten data")
 
 
 class ForgetState(BaseModel):
@@ -62,6 +65,7 @@ class ForgetState(BaseModel):
     classes: list[str]
     state: str = Field(..., description="instant | retraining | exact")
     exact_requested: bool
+    examples: int = Field(0, description="how many single examples the request forgot")
     commit_seq: int = Field(..., description="seq of the ledger's commit entry (the instant forget)")
     exact_seq: int | None = Field(None, description="seq of the ledger's exact entry, once retrained")
 
