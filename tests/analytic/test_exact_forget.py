@@ -185,3 +185,26 @@ if int(os.environ.get("RANK", "0")) == 0:
 """
     single, multi = one_and_two_processes(script, tiny_bert_dir)
     assert hashlib.sha256(single.read_bytes()).digest() == hashlib.sha256(multi.read_bytes()).digest()
+
+
+def test_export_loads_with_plain_transformers_and_equals_the_run(base, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from promptforget.analytic.export import export_run
+    from promptforget.analytic.model import AnalyticModel
+
+    rows, run, _ = base
+    forget(run, ["colour"], rewrite=rewrite_for(run, None))
+    forget(run, [], examples=[rows[0][0]], rewrite=rewrite_for(run, None))
+    out = export_run(run, tmp_path / "export")
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    assert set(model.config.id2label.values()) == {"fruit", "vehicle", "animal"}  # "colour" is not even named
+    texts = [r[1] for r in rows[:8]] + ["apple car dog " * 20]
+    with torch.no_grad():
+        logits = model(**tok(texts, padding=True, truncation=True, return_tensors="pt")).logits
+    run_model = AnalyticModel.from_pretrained(run)
+    ours = run_model(run_model.preprocess(texts))[:, [run_model.class_names.index(c) for c in model.config.id2label.values()]]
+    torch.testing.assert_close(logits, ours, rtol=1e-9, atol=1e-9)
+    assert not any(p.name.startswith("examples") for p in out.iterdir())

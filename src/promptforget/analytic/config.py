@@ -17,7 +17,7 @@ class AnalyticConfig(ConfigMixin):
     # (benchmarks/analytic_accuracy.py, docs/results.md).
     feature_map: str = knob("last-k", "final CLS state, mean token state, both, or the mean token state of each "
                             "of the last k blocks", choices=FEATURE_MAPS)
-    last_k: int = knob(3, "feature_map=last-k: how many of the last blocks")
+    last_k: int = knob(3, "feature_map=last-k: how many of the last blocks (at most all of them)")
     max_length: int = knob(128, "text: tokens per example (truncated and padded to it)")
     image_size: int | None = knob(None, "images: side in pixels (None: the backbone's own)")
     projection_dim: int = knob(0, "M > 0: a seeded random ternary projection to M features with a ReLU "

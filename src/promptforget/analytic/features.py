@@ -60,7 +60,12 @@ class FeatureExtractor:
     @property
     def base_dim(self) -> int:
         d = self.encoder.hidden_size
-        return {"cls": d, "mean": d, "cls+mean": 2 * d, "last-k": self.config.last_k * d}[self.config.feature_map]
+        return {"cls": d, "mean": d, "cls+mean": 2 * d, "last-k": self.last_k * d}[self.config.feature_map]
+
+    @property
+    def last_k(self) -> int:
+        """The blocks a last-k map reads: ``last_k``, at most every block the backbone has."""
+        return min(self.config.last_k, len(self.encoder.blocks))
 
     @property
     def dim(self) -> int:
@@ -93,7 +98,7 @@ class FeatureExtractor:
         """The feature map of one batch, float32 ``[B, base_dim]``."""
         enc, fmap = self.encoder, self.config.feature_map
         tokens, mask = enc.embed(inputs)
-        keep = self.config.last_k if fmap == "last-k" else 1
+        keep = self.last_k if fmap == "last-k" else 1
         h, states = tokens, []
         blocks = list(enc.blocks)
         for i, block in enumerate(blocks):

@@ -33,6 +33,7 @@ class Family(Protocol):
     def evaluate(self, run_dir, **options) -> dict: ...
     def write_card(self, run_dir) -> Path: ...
     def recompute(self, run_dir, key) -> dict: ...  # retrain without what the ledger forgot; compare hashes
+    def export(self, run_dir, out, backbone: str | None = None) -> Path: ...  # loads with plain transformers
 
 
 class PFMFamily:
@@ -60,6 +61,11 @@ class PFMFamily:
         from promptforget.pfm.card import write_model_card
 
         return write_model_card(run_dir)
+
+    def export(self, run_dir, out, backbone=None):
+        from promptforget.pfm.export import export_run
+
+        return export_run(run_dir, out, backbone=backbone)
 
     def recompute(self, run_dir, key):
         raise ValueError("--recompute needs an analytic run: a PFM retrain (SGD over many steps) is not reproducible "
@@ -101,6 +107,11 @@ class AnalyticFamily:
         from promptforget.analytic.run import recompute
 
         return recompute(run_dir, key)
+
+    def export(self, run_dir, out, backbone=None):
+        from promptforget.analytic.export import export_run
+
+        return export_run(run_dir, out, backbone=backbone)
 
 
 FAMILIES: dict[str, Family] = {"pfm": PFMFamily(), "analytic": AnalyticFamily()}

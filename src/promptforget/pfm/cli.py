@@ -169,10 +169,11 @@ def cmd_export(args) -> int:
     """Write RUN as a directory that loads without promptforget:
     ``AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)`` (text) or
     ``AutoModelForImageClassification`` (images), with the LoRA also as a PEFT adapter in ``DIR/adapter``.
-    Forgotten classes are left out: no byte of their prompts is in DIR, and their logits are -inf."""
-    from promptforget.pfm.export import export_run
+    Forgotten classes are left out: no byte of their prompts is in DIR, and their logits are -inf. An analytic
+    run exports its frozen encoder and head (no statistics, no example features; forgotten classes unnamed)."""
+    from promptforget.families import family_of
 
-    out = export_run(args.run_dir, args.out, backbone=args.backbone)
+    out = family_of(args.run_dir).export(args.run_dir, args.out, backbone=args.backbone)
     print(f"[export] {args.run_dir} -> {out}")
     return 0
 

@@ -62,17 +62,26 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, backbone:
     ``out_dir`` must not exist or be empty; it appears complete or not at all. Returns ``out_dir``.
     """
     run_dir, out_dir = require_pfm_run(run_dir), Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} exists and is not an empty directory")
+    check_export_dir(out_dir)
     model = PFMModel.from_pretrained(run_dir, backbone=backbone).eval()
     if model.config.adapt in ("full", "gated"):
         raise ValueError("export supports adapt='lora' and 'frozen' runs only (a full fine-tune has no base model "
                          "to adapt; per-class adapters are no PEFT adapter)")
+    return write_atomically(out_dir, lambda staging: write_export(model, run_dir, staging))
+
+
+def check_export_dir(out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir} exists and is not an empty directory")
+
+
+def write_atomically(out_dir: Path, write) -> Path:
+    """``write(staging)`` fills a new directory that then appears at ``out_dir`` whole, or not at all."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; the export is an ordinary directory
     try:
-        write_export(model, run_dir, staging)
+        write(staging)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(staging, out_dir)
