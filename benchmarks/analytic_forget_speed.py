@@ -67,13 +67,14 @@ def measure(n: int, d: int, c: int, head: str, class_forgets: int, example_forge
     rewrite = rewrite_for(run, None)
     rng = np.random.default_rng(1)
     example_ms, class_ms = [], []
-    for x in rng.choice(ids, size=example_forgets, replace=False):
-        r = forget(run, [], examples=[str(x)], rewrite=rewrite)
+    single = [str(x) for x in rng.choice(ids, size=example_forgets, replace=False)]
+    for x in single:
+        r = forget(run, [], examples=[x], rewrite=rewrite)
         example_ms.append(r.timings_ms)
     for k in range(min(class_forgets, c - 2)):
         r = forget(run, [names[k]], rewrite=rewrite)
         class_ms.append(r.timings_ms)
-    left = [i for i in ids if int(i.split("-")[1]) % c >= class_forgets]
+    left = sorted(set(i for i in ids if int(i.split("-")[1]) % c >= class_forgets) - set(single))
     coalesced = None
     if batch:
         pick = [str(x) for x in rng.choice(left, size=min(batch, len(left) // 2), replace=False)]

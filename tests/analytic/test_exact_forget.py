@@ -208,3 +208,45 @@ def test_export_loads_with_plain_transformers_and_equals_the_run(base, tmp_path)
     ours = run_model(run_model.preprocess(texts))[:, [run_model.class_names.index(c) for c in model.config.id2label.values()]]
     torch.testing.assert_close(logits, ours, rtol=1e-9, atol=1e-9)
     assert not any(p.name.startswith("examples") for p in out.iterdir())
+
+
+def _audited_run(tmp_path, bert, rows):
+    data = write_rows(tmp_path / "d.csv", rows)
+    run = train_run(tmp_path / "run", f"csv:{data}", test_size=0.3, backbone=bert, max_length=12, batch_size=8,
+                    progress=False, id_salt="a" * 32)
+    from promptforget.pfm.exact import exact_training_data
+
+    ids = [i for i, y in zip(exact_training_data(run).ids, exact_training_data(run).labels) if y != 0][:3]
+    forget(run, ["animal"], rewrite=rewrite_for(run, None))
+    forget(run, [], examples=ids, rewrite=rewrite_for(run, None))
+    return run
+
+
+def test_audit_finds_a_forgotten_class_and_examples_indistinguishable(tmp_path, tiny_bert_dir):
+    from promptforget.audit.analytic_audit import audit_run
+
+    record = audit_run(_audited_run(tmp_path, tiny_bert_dir, make_rows(per_class=14)), progress=False)
+    assert record["reference"]["ok"]
+    leaks = [r for r in record["table"] if r["kind"] in ("leak", "utility")]
+    assert {r["metric"].split("[")[0] for r in leaks} >= {"retained_acc", "forgotten_class_top1",
+                                                          "forgotten_examples_row_found", "forgotten_examples_loss_auc"}
+    assert all(r["verdict"] == "indistinguishable" for r in leaks), leaks
+    power = next(r for r in record["table"] if r["metric"] == "member_rows_found")
+    assert power["audited"]["value"] == 1.0  # the row lookup finds members: the attack has power
+
+
+def test_audit_tells_a_broken_subtraction_apart(tmp_path, tiny_bert_dir, monkeypatch):
+    import promptforget.analytic.stats as stats
+    from promptforget.audit.analytic_audit import audit_run
+
+    exact_minus = stats.ExactStats.minus
+
+    def broken(self, q, labels):  # an example forget subtracts one row fewer than it drops
+        return exact_minus(self, q[1:], labels[1:]) if 1 < len(q) <= 3 else exact_minus(self, q, labels)
+
+    monkeypatch.setattr(stats.ExactStats, "minus", broken)
+    run = _audited_run(tmp_path, tiny_bert_dir, make_rows(per_class=14))
+    monkeypatch.setattr(stats.ExactStats, "minus", exact_minus)
+    record = audit_run(run, progress=False)
+    assert not record["reference"]["ok"] and "NOT the retrain" in record["headline"][0]
+    assert any(r["verdict"] != "indistinguishable" for r in record["table"] if r["kind"] == "leak")

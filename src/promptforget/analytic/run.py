@@ -136,9 +136,11 @@ def rewrite_for(run_dir, key: LedgerKey | None) -> AnalyticRewrite:
 
 
 # ---------------------------------------------------------------------- proof by recomputation
-def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True, data_root=None) -> dict:
+def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True, data_root=None,
+              keep_bytes: bool = False) -> dict:
     """Train again from the recorded data minus every class and example the ledger forgot, with the run's
-    config, and compare the bytes' hash with the artefact's and the ledger's last after-hash."""
+    config, and compare the bytes' hash with the artefact's and the ledger's last after-hash.
+    ``keep_bytes``: also return the recomputed artefact (``"artefact"``, for the audit's reference)."""
     from promptforget.analytic.model import AnalyticModel
     from promptforget.pfm.exact import exact_training_data
 
@@ -175,7 +177,7 @@ def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True, data
     return {"ok": not problems, "problems": problems, "recomputed_sha256": sha, "artefact_sha256": current,
             "ledger_after_sha256": ledger_sha, "forgotten_classes": sorted(gone_classes),
             "forgotten_examples": len(gone_examples), "n_train": int(keep.sum()),
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "seconds": round(time.perf_counter() - t0, 3), **({"artefact": raw} if keep_bytes else {})}
 
 
 # ---------------------------------------------------------------------- evaluation

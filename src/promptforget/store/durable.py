@@ -408,8 +408,11 @@ def forget(
             left = layout.active_classes(names, Safetensors.parse(new, "the rewritten artefact").names())
             if left != [c for c in active if c not in classes]:
                 lost = [c for c in active if c not in classes and c not in left]
-                raise ForgetError(f"forget: these examples are every example left of {lost}: forget the class "
-                                  "instead (--classes), so the ledger says so")
+                if lost:
+                    raise ForgetError(f"forget: these examples are every example left of {lost}: forget the class "
+                                      "instead (--classes), so the ledger says so")
+                raise ForgetError(f"forget: the rewritten artefact holds the classes {left}, not the remaining "
+                                  f"{[c for c in active if c not in classes]}; nothing was written")
         pending = {
             "event": "pending", "request_id": request_id, "classes": classes, "reason": reason, "source": source,
             "removed_prompt_sha256": {c: st.tensor_sha256(layout.class_marker(c, st.names())) for c in classes},
