@@ -71,10 +71,11 @@ def measure(n: int, d: int, c: int, head: str, class_forgets: int, example_forge
     for x in single:
         r = forget(run, [], examples=[x], rewrite=rewrite)
         example_ms.append(r.timings_ms)
-    for k in range(min(class_forgets, c - 2)):
+    n_classes = min(class_forgets, max(c // 3, 1))  # keep most classes for the coalesced forget below
+    for k in range(n_classes):
         r = forget(run, [names[k]], rewrite=rewrite)
         class_ms.append(r.timings_ms)
-    left = sorted(set(i for i in ids if int(i.split("-")[1]) % c >= class_forgets) - set(single))
+    left = sorted(set(i for i in ids if int(i.split("-")[1]) % c >= n_classes) - set(single))
     coalesced = None
     if batch:
         pick = [str(x) for x in rng.choice(left, size=min(batch, len(left) // 2), replace=False)]

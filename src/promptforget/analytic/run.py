@@ -214,3 +214,26 @@ def evaluate_run(run_dir, max_eval: int | None = None, batch_size: int = 64, pro
         "worst_retained_class": {"class": worst, **per_class[worst]}, "head": model.head_info,
     }
     return {"run_dir": str(run_dir), "n_test": len(test), "state": state, "eval_seconds": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------- the demo's analytic half
+def demo_run(out, dataset: str, forget_class: str | None, *, max_train: int | None = None, **knobs) -> dict:
+    """Train an analytic run, forget one class through the durable path, evaluate before and after: the
+    figures ``promptforget demo`` prints beside PFM's."""
+    from promptforget.analytic.card import write_model_card
+    from promptforget.store.durable import forget
+
+    t0 = time.perf_counter()
+    train_run(out, dataset, max_train=max_train, overwrite=True, heldout=False, **knobs)
+    train_seconds = time.perf_counter() - t0
+    before = evaluate_run(out, progress=False)
+    cls = forget_class or before["state"]["active_classes"][0]
+    r = forget(out, [cls], reason="demo", source="demo", rewrite=rewrite_for(out, None))
+    write_model_card(out)
+    after = evaluate_run(out, progress=False)
+    kept = [c for c in before["state"]["active_classes"] if c != cls]
+    counts, pc = before["state"]["class_counts"], before["state"]["per_class_acc"]
+    return {"forgotten_class": cls, "train_seconds": train_seconds, "forget_ms": r.timings_ms.get("total"),
+            "exact": r.exact_at_commit, "retained_before": sum(pc[c] * counts[c] for c in kept) / sum(counts[c] for c in kept),
+            "forgotten_before": pc[cls], "retained_after": after["state"]["retained_acc"],
+            "forgotten_after": after["state"]["per_class_acc"][cls], "before": before, "after": after}
