@@ -89,3 +89,22 @@ def test_ledger_masks_a_forgotten_class_in_an_older_artefact(tmp_path, tiny_bert
     model = AnalyticModel.from_pretrained(run)
     assert "vehicle" not in model.active_classes and model.masked_by_ledger == ["vehicle"]
     assert "vehicle" not in model.predict([r[1] for r in rows if r[2] == "vehicle"])
+
+
+def test_console_files_a_record_forget_on_an_analytic_run(analytic_run, serve, admin_token):
+    import re
+
+    rows, run = analytic_run
+    with serve(run) as (url, _), httpx.Client(base_url=url) as c:
+        c.post("/console/login", data={"token": admin_token})
+        page = c.get("/console").text
+        assert 'name="examples"' in page and 'id="exact"' not in page  # every forget is exact already
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        r = c.post("/console/forget", data={"csrf": token, "request_id": "dsr-9", "reason": "art. 17",
+                                            "examples": f"{rows[3][0]}, {rows[4][0]}"})
+        assert r.status_code == 303
+        page = c.get("/console").text
+        assert "2 example(s)" in page and "exact" in page
+        bad = c.post("/console/forget", data={"csrf": token, "request_id": "dsr-10", "reason": "x",
+                                              "examples": "nobody"})
+        assert bad.status_code == 404 and "not in the training set" in bad.text

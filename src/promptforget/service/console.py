@@ -23,6 +23,7 @@ reason.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -107,6 +108,7 @@ def model_facts(host) -> dict:
     backbone = record.get("backbone") or {}
     classes = host.classes()
     return {"run": host.run_dir.resolve().name, "family": record.get("family") or "pfm",
+            "forgets_examples": host.family.forgets_examples, "exact_forget": host.family.exact_forget,
             "backbone": backbone.get("name_or_path"), "backbone_family": backbone.get("family"),
             "backbone_sha256": backbone.get("sha256"), "modality": backbone.get("modality"),
             "classes": classes["classes"], "active": classes["active"], "forgotten": classes["forgotten"],
@@ -349,7 +351,8 @@ def add_console(app, host, settings, forget_route) -> None:
         if s.role != "admin":
             return error_page(HTTPException(403, "filing a forget needs the admin token"))
         values = {"request_id": (form.get("request_id") or [""])[0].strip(), "reason": (form.get("reason") or [""])[0],
-                  "classes": form.get("classes") or [], "exact": (form.get("exact") or [""])[0] == "on"}
+                  "classes": form.get("classes") or [], "exact": (form.get("exact") or [""])[0] == "on",
+                  "examples": re.split(r"[\s,]+", (form.get("examples") or [""])[0].strip()) if (form.get("examples") or [""])[0].strip() else []}
         try:
             req = ForgetRequest.model_validate(values)
             r = await run_in_threadpool(forget_route, req, background)
@@ -357,7 +360,8 @@ def add_console(app, host, settings, forget_route) -> None:
             return overview(s, form={"entered": values, "error": validation_detail(e.errors())}, status=422)
         except HTTPException as e:
             return overview(s, form={"entered": values, "error": e.detail}, status=e.status_code)
-        s.flash = (f"{'Already on record' if r.get('replayed') else 'Forgotten'}: {', '.join(r['classes'])} "
+        what = ", ".join(r["classes"] + ([f"{len(r['examples'])} example(s)"] if r.get("examples") else []))
+        s.flash = (f"{'Already on record' if r.get('replayed') else 'Forgotten'}: {what} "
                    f"(request {r['request_id']}, state {r['state']}).")
         return RedirectResponse("/console#requests", status_code=303, background=background)
 
