@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="bbc_news")
     ap.add_argument("--max-train", type=int, default=300)
-    ap.add_argument("--forget", default="sport")
+    ap.add_argument("--forget", default="sports")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="analytic-vs-pfm-"))
