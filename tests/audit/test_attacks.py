@@ -276,20 +276,31 @@ def test_several_references_and_several_forgotten_classes(trained, tmp_path):
 
 
 def test_ulira_as_published(trained):
+    """Shadows with the run's own recipe: half trained with half the class's samples and then forgotten (the
+    method under test), half retrained without the class; the audited model's forget-train samples are ranked
+    against its held-out forget-test samples; each reference is scored the same way."""
     from promptforget.audit.pfm_audit import pfm_ulira
 
-    model, xtr, ytr, _, _ = trained
+    model, xtr, ytr, xte, yte = trained
     audited = copy.deepcopy(model)
     audited.forget(["food"])
-    with pytest.raises(ValueError, match=">= 4"):
-        pfm_ulira(model.config, xtr, ytr, {"audited": audited, "reference": [audited]}, ["food"], n_shadow=2)
-    refs = [train_pfm_reference(model.config, xtr, ytr, ["food"], progress=False, config_overrides={"epochs": 2},
-                                seed=s) for s in (1, 2)]
-    res = pfm_ulira(model.config, xtr, ytr, {"audited": audited, "reference": refs}, ["food"], n_shadow=4,
-                    config_overrides={"epochs": 2}, progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match=">= 8"):
+        pfm_ulira(model.config, xtr, ytr, xte, yte, {"audited": audited}, ["food"], n_shadow=4, log=lambda m: None)
+    refs = [train_pfm_reference(model.config, xtr, ytr, ["food"], progress=False, seed=s) for s in (1, 2, 3)]
+    res = pfm_ulira(model.config, xtr, ytr, xte, yte, {"audited": audited, "reference": refs}, ["food"], n_shadow=8,
+                    progress=False, log=lambda m: None)
     a = res["audited"]
-    assert a["n_shadow"] == 4 and a["n_forget_train"] == 12
-    assert a["auc"]["n_member"] == 12 and a["auc"]["n_nonmember"] == 24  # the audited model vs both references
+    assert a["n_shadow"] == 8 and a["n_member"] == 12 and a["n_nonmember"] == 6
+    assert a["auc"]["n_member"] == 12 and a["auc"]["n_nonmember"] == 6  # held-out samples on the same model
+    assert "shadow models" in a["auc"]["how"]
+    ins, outs = [s for s in a["shadows"] if s["in"]], [s for s in a["shadows"] if not s["in"]]
+    assert len(ins) == len(outs) == 4
+    # each of the 18 "food" samples (12 train + 6 held out) trained in exactly 2 of the 4 "in" shadows
+    assert sum(s["class_samples_trained"] for s in ins) == 36 and min(s["class_samples_trained"] for s in ins) > 0
+    assert all(s["class_samples_trained"] == 0 for s in outs)
+    assert all(s["forgotten"] == ["food"] for s in a["shadows"])  # every shadow forgot the class
+    assert a["recipe"] == {k: v for k, v in model.config.to_dict().items() if k != "seed"}
+    assert len({s["seed"] for s in a["shadows"]}) == 8 and model.config.seed not in {s["seed"] for s in a["shadows"]}
     assert {"tpr_at_0.01_fpr", "tpr_at_0.001_fpr", "roc"} <= set(a)
     assert 0 <= a["auc"]["ci95"][0] <= a["auc"]["value"] <= a["auc"]["ci95"][1] <= 1
-    assert res["reference"]["auc"]["reference_seeds"] == 2  # each reference against the other
+    assert res["reference"]["auc"]["reference_seeds"] == 3

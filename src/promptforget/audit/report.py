@@ -13,9 +13,10 @@ run: a t prediction interval. With d = direction * (audited - mean of the K refe
 residual knowledge, or more utility), s = the references' standard deviation (K-1 df), se_a = the audited
 figure's sampling error and se_r that of one reference:
 
-  unpaired  V = s^2 (1 + 1/K) + se_a^2 - se_r^2, at least se_a^2 + s^2/K
-            (s^2 holds seed spread + one reference's sampling error; the audited's own sampling error
-            replaces it; with se_a = se_r this is the exact prediction interval of one more run)
+  unpaired  V = s^2 (1 + 1/K) + max(se_a^2 - se_r^2, 0)
+            (s^2 holds seed spread + one reference's sampling error, the audited's own error adds only its
+            excess; with se_a = se_r this is the exact prediction interval of one more run); references
+            that agree exactly (s = 0: counts, all 0/n) leave the sampling error alone, se_a^2 + se_r^2/K
   paired    (0/1 outcomes on the same examples for every model): V = max(s^2 (1 + 1/K), se_p^2), se_p the
             bootstrap error of audited - mean(references) with the examples resampled once for all models;
             it decides "leaks more" / "forgets more", while "indistinguishable" needs the unpaired interval too
@@ -140,10 +141,14 @@ def prediction_variance(a: dict | None, r: dict | None, paired: bool = True) -> 
         if se_p2 > seed_part:
             return se_p2, math.inf, se_p2, 0.0
         return seed_part, (k - 1 if k > 1 else math.inf), 0.0, seed_part
-    full, floor = s2 * (1 + 1 / k) + se_a**2 - se_r2, se_a**2 + s2 / k
-    v, c = (full, 1 + 1 / k) if full >= floor else (floor, 1 / k)
-    df = v**2 * (k - 1) / (c * s2) ** 2 if s2 > 0 and k > 1 else math.inf
-    return v, df, se_a**2, v - se_a**2
+    # s^2 already holds one reference's sampling error; a larger audited one adds its excess (a smaller one
+    # is not subtracted: that would shrink V exactly when s^2 came out small by chance)
+    pi = s2 * (1 + 1 / k) + max(se_a**2 - se_r2, 0.0)
+    if s2 > 0:
+        df = pi**2 * (k - 1) / (s2 * (1 + 1 / k)) ** 2 if k > 1 else math.inf  # Welch-Satterthwaite
+        return pi, df, se_a**2, pi - se_a**2
+    floor = se_a**2 + se_r2 / k  # identical references (counts, all 0/n): the sampling error alone
+    return floor, math.inf, floor, 0.0
 
 
 def _quantile(df: float) -> float:
