@@ -209,8 +209,6 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
                                       seed=seed + n, exclude=[f for f in fidx if f != c])
             key_runs[name] = kr.key_recovery(model, name, ad, key_steps, key_lr, eval_every, batch_size, threshold,
                                              seed, progress, restarts=key_restarts, budgets=budgets)
-        worst = max(key_runs, key=lambda c: key_runs[c]["final_youden"])
-        res["key_recovery"][str(n)] = {**key_runs[worst], "worst_class": worst, "per_class": key_runs}
         ad = kr.build_attack_data(xtr, ytr, xte, yte, fidx, n, n_retain=n_retain, max_eval_retain=max_eval_retain,
                                   seed=seed + n)
         runs = [kr.relearn_attack(model, ad, adapt, relearn_steps, relearn_lr, eval_every, batch_size, threshold,
@@ -219,6 +217,7 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
         probes = [kr.linear_probe(feats_tr, ynp[probe_pool], feats_te, yte.numpy(), fidx, n, seed + i)
                   for i in range(attack_seeds)]
         res["linear_probe"][str(n)] = {**probes[0], "seeds": probes}
+
         def at(steps, *keys):
             return {c: tuple(run["at_budget"][str(steps)][k] for k in keys) for c, run in key_runs.items()}
 
@@ -226,6 +225,8 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
             if steps != key_steps:
                 figures[f"key_recovery_j_s{steps}_n{n}"] = worst_figure(at(steps, "hits", "flagged"), seed)
         figures[f"key_recovery_j_n{n}"] = worst_figure(at(key_steps, "hits", "flagged"), seed)
+        worst = figures[f"key_recovery_j_n{n}"]["worst_class"]
+        res["key_recovery"][str(n)] = {**key_runs[worst], "worst_class": worst, "per_class": key_runs}
         figures[f"key_recovery_acc_n{n}"] = worst_figure({c: h[0] for c, h in at(key_steps, "hits").items()}, seed)
         figures[f"relearn_j_n{n}"] = stats.seeds_figure(res["relearn"][str(n)]["final_youden_seeds"])
         figures[f"linear_probe_acc_n{n}"] = stats.seeds_figure([p["forgotten_acc"] for p in probes])
@@ -337,13 +338,17 @@ def pfm_ulira(config, train_inputs, train_labels, test_inputs, test_labels, targ
         fit(m, x, y, progress=False)
         m.forget(list(forgotten))
         record.append({"in": is_in, "seed": cfg.seed, "class_samples_trained": int(torch.isin(y, fidx).sum()),
-                       "forgotten": list(m.forgotten_classes)})
+                       "forgotten": list(m.forgotten_classes),
+                       "recipe": {k: v for k, v in m.config.to_dict().items() if k != "seed"}})
         return m
 
     def score(m):
         return scaled_logit(batched_logits(m, pop_x).numpy(), pop_y.numpy())
 
     shadows = run_ulira(fit_unlearn, score, len(pop_y), n_shadow, seed, progress)
+    recipes = {json.dumps(s.pop("recipe"), sort_keys=True) for s in record}
+    if len(recipes) != 1 or json.loads(recipes.pop()) != {k: v for k, v in config.to_dict().items() if k != "seed"}:
+        raise RuntimeError("U-LiRA's shadows must be trained with the audited run's own recipe")
     common = {"n_shadow": n_shadow, "shadows": record, "n_member": len(members), "n_nonmember": len(nonmembers),
               "recipe": {k: v for k, v in config.to_dict().items() if k != "seed"}}
     out = {"audited": {**ulira_attack(score(targets["audited"]), shadows, members, nonmembers, seed=seed), **common}}
