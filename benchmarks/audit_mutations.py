@@ -23,6 +23,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# every file of tests/audit, the fast ones first (-x stops at the first failure)
+FAST_FIRST = ["test_verdict_rule.py", "test_stats.py", "test_report.py", "test_lira.py", "test_mia.py",
+              "test_llm_mia.py", "test_blackbox.py", "test_spul_audit.py", "test_attacks.py"]
+TEST_ORDER = [f"tests/audit/{f}" for f in FAST_FIRST] + sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "tests/audit").glob("test_*.py") if p.name not in FAST_FIRST)
 A = "src/promptforget/audit/"
 
 # (id, file, [(old, new), ...], what the bug is)
@@ -150,7 +155,21 @@ def apply(src_root: Path, file: str, edits: list[tuple[str, str]]) -> None:
     path.write_text(text)
 
 
+def pytest(src: Path, timeout: int) -> tuple[bool, str]:
+    """Run the audit tests against ``src``: (passed, pytest's last line)."""
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TEST_ORDER],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return True, "timeout"  # not caught: nothing failed
+    return proc.returncode == 0, (proc.stdout.strip().splitlines() or [""])[-1]
+
+
 def run(ids: list[str], timeout: int = 600) -> list[dict]:
+    passed, tail = pytest(ROOT / "src", timeout)  # the unmutated code must pass, or "caught" means nothing
+    if not passed:
+        raise SystemExit(f"tests/audit fail on the unmutated source: {tail}")
     results = []
     for mid, file, edits, what in MUTATIONS:
         if ids and mid not in ids:
@@ -158,15 +177,9 @@ def run(ids: list[str], timeout: int = 600) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree(ROOT / "src", Path(tmp) / "src")
             apply(Path(tmp), file, edits)
-            env = {**os.environ, "PYTHONPATH": str(Path(tmp) / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
             t0 = time.perf_counter()
-            try:
-                proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                       "tests/audit"], cwd=ROOT, env=env, capture_output=True, text=True,
-                                      timeout=timeout)
-                caught, tail = proc.returncode != 0, (proc.stdout.strip().splitlines() or [""])[-1]
-            except subprocess.TimeoutExpired:
-                caught, tail = False, "timeout"
+            passed, tail = pytest(Path(tmp) / "src", timeout)
+            caught = not passed
         row = {"id": mid, "what": what, "caught": caught, "seconds": round(time.perf_counter() - t0, 1),
                "pytest": tail}
         print(f"{'caught' if caught else 'MISSED'}  {mid:34s} {row['seconds']:6.1f}s  {tail}", flush=True)

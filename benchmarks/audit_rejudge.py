@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from promptforget.audit import pfm_audit, spul_audit, stats
-from promptforget.audit.report import LEAKS_MORE, FORGETS_MORE, INCONCLUSIVE, holm, judge, lookup
+from promptforget.audit.report import FORGETS_MORE, LEAKS_MORE, holm, judge, lookup
 
 K = 3
 
@@ -107,7 +107,6 @@ def main() -> None:
           "argmin and probes on MNIST-5k, every relearning / linear-probe / key-recovery row of MNIST-5k, "
           "the BBC relearning and probe rows, SPUL's sequence MIAs and black-box rows, and U-LiRA (its negatives "
           "are now held-out samples: a different attack, to be rerun).")
-    _ = INCONCLUSIVE
 
 
 if __name__ == "__main__":
