@@ -99,7 +99,8 @@ def worst_figure(outcomes: dict[str, np.ndarray | tuple], seed: int = 0) -> dict
     end covering every class's exact interval. ``outcomes``: per class, its 0/1 hits, or (hits, flagged)
     for Youden's J = recall - FPR."""
     names = list(outcomes)
-    groups = [tuple(np.asarray(x, np.float64) for x in (o if isinstance(o, tuple) else (o,))) for o in outcomes.values()]
+    groups = [tuple(np.asarray(x, np.float64) for x in (o if isinstance(o, tuple) else (o,)))
+              for o in outcomes.values()]
     if len(groups[0]) == 2:
         stat = lambda h, f: h.mean(1) - f.mean(1)  # noqa: E731
         exact = [stats.newcombe(int(h.sum()), len(h), int(f.sum()), len(f)) for h, f in groups]
@@ -333,8 +334,9 @@ def pfm_ulira(config, train_inputs, train_labels, test_inputs, test_labels, targ
         sel = torch.as_tensor(idx, dtype=torch.long)
         x = {k: torch.cat([retained_x[k], pop_x[k][sel]]) for k in retained_x}
         y = torch.cat([retained_y, pop_y[sel]])
-        log(f"[audit] U-LiRA shadow {len(record) + 1}/{n_shadow} ({'in: trained with ' + str(len(sel)) if is_in else 'out: retrained without'} "
-            f"samples of {', '.join(forgotten)}, then forgotten)")
+        side = f"in: trained with {len(sel)}" if is_in else "out: retrained without"
+        log(f"[audit] U-LiRA shadow {len(record) + 1}/{n_shadow} ({side} samples of {', '.join(forgotten)}, "
+            "then forgotten)")
         fit(m, x, y, progress=False)
         m.forget(list(forgotten))
         record.append({"in": is_in, "seed": cfg.seed, "class_samples_trained": int(torch.isin(y, fidx).sum()),

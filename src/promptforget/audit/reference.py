@@ -8,7 +8,8 @@ the audited model. Every audit figure is reported beside this model's.
 
 Several references (:func:`train_pfm_references`): the same recipe with seeds seed+1, seed+2, ...
 (:func:`reference_seed_list`; never the audited run's own seed, which would correlate reference 0 with the
-audited model and shrink the spread); their spread makes every verdict's prediction interval. Each is saved under OUT/seed-K/ and reused when already there.
+audited model and shrink the spread); their spread makes every verdict's prediction interval. Each is saved
+under OUT/seed-K/ and reused when already there.
 They reuse the audited model's encoded inputs (with prompt_layer > 0: the frozen lower blocks' output, computed
 once) and one pristine backbone, copied per reference instead of loaded from disk.
 
@@ -91,7 +92,7 @@ def reference_dir(out_dir: str | os.PathLike, seed: int) -> Path:
 def train_pfm_references(config, train_inputs: dict[str, torch.Tensor], train_labels, forgotten: Sequence[str],
                          out_dir: str | os.PathLike | None = None, reference_seeds: int = DEFAULT_REFERENCE_SEEDS,
                          progress: bool = True, config_overrides: dict | None = None, log=print) -> list:
-    """``reference_seeds`` references retrained with :func:`reference_seed_list` (config.seed+1, ...); those already saved
+    """``reference_seeds`` references retrained with :func:`reference_seed_list` (config.seed+1, ...); those saved
     under ``out_dir/seed-K/`` are loaded instead of retrained. Returns the models, in seed order."""
     from promptforget.backbones.encoder import load_encoder
     from promptforget.pfm.model import PFMModel

@@ -187,7 +187,8 @@ def _needed_n(n, var_examples: float, var_seeds: float, df: float, target: float
     of ``target`` (half the margin). The examples' part of the variance shrinks as 1/n; the seeds' does not."""
     q = _quantile(df)
     if (target / q) ** 2 <= var_seeds:
-        return None, f"the retrained seeds alone spread +-{q * math.sqrt(var_seeds):.3f}: more reference seeds are needed"
+        spread = q * math.sqrt(var_seeds)
+        return None, f"the retrained seeds alone spread +-{spread:.3f}: more reference seeds are needed"
     if not n or var_examples == 0:
         return None, "no sample size would settle it"
     needed = math.ceil(n * var_examples / ((target / q) ** 2 - var_seeds))

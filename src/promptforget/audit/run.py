@@ -62,6 +62,10 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
     log.info("[audit] %s: forgetting %s; %d train / %d test samples", run_dir, forgotten, len(train), len(test))
     xtr, ytr = model.encode_dataset(train.inputs), torch.as_tensor(train.labels)
     xte, yte = model.encode_dataset(test.inputs), torch.as_tensor(test.labels)
+    ulira_shadows = config.ulira_shadows
+    if ulira_shadows and not bool(torch.isin(yte, torch.tensor([model.class_index(c) for c in forgotten])).any()):
+        log.warning("[audit] U-LiRA skipped: the held-out split has no samples of %s (its non-members)", forgotten)
+        ulira_shadows = 0
 
     references = None
     if reference:
@@ -81,7 +85,7 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
                       max_eval_retain=c.max_eval_retain, eval_every=c.eval_every,
                       retained_probes=PROBES if c.retained_probes is None else c.retained_probes,
                       threshold=c.threshold, seed=c.seed, batch_size=c.batch_size)
-    if c.ulira_shadows:
+    if ulira_shadows:
         import copy
 
         audited = model
@@ -89,8 +93,8 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
             audited = copy.deepcopy(model)
             audited.forget(forgotten)
         targets = {"audited": audited} | ({"reference": references} if references else {})
-        log.info("[audit] U-LiRA: training %d shadow models with the run's recipe ...", c.ulira_shadows)
-        shadows = pfm_ulira(model.config, xtr, ytr, xte, yte, targets, forgotten, n_shadow=c.ulira_shadows,
+        log.info("[audit] U-LiRA: training %d shadow models with the run's recipe ...", ulira_shadows)
+        shadows = pfm_ulira(model.config, xtr, ytr, xte, yte, targets, forgotten, n_shadow=ulira_shadows,
                             seed=c.seed, log=log.info)
         for name, res in shadows.items():
             audit["models"][name]["ulira"] = res
