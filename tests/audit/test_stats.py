@@ -33,6 +33,11 @@ def test_zero_of_n_carries_its_exact_bound():
     for f in (stats.mean_figure(np.zeros(60)), stats.proportion_figure(0.0, 60)):
         assert f["value"] == 0 and f["ci95"][0] == 0 and f["ci95"][1] == pytest.approx(1 - 0.025 ** (1 / 60))
     assert stats.proportion_figure(1.0, 60)["ci95"][0] == pytest.approx(0.025 ** (1 / 60))
+    from scipy.stats import binomtest
+
+    for k, n in ((0, 5), (3, 17), (17, 17), (40, 300)):
+        ci = binomtest(k, n).proportion_ci(method="exact")
+        assert stats.clopper_pearson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
     lo, hi = stats.youden_figure(np.zeros(60), np.zeros(300))["ci95"]  # J = 0 - 0, still an interval
     assert lo < -0.005 and hi > 0.05
     assert stats.tpr_figure(np.zeros(60), np.ones(1000), 0.01)["ci95"][1] == pytest.approx(1 - 0.025 ** (1 / 60))

@@ -183,3 +183,20 @@ def test_the_worst_class_is_the_maximum_with_the_interval_of_the_maximum():
     assert fig["ci95"][1] >= stats.clopper_pearson(int(outcomes[best].sum()), 60)[1] - 1e-12
     j = pfm_audit.worst_figure({"a": (np.ones(20), np.zeros(40)), "b": (np.zeros(20), np.zeros(40))})
     assert j["value"] == 1.0 and j["worst_class"] == "a"
+
+
+def test_paired_null_simulation_is_nominal():
+    """0/1 outcomes of K + 1 exchangeable models on the same 200 examples (per-example difficulty, a seed
+    effect and per-model noise): the paired rule says "leaks more" / "forgets more" 2.5% of the time each,
+    within 1 point."""
+    rng = np.random.default_rng(3)
+    words = []
+    for _ in range(2500):
+        logit = rng.normal(-1, 1.5, 200)[None] + rng.normal(0, 0.3, (4, 1)) + rng.normal(0, 0.5, (4, 200))
+        y = (rng.random((4, 200)) < 1 / (1 + np.exp(-logit))).astype(float)
+        refs = stats.combine_references([stats.mean_figure(r) for r in y[1:]])
+        assert "outcomes_by_seed" in refs
+        words.append(verdict(AUC, stats.mean_figure(y[0]), refs))
+    words = np.array(words)
+    leaks, forgets = np.mean(words == LEAKS_MORE), np.mean(words == FORGETS_MORE)
+    assert abs(leaks - 0.025) <= 0.01 and abs(forgets - 0.025) <= 0.01, (leaks, forgets)

@@ -17,9 +17,11 @@ figure's sampling error and se_r that of one reference:
             (s^2 holds seed spread + one reference's sampling error, the audited's own error adds only its
             excess; with se_a = se_r this is the exact prediction interval of one more run); references
             that agree exactly (s = 0: counts, all 0/n) leave the sampling error alone, se_a^2 + se_r^2/K
-  paired    (0/1 outcomes on the same examples for every model): V = max(s^2 (1 + 1/K), se_p^2), se_p the
-            bootstrap error of audited - mean(references) with the examples resampled once for all models;
-            it decides "leaks more" / "forgets more", while "indistinguishable" needs the unpaired interval too
+  paired    (0/1 outcomes on the same examples for every model): V = s^2 (1 + 1/K) with K-1 df, the exact
+            prediction interval given the examples (the examples' sampling error is shared, and cancels);
+            references all at the same rate (s = 0): V = se_p^2, the bootstrap error of audited - mean
+            (references) with the examples resampled once for all models. It decides "leaks more" /
+            "forgets more"; "indistinguishable" needs the unpaired interval too
   h = t(0.975, df) sqrt(V); df by Welch-Satterthwaite from s^2's K-1 df (sampling errors count as known)
 
   leak metrics     [d - h, d + h] inside the equivalence margin -> indistinguishable
@@ -137,10 +139,10 @@ def prediction_variance(a: dict | None, r: dict | None, paired: bool = True) -> 
     se_r2 = ((r or {}).get("se_mean") or 0.0) ** 2
     outs, by_seed = (a or {}).get("outcomes"), (r or {}).get("outcomes_by_seed")
     if paired and outs is not None and by_seed and all(len(o) == len(outs) for o in by_seed):
-        se_p2, seed_part = paired_se(outs, by_seed) ** 2, s2 * (1 + 1 / k)
-        if se_p2 > seed_part:
-            return se_p2, math.inf, se_p2, 0.0
-        return seed_part, (k - 1 if k > 1 else math.inf), 0.0, seed_part
+        if s2 > 0 and k > 1:  # given the examples, audited and references are exchangeable under the null
+            return s2 * (1 + 1 / k), k - 1, 0.0, s2 * (1 + 1 / k)
+        se_p2 = paired_se(outs, by_seed) ** 2  # references at the same rate: what the examples say
+        return se_p2, math.inf, se_p2, 0.0
     # s^2 already holds one reference's sampling error; a larger audited one adds its excess (a smaller one
     # is not subtracted: that would shrink V exactly when s^2 came out small by chance)
     pi = s2 * (1 + 1 / k) + max(se_a**2 - se_r2, 0.0)

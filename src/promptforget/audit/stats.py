@@ -65,11 +65,13 @@ def standard_error(fig: dict | None) -> float:
 # --- exact and score intervals for counts ------------------------------------------------------------
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact binomial interval of k successes in n trials."""
-    from scipy.stats import binomtest
+    """Exact binomial interval of k successes in n trials (the beta quantiles; as scipy's binomtest)."""
+    from scipy.special import betaincinv
 
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
-    return float(ci.low), float(ci.high)
+    alpha = (1 - level) / 2
+    low = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha))
+    high = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - alpha))
+    return low, high
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
