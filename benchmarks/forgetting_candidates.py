@@ -103,7 +103,7 @@ def head_row_attacks(run: Path, audit_dir: Path, forgotten: list[str], audit: di
     import torch
 
     from promptforget.audit import key_recovery as kr
-    from promptforget.audit.reference import reference_dir
+    from promptforget.audit.reference import reference_dir, reference_seed_list
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.run import load_split, stratified_cap
 
@@ -114,8 +114,8 @@ def head_row_attacks(run: Path, audit_dir: Path, forgotten: list[str], audit: di
     xte, yte = model.encode_dataset(test.inputs), torch.as_tensor(test.labels)
     audited = head_row_deleted(model, forgotten)
     audited.forget(forgotten)
-    refs = [head_row_deleted(PFMModel.from_pretrained(reference_dir(audit_dir / "reference", model.config.seed + k)),
-                             forgotten) for k in range(audit["reference_seeds"])]
+    refs = [head_row_deleted(PFMModel.from_pretrained(reference_dir(audit_dir / "reference", seed)), forgotten)
+            for seed in reference_seed_list(model.config.seed, audit["reference_seeds"])]
     fidx = [model.class_index(c) for c in forgotten]
     out = {}
     for n in audit["ns"]:

@@ -63,7 +63,7 @@ def test_every_config_field_is_a_flag_with_the_config_default(cls, argv, left_ou
 
 def non_default(cls, f):
     """A valid value for ``f`` other than its default."""
-    special = {"ulira_shadows": 4, "key_budgets": [30, 100], "test_size": 0.3, "retained_probes": ["none"], "ns": [2, 7],
+    special = {"ulira_shadows": 8, "key_budgets": [30, 100], "test_size": 0.3, "retained_probes": ["none"], "ns": [2, 7],
                "data": "sst2", "method": "rl"}
     if f.name in special:
         return special[f.name]

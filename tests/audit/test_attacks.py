@@ -233,28 +233,35 @@ def test_several_references_and_several_forgotten_classes(trained, tmp_path):
 
     model, xtr, ytr, xte, yte = trained
     forget = ["music", "food"]
-    refs = train_pfm_references(model.config, xtr, ytr, forget, tmp_path / "ref", reference_seeds=2, progress=False,
+    refs = train_pfm_references(model.config, xtr, ytr, forget, tmp_path / "ref", reference_seeds=3, progress=False,
                                 config_overrides={"epochs": 1}, log=lambda m: None)
-    assert [r.config.seed for r in refs] == [model.config.seed, model.config.seed + 1]
+    # never the audited run's own seed: that reference would be correlated with the audited model
+    assert [r.config.seed for r in refs] == [model.config.seed + 1, model.config.seed + 2, model.config.seed + 3]
     assert (tmp_path / "ref" / f"seed-{model.config.seed + 1}" / "reference.json").is_file()
     messages = []
-    again = train_pfm_references(model.config, xtr, ytr, forget, tmp_path / "ref", reference_seeds=2,
+    again = train_pfm_references(model.config, xtr, ytr, forget, tmp_path / "ref", reference_seeds=3,
                                  log=messages.append)
-    assert len(again) == 2 and all("reusing" in m for m in messages)  # saved references are not retrained
+    assert len(again) == 3 and all("reusing" in m for m in messages)  # saved references are not retrained
     audit = audit_pfm(model, xtr, ytr, xte, yte, forget=forget, reference=refs, ns=(2,), key_steps=4,
                       key_budgets=(2, 4), key_restarts=2, relearn_steps=2, attack_seeds=2, eval_every=2, n_retain=6,
                       retained_probes=(), progress=False)
-    assert audit["reference_seeds"] == 2
+    assert audit["reference_seeds"] == 3
     a, ref = audit["models"]["audited"], audit["models"]["reference"]
+    # identical attack settings for the audited model and every reference
+    assert a["attack_settings"]["key_restarts"] == 2 and a["attack_settings"]["seed"] == 0
+    for seed_result in ref["seed_figures"]:
+        assert set(seed_result) == set(a["figures"])
     kr2 = a["key_recovery"]["2"]
     assert set(kr2["per_class"]) == set(forget) and kr2["worst_class"] in forget  # each class attacked
     assert len(kr2["restarts"]) == 2 and set(kr2["at_budget"]) == {"2", "4"}
     assert len(a["linear_probe"]["2"]["seeds"]) == 2 and "forgotten_fpr" in a["linear_probe"]["2"]
-    assert ref["reference_seeds"] == 2 and len(ref["seed_figures"]) == 2
+    assert ref["reference_seeds"] == 3 and len(ref["seed_figures"]) == 3
     assert ref["figures"]["mia_auc_loss"]["how"] == "over reference seeds" and "seed_sd" in ref["figures"]["mia_auc_loss"]
     rows = {r["metric"]: r for r in report_table(audit)}
     assert {"key_recovery_j_s2_n2", "key_recovery_j_n2", "linear_probe_fpr_n2", "relearn_j_n2",
             "forgotten_class_acc_worst", "forgotten_class_argmin_acc_worst"} <= set(rows)
+    assert "key_recovery_j_s4_n2" not in rows  # the largest budget is key_recovery_j_n2: no duplicate row
+    assert rows["relearn_j_n2"]["role"] == "primary" and rows["key_recovery_j_s2_n2"]["role"] == "secondary"
     for r in rows.values():
         assert r["verdict"] in VERDICTS and r["verdict"] != "no reference"
         fig = r["audited"]
@@ -269,20 +276,31 @@ def test_several_references_and_several_forgotten_classes(trained, tmp_path):
 
 
 def test_ulira_as_published(trained):
+    """Shadows with the run's own recipe: half trained with half the class's samples and then forgotten (the
+    method under test), half retrained without the class; the audited model's forget-train samples are ranked
+    against its held-out forget-test samples; each reference is scored the same way."""
     from promptforget.audit.pfm_audit import pfm_ulira
 
-    model, xtr, ytr, _, _ = trained
+    model, xtr, ytr, xte, yte = trained
     audited = copy.deepcopy(model)
     audited.forget(["food"])
-    with pytest.raises(ValueError, match=">= 4"):
-        pfm_ulira(model.config, xtr, ytr, {"audited": audited, "reference": [audited]}, ["food"], n_shadow=2)
-    refs = [train_pfm_reference(model.config, xtr, ytr, ["food"], progress=False, config_overrides={"epochs": 2},
-                                seed=s) for s in (1, 2)]
-    res = pfm_ulira(model.config, xtr, ytr, {"audited": audited, "reference": refs}, ["food"], n_shadow=4,
-                    config_overrides={"epochs": 2}, progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match=">= 8"):
+        pfm_ulira(model.config, xtr, ytr, xte, yte, {"audited": audited}, ["food"], n_shadow=4, log=lambda m: None)
+    refs = [train_pfm_reference(model.config, xtr, ytr, ["food"], progress=False, seed=s) for s in (1, 2, 3)]
+    res = pfm_ulira(model.config, xtr, ytr, xte, yte, {"audited": audited, "reference": refs}, ["food"], n_shadow=8,
+                    progress=False, log=lambda m: None)
     a = res["audited"]
-    assert a["n_shadow"] == 4 and a["n_forget_train"] == 12
-    assert a["auc"]["n_member"] == 12 and a["auc"]["n_nonmember"] == 24  # the audited model vs both references
+    assert a["n_shadow"] == 8 and a["n_member"] == 12 and a["n_nonmember"] == 6
+    assert a["auc"]["n_member"] == 12 and a["auc"]["n_nonmember"] == 6  # held-out samples on the same model
+    assert "shadow models" in a["auc"]["how"]
+    ins, outs = [s for s in a["shadows"] if s["in"]], [s for s in a["shadows"] if not s["in"]]
+    assert len(ins) == len(outs) == 4
+    # each of the 18 "food" samples (12 train + 6 held out) trained in exactly 2 of the 4 "in" shadows
+    assert sum(s["class_samples_trained"] for s in ins) == 36 and min(s["class_samples_trained"] for s in ins) > 0
+    assert all(s["class_samples_trained"] == 0 for s in outs)
+    assert all(s["forgotten"] == ["food"] for s in a["shadows"])  # every shadow forgot the class
+    assert a["recipe"] == {k: v for k, v in model.config.to_dict().items() if k != "seed"}
+    assert len({s["seed"] for s in a["shadows"]}) == 8 and model.config.seed not in {s["seed"] for s in a["shadows"]}
     assert {"tpr_at_0.01_fpr", "tpr_at_0.001_fpr", "roc"} <= set(a)
     assert 0 <= a["auc"]["ci95"][0] <= a["auc"]["value"] <= a["auc"]["ci95"][1] <= 1
-    assert res["reference"]["auc"]["reference_seeds"] == 2  # each reference against the other
+    assert res["reference"]["auc"]["reference_seeds"] == 3

@@ -32,6 +32,10 @@ def test_audit_cli_writes_report(run_dir, tmp_path):
     metrics = {r["metric"]: r for r in rec["table"]}
     assert {"key_recovery_acc_n3", "relearn_j_n1", "mia_efficacy"} <= set(metrics)
     assert metrics["mia_efficacy"]["verdict"] != "no reference"
+    # U-LiRA runs by default (16 shadows, the run's recipe); 2 references give figures, not verdicts
+    assert rec["audit"]["models"]["audited"]["ulira"]["n_shadow"] == 16
+    assert {"ulira_auc", "ulira_tpr_1pct_fpr"} <= set(metrics) and metrics["ulira_auc"]["verdict"] == "uninformative"
+    assert "**Uninformative**: 2 reference seed(s)" in (out / "audit.md").read_text()
     assert (out / "audit.md").read_text().startswith("# Unlearning audit: red forgotten")
     assert (out / "README.md").is_file() and (out / "key_recovery_curves.png").is_file()
     assert rec["audit"]["reference_seeds"] == 2

@@ -83,3 +83,45 @@ def test_too_few_shadows_are_refused():
     one_out = np.array([[True], [True], [False]])  # one OUT shadow: no variance
     with pytest.raises(ValueError, match="at least 2 OUT"):
         lira.lira_scores(np.zeros(1), np.zeros((3, 1)), one_out)
+
+
+def _ulira_toy(unlearn_leaks: bool, n_shadow: int = 16):
+    """Retained data + a population of 60 examples with random labels (only memorisation tells a trained
+    example). The target trained on 30 of them and "unlearned" them: by doing nothing (a leaky method) or by
+    retraining without them (exact unlearning)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x_ret, y_ret = rng.normal(size=(40, 120)), rng.integers(0, 4, 40)
+    x_pop, y_pop = rng.normal(size=(60, 120)), rng.integers(0, 4, 60)
+    y_ret[:4], y_pop[:4] = np.arange(4), np.arange(4)
+
+    def fit(idx, is_in=True):
+        model = LogisticRegression(C=100, max_iter=500).fit(np.r_[x_ret, x_pop[idx]], np.r_[y_ret, y_pop[idx]])
+        return model if unlearn_leaks or not is_in else fit(np.array([], int), False)
+
+    def score(m):
+        logp = np.full((len(y_pop), 4), -50.0)
+        logp[:, m.classes_] = m.predict_log_proba(x_pop)
+        return lira.scaled_logit(logp, y_pop)
+
+    members, nonmembers = np.arange(30), np.arange(30, 60)
+    shadows = lira.run_ulira(fit, score, len(y_pop), n_shadow=n_shadow, seed=1, progress=False)
+    return score(fit(members)), shadows, members, nonmembers
+
+
+def test_ulira_power_on_a_leaky_method_and_none_on_exact_unlearning():
+    target, shadows, members, nonmembers = _ulira_toy(unlearn_leaks=True)
+    plan_in = shadows["is_in"]
+    assert plan_in.sum() == 8 and np.all(shadows["in_mask"][~plan_in] == 0) and np.all(shadows["out_mask"][~plan_in])
+    assert np.all(shadows["in_mask"][plan_in].sum(0) == 4)  # every example trained in half of the "in" shadows
+    leaky = lira.ulira_attack(target, shadows, members, nonmembers, n_resamples=100)
+    assert leaky["auc"]["value"] > 0.9 and leaky["auc"]["ci95"][0] > 0.75, leaky["auc"]
+    assert leaky["tpr_at_0.01_fpr"]["resolved"] is False  # 30 held-out examples cannot measure 1% FPR
+    swapped = {**shadows, "in_mask": shadows["out_mask"], "out_mask": shadows["in_mask"]}
+    assert lira.ulira_attack(target, swapped, members, nonmembers, n_resamples=20)["auc"]["value"] < 0.1
+    exact_target, exact_shadows, _, _ = _ulira_toy(unlearn_leaks=False)
+    exact = lira.ulira_attack(exact_target, exact_shadows, members, nonmembers, n_resamples=100)["auc"]
+    assert exact["value"] == pytest.approx(0.5, abs=0.1), exact  # retrained = never trained: nothing to tell
+    with pytest.raises(ValueError, match=">= 8"):
+        lira.ulira_plan(4, 10)

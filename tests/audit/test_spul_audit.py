@@ -122,6 +122,9 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
     # The reference was trained on the retain set only and saved for reuse; it is a different model.
     saved = sorted((out / "reference").glob("seed-*/model/model.safetensors"))
     assert len(saved) == 2 and saved[0].read_bytes() != saved[1].read_bytes()  # two seeds, two models
+    stage1_seed = json.loads((tmp / "stage1" / "config.json").read_text())["finetune"]["seed"]
+    assert sorted(p.parent.parent.name for p in saved) == [f"seed-{stage1_seed + 1}", f"seed-{stage1_seed + 2}"]
+    assert "**Uninformative**: 2 reference seed(s)" in (out / "audit.md").read_text()
     # sequence MIAs: the non-member set is at least as large as the member set (members subsampled)
     sizes = audit["models"]["reference"]["llm_mia"]
     assert sizes["n_member"] == min(len(ids["train_forget"]), len(ids["test_forget"]))
@@ -143,3 +146,46 @@ def test_audit_cli_on_a_spul_run(spul_run, capsys):
                  "--batch-size", "8", "--no-plots"]) == 0
     assert "reusing the reference" in capsys.readouterr().out
     assert json.loads((out / "audit.json").read_text())["audit"]["models"]["reference"]["accuracy"] == audit["models"]["reference"]["accuracy"]
+
+
+def marker_scorer(tok, marker="zz", strength=6.0):
+    """A fake prompted model that knows exactly the examples carrying ``marker`` (members): it puts
+    ``strength`` on each of their true label tokens, and nothing anywhere else."""
+    zz = tok.convert_tokens_to_ids(marker)
+
+    def scorer(b):
+        out = torch.zeros(*b["label_ids"].shape, len(tok))
+        for i, row in enumerate(b["input_ids"].tolist()):
+            if zz in row:
+                for pos, t in enumerate(b["label_ids"][i].tolist()):
+                    if t != -100:
+                        out[i, pos, t] = strength
+        return out
+
+    return scorer
+
+
+def test_spul_membership_reads_members_as_members_over_the_label_span_only():
+    """Multi-token labels ("very good" is two tokens, "bad" one): the trained span is the label's own tokens,
+    never the padding after a shorter label; forget-train are the members, forget-test the non-members."""
+    from promptforget.audit.spul_audit import audit_model, label_span_stats
+
+    task = SentimentTask(labels=("very good", "bad"))
+    tok = tiny_tokenizer(["a film zz very good bad"] + WORDS)
+    scorer = marker_scorer(tok)
+    exs = [{"id": "m", "text": "a zz film", "label": "very good"}, {"id": "n", "text": "a zz film", "label": "bad"}]
+    st = label_span_stats(scorer, tok, task, exs, max_length=40, batch_size=2)
+    assert [len(s.logprobs) for s in st] == [2, 1]
+    expected = 6.0 - np.log(np.exp(6.0) + len(tok) - 1)
+    np.testing.assert_allclose(np.concatenate([s.logprobs for s in st]), expected, rtol=1e-5)
+
+    def examples(prefix, n, member):
+        return [{"id": f"{prefix}{i}", "text": f"a {WORDS[i % 6]} {'zz ' if member else ''}film",
+                 "label": "very good" if i % 2 else "bad"} for i in range(n)]
+
+    split = {"train_retain": examples("tr", 12, True), "test_retain": examples("te", 12, False),
+             "train_forget": examples("tf", 10, True), "test_forget": examples("ef", 10, False)}
+    res = audit_model("audited", scorer, tok, task, split, max_length=40, batch_size=4)
+    f = res["figures"]
+    assert f["mia_auc_confidence"]["value"] > 0.95 and f["llm_auc_loss"]["value"] > 0.95
+    assert f["acc_train_forget"]["value"] == 1.0 and f["acc_test_forget"]["value"] < 0.5

@@ -317,19 +317,23 @@ def test_an_instant_request_id_is_not_replayed_as_exact(run):
 
 
 def test_the_audit_cannot_tell_an_exact_forget_from_retraining(run, tmp_path):
-    # The exact artefact is the retrain reference of the run's seed itself: every attack gives it exactly
-    # that reference's figures, and no verdict tells it apart from retraining (on data this small most
-    # verdicts stay inconclusive: the reference seeds' spread is wide).
-    from promptforget.audit.report import FORGETS_MORE, LEAKS_MORE, UTILITY_LOST
+    # The exact artefact is a retrain of the run's own seed; the audit's references are retrained with other
+    # seeds (seed+1, ...: never the audited run's, which would correlate them). No primary figure finds
+    # residual knowledge, and two references give no verdict at all. (With 4 forget samples a count can
+    # still split retrains apart -- MIA-efficacy 4/4 against 0/4 three times -- where the t interval's normal
+    # model does not hold: docs/audit.md, "Limits".)
+    from promptforget.audit.report import LEAKS_MORE, UNINFORMATIVE, UTILITY_LOST
 
     exact_forget(run, ["sport"], log=lambda *_: None)
     out = tmp_path / "audit"
-    assert main(["audit", str(run), "--train-reference", "--reference-seeds", "2", "--key-restarts", "1",
-                 "--attack-seeds", "1", "--ns", "1", "3", "--key-steps", "3", "--relearn-steps", "2", "--eval-every", "1",
-                 "--n-retain", "4", "--max-mia", "20", "--out", str(out)]) == 0
+    common = ["--key-restarts", "1", "--attack-seeds", "1", "--ns", "1", "3", "--key-steps", "3", "--relearn-steps",
+              "2", "--eval-every", "1", "--n-retain", "4", "--max-mia", "20", "--ulira-shadows", "0", "--out", str(out)]
+    assert main(["audit", str(run), "--train-reference", "--reference-seeds", "3", *common]) == 0
     record = json.loads((out / "audit.json").read_text())
-    models = record["audit"]["models"]
-    assert models["audited"]["figures"] == models["reference"]["seed_figures"][0]
-    verdicts = {r["metric"]: r["verdict"] for r in record["table"]}
-    assert not {LEAKS_MORE, FORGETS_MORE, UTILITY_LOST} & set(verdicts.values()), verdicts
-    assert all(verdicts[m] == "indistinguishable" for m in ("key_recovery_j_n1", "key_recovery_j_n3", "relearn_j_n1"))
+    primary = {r["metric"]: r["verdict"] for r in record["table"] if r["role"] == "primary"}
+    assert LEAKS_MORE not in set(primary.values()), primary
+    assert "Residual knowledge detected" not in (out / "audit.md").read_text()
+    assert UTILITY_LOST not in {r["verdict"] for r in record["table"]}
+    assert main(["audit", str(run), "--train-reference", "--reference-seeds", "2", "--no-plots", *common]) == 0
+    record = json.loads((out / "audit.json").read_text())
+    assert {r["verdict"] for r in record["table"] if r["kind"] == "leak"} <= {UNINFORMATIVE}

@@ -39,8 +39,7 @@ def test_piece_audits_the_class_that_leaks_most_at_k1(piece):
     assert sorted(rec["protocol"]) == ["1", "5", "9"]  # k = 1, C/2, C-1 of 10 digits
     assert {"key_recovery_j_n5", "linear_probe_acc_n5", "relearn_j_n5"} <= set(rec["audit"])
     row = rec["audit"]["key_recovery_j_n5"]
-    assert row["verdict"] in ("leaks more than retraining", "indistinguishable", "inconclusive",
-                              "forgets more than retraining")
+    assert row["verdict"] == "uninformative"  # 2 references: figures, no verdict
     assert -1.0 <= row["audited"]["value"] <= 1.0  # Youden's J
     hr = rec["head_row_deleted"]["relearn_j_n5"]
     assert len(hr["audited_seeds"]) == 2 and len(hr["reference_seeds"]) == 2

@@ -13,8 +13,10 @@ DEFAULT_KEY_BUDGETS = (30, 100, 300)
 
 @dataclass
 class AuditConfig(ConfigMixin):
-    reference_seeds: int = knob(3, "retrain the reference N times (seeds seed..seed+N-1); the spread between them "
-                                   "joins every interval; saved ones under OUT/reference/seed-K/ are reused")
+    reference_seeds: int = knob(5, "retrain the reference N times (seeds seed+1..seed+N, never the audited run's); "
+                                   "their spread makes the prediction interval (t, N-1 df: 3 is the least that "
+                                   "gives a verdict, 5 halves what 3 cost in width); saved ones under "
+                                   "OUT/reference/seed-K/ are reused")
     reference_epochs: int | None = knob(None, "override the reference's epochs (None: the run's)")
     ns: list[int] = knob(list(DEFAULT_NS), "adversary sample counts", nargs="+")
     key_steps: int = knob(max(DEFAULT_KEY_BUDGETS), "key-recovery optimiser steps (the largest budget)")
@@ -32,10 +34,9 @@ class AuditConfig(ConfigMixin):
     threshold: float = knob(0.5, "accuracy that counts as 'recovered'")
     max_eval: int | None = knob(None, "use at most N held-out samples (stratified)")
     max_mia: int = knob(1000, "retain-train samples used as shadow members")
-    ulira_shadows: int = knob(0, "U-LiRA shadows, even, >= 4 (half trained with the class then forgotten, half "
-                                 "retrained without it; default recipe: the run's); 0 = skip")
-    ulira_epochs: int | None = knob(None, "epochs of each U-LiRA shadow (None: the run's full recipe)")
-    ulira_pool: int | None = knob(None, "subsample the training set to N for U-LiRA shadows")
+    ulira_shadows: int = knob(16, "U-LiRA shadows, even, >= 8 (half trained with half the class's samples then "
+                                  "forgotten, half retrained without it; always the run's own recipe): each costs "
+                                  "one training of the run; 0 = skip")
     retained_probes: list[str] | None = knob(None, "probe modes on retained-class samples (None: all; the flag "
                                              "with no mode: skip)", nargs="*")
     attacks: bool = knob(True, "key recovery, relearning and linear probes")
@@ -46,8 +47,8 @@ class AuditConfig(ConfigMixin):
     def __post_init__(self):
         if any(n < 1 for n in self.ns):
             raise ValueError("--ns values must be >= 1")
-        if self.ulira_shadows and (self.ulira_shadows < 4 or self.ulira_shadows % 2):
-            raise ValueError("--ulira-shadows must be an even number >= 4 (half in, half out), or 0 to skip")
+        if self.ulira_shadows and (self.ulira_shadows < 8 or self.ulira_shadows % 2):
+            raise ValueError("--ulira-shadows must be an even number >= 8 (half in, half out), or 0 to skip")
         for name in ("reference_seeds", "key_steps", "key_restarts", "attack_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

@@ -145,7 +145,9 @@ def _budget_figures(model, data: AttackData, batch_size: int, seed: int, n_resam
     hits, flagged = recovery_hits(lf, data.eval_forget_labels, lr_)
     return {"youden": youden_figure(hits, flagged, n_resamples, seed),
             "forgotten_acc": mean_figure(hits, n_resamples, seed),
-            "forgotten_fpr": mean_figure(flagged, n_resamples, seed) if len(flagged) else None}
+            "forgotten_fpr": mean_figure(flagged, n_resamples, seed) if len(flagged) else None,
+            # the per-sample outcomes, for the interval of the maximum over classes (the worst class)
+            "hits": hits.astype(int).tolist(), "flagged": flagged.astype(int).tolist()}
 
 
 @torch.no_grad()

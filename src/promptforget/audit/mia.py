@@ -92,7 +92,7 @@ def membership_features(probs, labels) -> dict[str, np.ndarray]:
 
 def roc_auc(member_scores, nonmember_scores) -> float:
     """P(score(member) > score(non-member)) + 0.5 P(tie): ROC-AUC with higher score = member."""
-    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
 
     a = np.asarray(member_scores, dtype=np.float64).ravel()
     b = np.asarray(nonmember_scores, dtype=np.float64).ravel()
@@ -100,16 +100,19 @@ def roc_auc(member_scores, nonmember_scores) -> float:
         raise ValueError("roc_auc needs at least one member and one non-member score")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise ValueError("roc_auc: scores must be finite")
-    ranks = rankdata(np.concatenate([a, b]))  # average ranks handle ties as 1/2
-    return float((ranks[: len(a)].sum() - len(a) * (len(a) + 1) / 2) / (len(a) * len(b)))
+    return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.concatenate([a, b])))
 
 
 def tpr_at_fpr(member_scores, nonmember_scores, fpr: float = 0.01) -> float:
-    """True-positive rate at a fixed false-positive rate (Carlini et al. 2022: the low-FPR regime)."""
-    a = np.asarray(member_scores, dtype=np.float64).ravel()
-    b = np.asarray(nonmember_scores, dtype=np.float64).ravel()
-    thr = np.quantile(b, 1 - fpr, method="higher") if len(b) else np.inf
-    return float((a > thr).mean()) if len(a) else float("nan")
+    """True-positive rate at a fixed false-positive rate (Carlini et al. 2022: the low-FPR regime): members
+    strictly above the non-members' (1 - fpr) quantile (see :func:`promptforget.audit.stats.batched_tpr`)."""
+    from promptforget.audit.stats import batched_tpr
+
+    a = np.asarray(member_scores, dtype=np.float64).reshape(1, -1)
+    b = np.asarray(nonmember_scores, dtype=np.float64).reshape(1, -1)
+    if a.size == 0:
+        return float("nan")
+    return float(batched_tpr(a, b, fpr)[0]) if b.size else 0.0
 
 
 def threshold_aucs(member_probs, member_labels, nonmember_probs, nonmember_labels) -> dict[str, float]:

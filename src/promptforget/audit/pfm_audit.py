@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from promptforget.audit import key_recovery as kr
 from promptforget.audit.config import DEFAULT_KEY_BUDGETS, DEFAULT_NS, AuditConfig
 from promptforget.audit import stats
-from promptforget.audit.lira import MIN_SHADOWS, lira_scores, scaled_logit
+from promptforget.audit.lira import run_ulira, scaled_logit, ulira_attack
 from promptforget.audit.mia import membership_features, population_audit
 from promptforget.audit.report import Metric, combine_reference_runs, markdown, model_card, table, write_files
 from promptforget.pfm.evaluate import PROBES, batched_logits, evaluate_probes, evaluate_state
@@ -33,7 +34,7 @@ from promptforget.pfm.model import mask_classes
 # One set of defaults: AuditConfig's (the CLI's flags).
 DEFAULT_KEY_RESTARTS = AuditConfig.key_restarts
 DEFAULT_ATTACK_SEEDS = AuditConfig.attack_seeds
-DEFAULT_ULIRA_SHADOWS = 8
+DEFAULT_ULIRA_SHADOWS = AuditConfig.ulira_shadows
 ULIRA_FPRS = (0.01, 0.001)
 
 
@@ -92,25 +93,42 @@ def _mia(logits: dict, labels: dict, forgotten: list[int], masked: bool, seed: i
     return res, scores, figures
 
 
+def worst_figure(outcomes: dict[str, np.ndarray | tuple], seed: int = 0) -> dict:
+    """The worst forgotten class: the largest rate over classes, with the bootstrap interval of that maximum
+    (:func:`stats.max_figure`: not the chosen class's own interval, which the choice biases upwards), its upper
+    end covering every class's exact interval. ``outcomes``: per class, its 0/1 hits, or (hits, flagged)
+    for Youden's J = recall - FPR."""
+    names = list(outcomes)
+    groups = [tuple(np.asarray(x, np.float64) for x in (o if isinstance(o, tuple) else (o,)))
+              for o in outcomes.values()]
+    if len(groups[0]) == 2:
+        stat = lambda h, f: h.mean(1) - f.mean(1)  # noqa: E731
+        exact = [stats.newcombe(int(h.sum()), len(h), int(f.sum()), len(f)) for h, f in groups]
+    else:
+        stat = lambda h: h.mean(1)  # noqa: E731
+        exact = [stats.clopper_pearson(int(h.sum()), len(h)) for (h,) in groups]
+    fig = stats.max_figure(stat, groups, seed=seed, exact=exact)
+    fig["worst_class"] = names[fig.pop("worst_index")]
+    return fig
+
+
 def class_figures(logits: torch.Tensor, labels: torch.Tensor, classes: list[int], names: list[str], seed: int = 0) -> dict:
     """Forgotten classes: mean per-class accuracy, and the worst class (max top-1 accuracy, max argmin
-    accuracy = how often the class is the least likely one), bootstrap over each class's samples."""
-    top1 = [(logits[labels == c].argmax(1) == c).float().numpy() for c in classes if (labels == c).any()]
-    argmin = [(logits[labels == c].argmin(1) == c).float().numpy() for c in classes if (labels == c).any()]
-    present = [names[c] for c in classes if (labels == c).any()]
-    if not top1:
+    accuracy = how often the class is the least likely one), see :func:`worst_figure`."""
+    present = [c for c in classes if (labels == c).any()]
+    if not present:
         return {}
-    n = min(len(h) for h in top1)
-
-    def fig(stat, samples, **extra):
-        return stats.figure(stat(*samples), stats.bootstrap_ci(stat, *samples, seed=seed), n, stats.OVER_EXAMPLES, **extra)
-
-    mean = lambda *xs: float(np.mean([x.mean() for x in xs]))  # noqa: E731
-    worst = lambda *xs: float(max(x.mean() for x in xs))  # noqa: E731
-    return {"forgotten_class_acc": fig(mean, top1),
-            "forgotten_class_acc_worst": fig(worst, top1, worst_class=present[int(np.argmax([h.mean() for h in top1]))]),
-            "forgotten_class_argmin_acc_worst": fig(worst, argmin,
-                                                    worst_class=present[int(np.argmax([h.mean() for h in argmin]))])}
+    top1 = {names[c]: (logits[labels == c].argmax(1) == c).float().numpy() for c in present}
+    argmin = {names[c]: (logits[labels == c].argmin(1) == c).float().numpy() for c in present}
+    mean = lambda *xs: np.mean([x.mean(1) for x in xs], axis=0)  # noqa: E731
+    n = min(len(h) for h in top1.values())
+    hits = list(top1.values())
+    mean_fig = stats.figure(float(np.mean([h.mean() for h in hits])), stats.bootstrap_ci(mean, *hits, seed=seed), n,
+                            stats.OVER_EXAMPLES)
+    if len(hits) == 1:
+        mean_fig = stats.mean_figure(hits[0])
+    return {"forgotten_class_acc": mean_fig, "forgotten_class_acc_worst": worst_figure(top1, seed),
+            "forgotten_class_argmin_acc_worst": worst_figure(argmin, seed)}
 
 
 def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[int] = DEFAULT_NS, *,
@@ -128,7 +146,14 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
         raise ValueError(f"attack_seeds ({attack_seeds}) and key_restarts ({key_restarts}) must be >= 1")
     fidx = [model.class_index(c) for c in forgotten_names]
     xtr, ytr, xte, yte = data["train_inputs"], data["train_labels"], data["test_inputs"], data["test_labels"]
-    res: dict = {"state": evaluate_state(model, xte, yte, batch_size), "forgotten_classes_audited": list(forgotten_names)}
+    res: dict = {"state": evaluate_state(model, xte, yte, batch_size), "forgotten_classes_audited": list(forgotten_names),
+                 # every model is attacked with these, and the audit checks that they agree
+                 "attack_settings": {"ns": list(ns), "attacks": attacks, "key_steps": key_steps,
+                                     "key_budgets": None if key_budgets is None else list(key_budgets),
+                                     "key_restarts": key_restarts, "key_lr": key_lr, "relearn_steps": relearn_steps,
+                                     "relearn_lr": relearn_lr, "attack_seeds": attack_seeds, "n_retain": n_retain,
+                                     "max_eval_retain": max_eval_retain, "eval_every": eval_every,
+                                     "threshold": threshold, "seed": seed}}
     if len(model.active_classes) >= 2 and retained_probes:
         res["probes_retained"] = evaluate_probes(model, xte, yte, seed, batch_size, probes=tuple(retained_probes))
     if any(c not in model.active_classes for c in forgotten_names):
@@ -185,8 +210,6 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
                                       seed=seed + n, exclude=[f for f in fidx if f != c])
             key_runs[name] = kr.key_recovery(model, name, ad, key_steps, key_lr, eval_every, batch_size, threshold,
                                              seed, progress, restarts=key_restarts, budgets=budgets)
-        worst = max(key_runs, key=lambda c: key_runs[c]["final_youden"])
-        res["key_recovery"][str(n)] = {**key_runs[worst], "worst_class": worst, "per_class": key_runs}
         ad = kr.build_attack_data(xtr, ytr, xte, yte, fidx, n, n_retain=n_retain, max_eval_retain=max_eval_retain,
                                   seed=seed + n)
         runs = [kr.relearn_attack(model, ad, adapt, relearn_steps, relearn_lr, eval_every, batch_size, threshold,
@@ -195,10 +218,17 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
         probes = [kr.linear_probe(feats_tr, ynp[probe_pool], feats_te, yte.numpy(), fidx, n, seed + i)
                   for i in range(attack_seeds)]
         res["linear_probe"][str(n)] = {**probes[0], "seeds": probes}
-        for steps, figs in key_runs[worst]["at_budget"].items():
-            figures[f"key_recovery_j_s{steps}_n{n}"] = {**figs["youden"], "worst_class": worst}
-        figures[f"key_recovery_j_n{n}"] = {**key_runs[worst]["at_budget"][str(key_steps)]["youden"], "worst_class": worst}
-        figures[f"key_recovery_acc_n{n}"] = key_runs[worst]["at_budget"][str(key_steps)]["forgotten_acc"]
+
+        def at(steps, *keys):
+            return {c: tuple(run["at_budget"][str(steps)][k] for k in keys) for c, run in key_runs.items()}
+
+        for steps in budgets:  # the largest budget is key_recovery_j_n{n} itself
+            if steps != key_steps:
+                figures[f"key_recovery_j_s{steps}_n{n}"] = worst_figure(at(steps, "hits", "flagged"), seed)
+        figures[f"key_recovery_j_n{n}"] = worst_figure(at(key_steps, "hits", "flagged"), seed)
+        worst = figures[f"key_recovery_j_n{n}"]["worst_class"]
+        res["key_recovery"][str(n)] = {**key_runs[worst], "worst_class": worst, "per_class": key_runs}
+        figures[f"key_recovery_acc_n{n}"] = worst_figure({c: h[0] for c, h in at(key_steps, "hits").items()}, seed)
         figures[f"relearn_j_n{n}"] = stats.seeds_figure(res["relearn"][str(n)]["final_youden_seeds"])
         figures[f"linear_probe_acc_n{n}"] = stats.seeds_figure([p["forgotten_acc"] for p in probes])
         figures[f"linear_probe_fpr_n{n}"] = stats.seeds_figure([p["forgotten_fpr"] for p in probes])
@@ -253,95 +283,86 @@ def audit_pfm(model, train_inputs, train_labels, test_inputs, test_labels, forge
             reference_runs.append(res)
         else:
             out["models"][name] = res
+    settings = {name: res["attack_settings"] for name, res in out["models"].items() if name != "original"}
+    settings.update({f"reference {k}": r["attack_settings"] for k, r in enumerate(reference_runs)})
+    if len({json.dumps(v, sort_keys=True) for v in settings.values()}) > 1:
+        raise RuntimeError(f"the audited model and the references were attacked with different settings: {settings}")
     if reference_runs:
-        out["models"]["reference"] = combine_reference_runs(reference_runs, flatten)
+        out["models"]["reference"] = combine_reference_runs(reference_runs, flatten, METRICS)
     return out
 
 
-def pfm_ulira(config, train_inputs, train_labels, targets: dict, forgotten: Sequence[str],
-              n_shadow: int = DEFAULT_ULIRA_SHADOWS, config_overrides: dict | None = None, max_pool: int | None = None,
-              seed: int = 0, progress: bool = True, encoder=None, log=print) -> dict:
-    """U-LiRA (Hayes et al. 2024) on class forgetting: can an attacker tell the audited model (trained with
-    the class, then forgotten) from models retrained without it, sample by sample?
+def pfm_ulira(config, train_inputs, train_labels, test_inputs, test_labels, targets: dict, forgotten: Sequence[str],
+              n_shadow: int = DEFAULT_ULIRA_SHADOWS, seed: int = 0, progress: bool = True, encoder=None,
+              log=print) -> dict:
+    """U-LiRA (Hayes et al. 2024) on class forgetting, as published: can an attacker holding the unlearned
+    model tell the forgotten class's training samples (members, unlearned) from its held-out samples
+    (non-members), sample by sample, with per-sample Gaussians fitted on shadows?
 
-    Shadows use the target's full recipe (``config``; ``config_overrides`` only if given) with seeds
-    config.seed+100+i: half are "in" (trained on the training set, then the class forgotten by the method under
-    test: its prompt deleted), half "out" (retrained without the class, prompt deleted likewise). For each
-    forget-train sample, phi = scaled logit of the true class; the online likelihood ratio
-    Lambda = log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2) with one pooled variance per side.
+    Population: the forgotten classes' training and test samples. Shadows (:func:`lira.run_ulira`) use the
+    audited run's own recipe (``config``; nothing overridden but the seed, config.seed+100+i): the "in" ones
+    are trained on the retained training samples plus a balanced random half of the population and then
+    forget the class (prompt deleted: the method under test), the "out" ones retrained without the class
+    (prompt deleted likewise). phi = scaled logit of the true class.
 
-    ``targets``: {"audited": model, "reference": [models]} (one reference or a list of seeds). The audited
-    model's Lambda on the forget-train samples (members) is ranked against the references' (non-members):
-    AUC, TPR at 1% and 0.1% FPR, each with a bootstrap interval, and the ROC (for a log-log plot). The
-    references' own figure: each reference against the others (about 0.5; needs >= 2 references).
-    Returns ``{"audited": result, "reference": result}`` (the latter with >= 2 references).
+    ``targets``: {"audited": model, "reference": [models]}. Each is scored the same way (members = its
+    forget-train samples, non-members = the forget-test samples): the references never saw either, so theirs
+    are the retraining baseline (about 0.5), combined over the seeds. Intervals: bootstrap over shadow
+    models and samples. Returns ``{"audited": result, "reference": result}`` (the latter with references).
     """
     from promptforget.backbones.encoder import load_encoder
-    from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
     from promptforget.pfm.train import fit
 
-    if n_shadow < MIN_SHADOWS or n_shadow % 2:
-        raise ValueError(f"U-LiRA needs an even number of shadows >= {MIN_SHADOWS} (half in, half out), got {n_shadow}")
     refs = targets.get("reference")
     refs = [] if refs is None else list(refs) if isinstance(refs, (list, tuple)) else [refs]
-    if not refs:
-        raise ValueError("U-LiRA ranks the audited model against retrained references: give at least one")
-    y = torch.as_tensor(train_labels)
-    pool = np.arange(len(y))
-    if max_pool is not None and max_pool < len(pool):
-        pool = np.sort(np.random.default_rng(seed).choice(pool, max_pool, replace=False))
-    xp, yp = kr.take_rows(train_inputs, pool), y[pool]
-    probe_cfg = PFMConfig.from_dict({**config.to_dict(), **(config_overrides or {})})
-    fidx = [probe_cfg.class_names.index(c) for c in forgotten]
-    is_f = torch.isin(yp, torch.tensor(fidx))
-    if not bool(is_f.any()):
-        raise ValueError("U-LiRA: the training pool has no samples of the forgotten class(es)")
-    xf, yf = kr.take_rows(xp, torch.nonzero(is_f).squeeze(1)), yp[is_f]
+    ytr, yte = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
+    fidx = torch.tensor([config.class_names.index(c) for c in forgotten])
+    f_tr, f_te = torch.isin(ytr, fidx), torch.isin(yte, fidx)
+    if not bool(f_tr.any()) or not bool(f_te.any()):
+        raise ValueError("U-LiRA needs training and held-out samples of the forgotten class(es)")
+    pop_x = {k: torch.cat([train_inputs[k][f_tr], test_inputs[k][f_te]]) for k in train_inputs}
+    pop_y = torch.cat([ytr[f_tr], yte[f_te]])
+    members, nonmembers = np.arange(int(f_tr.sum())), np.arange(int(f_tr.sum()), len(pop_y))
+    retained_x, retained_y = {k: v[~f_tr] for k, v in train_inputs.items()}, ytr[~f_tr]
     pristine = encoder if encoder is not None else load_encoder(config.backbone)
+    record = []
+
+    def fit_unlearn(idx, is_in):
+        cfg = config.from_dict({**config.to_dict(), "seed": config.seed + 100 + len(record)})
+        m = PFMModel(cfg, encoder=copy.deepcopy(pristine))
+        sel = torch.as_tensor(idx, dtype=torch.long)
+        x = {k: torch.cat([retained_x[k], pop_x[k][sel]]) for k in retained_x}
+        y = torch.cat([retained_y, pop_y[sel]])
+        side = f"in: trained with {len(sel)}" if is_in else "out: retrained without"
+        log(f"[audit] U-LiRA shadow {len(record) + 1}/{n_shadow} ({side} samples of {', '.join(forgotten)}, "
+            "then forgotten)")
+        fit(m, x, y, progress=False)
+        m.forget(list(forgotten))
+        record.append({"in": is_in, "seed": cfg.seed, "class_samples_trained": int(torch.isin(y, fidx).sum()),
+                       "forgotten": list(m.forgotten_classes),
+                       "recipe": {k: v for k, v in m.config.to_dict().items() if k != "seed"}})
+        return m
 
     def score(m):
-        return scaled_logit(batched_logits(m, xf).numpy(), yf.numpy())
+        return scaled_logit(batched_logits(m, pop_x).numpy(), pop_y.numpy())
 
-    in_mask = np.zeros((n_shadow, len(yf)), bool)
-    shadow_phi = []
-    for i in tqdm(range(n_shadow), desc="U-LiRA shadows", disable=not progress, leave=False):
-        trained_in = i % 2 == 0
-        cfg = PFMConfig.from_dict({**probe_cfg.to_dict(), "seed": config.seed + 100 + i})
-        m = PFMModel(cfg, encoder=copy.deepcopy(pristine))
-        keep = torch.ones(len(yp), dtype=torch.bool) if trained_in else ~is_f
-        log(f"[audit] U-LiRA shadow {i + 1}/{n_shadow} ({'in: trained with' if trained_in else 'out: retrained without'} "
-            f"{', '.join(forgotten)})")
-        fit(m, kr.take_rows(xp, torch.nonzero(keep).squeeze(1)), yp[keep], progress=False)
-        m.forget(list(forgotten))
-        in_mask[i] = trained_in
-        shadow_phi.append(score(m))
-    shadow_phi = np.stack(shadow_phi)
-    lam = {"audited": lira_scores(score(targets["audited"]), shadow_phi, in_mask)}
-    ref_lams = [lira_scores(score(r), shadow_phi, in_mask) for r in refs]
-    common = {"n_shadow": n_shadow, "config_overrides": config_overrides or {}, "pool_size": int(len(pool)),
-              "n_forget_train": int(len(yf))}
-    out = {"audited": {**ulira_figures(lam["audited"], np.concatenate(ref_lams), seed), **common,
-                       "scores_audited": lam["audited"].tolist()}}
-    if len(ref_lams) >= 2:
-        loo = [ulira_figures(ref_lams[k], np.concatenate([r for j, r in enumerate(ref_lams) if j != k]), seed)
-               for k in range(len(ref_lams))]
-        out["reference"] = {**{key: stats.combine_references([f[key] for f in loo]) for key in ulira_keys()},
-                            "roc": loo[0]["roc"], **common}
+    shadows = run_ulira(fit_unlearn, score, len(pop_y), n_shadow, seed, progress)
+    recipes = {json.dumps(s.pop("recipe"), sort_keys=True) for s in record}
+    if len(recipes) != 1 or json.loads(recipes.pop()) != {k: v for k, v in config.to_dict().items() if k != "seed"}:
+        raise RuntimeError("U-LiRA's shadows must be trained with the audited run's own recipe")
+    common = {"n_shadow": n_shadow, "shadows": record, "n_member": len(members), "n_nonmember": len(nonmembers),
+              "recipe": {k: v for k, v in config.to_dict().items() if k != "seed"}}
+    out = {"audited": {**ulira_attack(score(targets["audited"]), shadows, members, nonmembers, seed=seed), **common}}
+    if refs:
+        per_ref = [ulira_attack(score(r), shadows, members, nonmembers, seed=seed) for r in refs]
+        out["reference"] = {**{key: stats.combine_references([f[key] for f in per_ref]) for key in ulira_keys()},
+                            "roc": per_ref[0]["roc"], **common}
     return out
 
 
 def ulira_keys() -> list[str]:
     return ["auc"] + [f"tpr_at_{fpr:g}_fpr" for fpr in ULIRA_FPRS]
-
-
-def ulira_figures(member_scores, nonmember_scores, seed: int = 0) -> dict:
-    """AUC and TPR at the low FPRs with intervals, and the ROC, of member vs non-member Lambda."""
-    out = {"auc": stats.auc_figure(member_scores, nonmember_scores, seed=seed)}
-    for fpr in ULIRA_FPRS:
-        out[f"tpr_at_{fpr:g}_fpr"] = stats.tpr_figure(member_scores, nonmember_scores, fpr, seed=seed)
-    out["roc"] = stats.roc_points(member_scores, nonmember_scores)
-    return out
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -356,22 +377,26 @@ METRICS: dict[str, Metric] = {
                                   "reference value (about 0)", 0.02),
     "forgotten_class_acc_worst": Metric("the worst forgotten class: the highest per-class test accuracy among the "
                                         "forgotten classes, full prompt bank (bootstrap over each class's samples)",
-                                        "higher = a class still answered", "reference value (about 0)", 0.02),
+                                        "higher = a class still answered", "reference value (about 0)", 0.02,
+                                        primary=True),
     "forgotten_class_argmin_acc_worst": Metric("the highest share, over forgotten classes, of a class's test samples "
                                                "whose class is the least likely one (an attacker reads the argmin)",
                                                "higher = the class is still recognised (pushed to the bottom)",
-                                               "reference value", 0.05),
+                                               "reference value", 0.05, primary=True),
     "forgotten_acc_probe_none": Metric("accuracy on forgotten-class samples with no prompt at all",
                                        "higher = residual knowledge", "reference value", 0.05),
     "forgotten_acc_probe_best_single": Metric("accuracy on forgotten-class samples with the single remaining prompt "
                                               "that maximises it (chosen with the labels: an upper bound)",
                                               "higher = residual knowledge", "reference value", 0.05),
-    "retained_acc_probe_all_wrong": Metric("accuracy on retained-class samples given every prompt except their own",
-                                           "higher = knowledge not bound to the own key", "chance (1/C)", 0.05),
+    "retained_acc_probe_all_wrong": Metric("accuracy on retained-class samples given every prompt except their own "
+                                           "(how much a retained class's answer is bound to its own key: context, "
+                                           "not about the forgotten data)",
+                                           "higher = knowledge not bound to the own key", "chance (1/C)", 0.05,
+                                           kind="context"),
     "mia_efficacy": Metric("SalUn MIA-efficacy: share of the forget-train set that an RBF-SVC on the confidence p_y, "
                            "fitted on retain-train (members) vs test (non-members), calls non-member",
                            "higher = forget set looks unseen", "reference value", 0.05, direction=-1,
-                           saturation=1.0),
+                           saturation=1.0, primary=True),
     "mia_auc_confidence": Metric("ROC-AUC of the confidence p_y, forget-train (members) vs forget-test",
                                  "0.5 = no signal; >0.5 = training samples of the forgotten class still recognisable",
                                  "reference value (about 0.5)", 0.05),
@@ -383,20 +408,21 @@ METRICS: dict[str, Metric] = {
     "mia_tpr_1pct_confidence": Metric("TPR at 1% FPR of the confidence p_y, forget-train vs forget-test (the "
                                       "low-FPR regime; an upper bound below 100 forget-test samples)",
                                       "higher = some training samples of the forgotten class surely recognised",
-                                      "reference value (about 0.01)", 0.02),
+                                      "reference value (about 0.01)", 0.02, logit_tol=math.log(2)),
     "mia_retain_auc_loss": Metric("ROC-AUC of -loss, retain-train vs test: the generalisation gap on the KEPT "
                                   "classes (utility, not residual knowledge of the forgotten ones)",
                                   "0.5 = no overfitting; lower = better", "reference value", 0.05, direction=-1,
-                                  kind="utility"),
+                                  kind="context"),
     "key_recovery_j_n{n}": Metric("Youden's J (recall of the forgotten class minus the share of retained samples "
-                                  "predicted as it) after optimising ONE fresh prompt token (all else frozen) on n "
+                                  "predicted as it), the largest over the forgotten classes (interval: bootstrap of "
+                                  "that maximum), after optimising ONE fresh prompt token (all else frozen) on n "
                                   "labelled forgotten-class samples + a retained-class pool",
                                   "higher = the shared weights still encode the class (residual knowledge); 0 = no "
                                   "better than a constant answer; the attacker's best of its restarts (lowest loss on "
                                   "its own set), the worst forgotten class, at the largest step budget, bootstrap "
-                                  "over held-out samples", "reference value", 0.05),
+                                  "over held-out samples", "reference value", 0.05, primary=True),
     "key_recovery_j_s{s}_n{n}": Metric("Youden's J of key recovery (see key_recovery_j) after steps optimiser "
-                                       "steps, on n labelled forgotten-class samples", "higher = residual knowledge",
+                                       "steps, at the budgets below the largest, on n labelled forgotten-class samples", "higher = residual knowledge",
                                        "reference value", 0.05),
     "key_recovery_acc_n{n}": Metric("forgotten-class test accuracy (recall) after key recovery (see key_recovery_j)",
                                     "higher = more recovered, but a key that floods every input also scores high",
@@ -406,23 +432,26 @@ METRICS: dict[str, Metric] = {
                                       "reference value", 10, direction=-1, none_is_infinite=True),
     "relearn_j_n{n}": Metric("Youden's J of the forgotten class after a few fine-tuning steps of head (+LoRA) on the "
                              "adversary's set, no prompt for the class; mean over seeds (t-interval)",
-                             "higher = easier relearning", "reference value", 0.05),
+                             "higher = easier relearning", "reference value", 0.05, primary=True),
     "linear_probe_acc_n{n}": Metric("forgotten-class test accuracy of a logistic-regression probe on the frozen CLS "
                                     "features, n labelled samples per class; mean over seeds (t-interval)",
                                     "higher = class separable in the features", "reference value", 0.05),
     "linear_probe_fpr_n{n}": Metric("share of retained-class test samples the linear probe (see linear_probe_acc) "
                                     "calls a forgotten class, n samples per class; mean over seeds",
                                     "read beside the recall: high recall with high FPR is no recovery",
-                                    "reference value", 0.05),
-    "ulira_auc": Metric("U-LiRA (online, Hayes et al. 2024) ROC-AUC of the likelihood ratio, audited model (members) "
-                        "vs retrained references (non-members), on the forget-train samples; shadows with the full "
-                        "recipe, half trained with the class then forgotten, half retrained without it. Reference "
-                        "column: each reference against the others", "0.5 = unlearning indistinguishable from "
-                        "retraining", "reference value (about 0.5)", 0.05),
-    "ulira_tpr_1pct_fpr": Metric("U-LiRA TPR at 1% FPR (see ulira_auc)", "higher = some samples surely tell the "
-                                 "audited model apart", "reference value (about 0.01)", 0.02),
-    "ulira_tpr_0.1pct_fpr": Metric("U-LiRA TPR at 0.1% FPR (see ulira_auc; an upper bound below 1000 reference "
-                                   "scores)", "as above", "reference value (about 0.001)", 0.02),
+                                    "reference value", 0.05, kind="context"),
+    "ulira_auc": Metric("U-LiRA (online, Hayes et al. 2024) ROC-AUC of the per-sample likelihood ratio on the model "
+                        "itself: the forgotten class's training samples (members, unlearned) vs its held-out samples "
+                        "(non-members); Gaussians from shadows with the run's recipe, half trained with half the "
+                        "class's samples then forgotten, half retrained without it; interval over shadow models and "
+                        "samples. Reference column: the same on each retrained reference", "0.5 = the unlearned "
+                        "samples look like held-out ones", "reference value (about 0.5)", 0.05),
+    "ulira_tpr_1pct_fpr": Metric("U-LiRA TPR at 1% FPR (see ulira_auc)", "higher = some unlearned samples surely "
+                                 "recognised", "reference value (about 0.01)", 0.02, primary=True,
+                                 logit_tol=math.log(2)),
+    "ulira_tpr_0.1pct_fpr": Metric("U-LiRA TPR at 0.1% FPR (see ulira_auc; unresolved below 1000 held-out "
+                                   "samples)", "as above", "reference value (about 0.001)", 0.02,
+                                   logit_tol=math.log(2)),
 }
 
 

@@ -6,8 +6,10 @@ objective on the training split minus every sample of the forgotten classes; the
 classes' prompts -- which only ever served as wrong-prompt distractors -- are deleted, exactly as in
 the audited model. Every audit figure is reported beside this model's.
 
-Several references (:func:`train_pfm_references`): the same recipe with seeds seed, seed+1, ...; their
-spread is part of every verdict's interval. Each is saved under OUT/seed-K/ and reused when already there.
+Several references (:func:`train_pfm_references`): the same recipe with seeds seed+1, seed+2, ...
+(:func:`reference_seed_list`; never the audited run's own seed, which would correlate reference 0 with the
+audited model and shrink the spread); their spread makes every verdict's prediction interval. Each is saved
+under OUT/seed-K/ and reused when already there.
 They reuse the audited model's encoded inputs (with prompt_layer > 0: the frozen lower blocks' output, computed
 once) and one pristine backbone, copied per reference instead of loaded from disk.
 
@@ -37,7 +39,8 @@ def train_pfm_reference(config, train_inputs: dict[str, torch.Tensor], train_lab
 
     ``encoder``: an already loaded (pristine, un-adapted) EncoderParts to reuse; default loads the backbone.
     ``config_overrides``: recipe changes (e.g. fewer epochs for a quick audit) -- recorded in the metadata.
-    ``seed``: the reference's training seed (default: the audited run's).
+    ``seed``: the reference's training seed (default: the audited run's; :func:`train_pfm_references` gives
+    each reference one of :func:`reference_seed_list`).
     """
     from promptforget.pfm.config import PFMConfig
     from promptforget.pfm.model import PFMModel
@@ -76,6 +79,12 @@ def train_pfm_reference(config, train_inputs: dict[str, torch.Tensor], train_lab
     return model
 
 
+def reference_seed_list(audited_seed: int, k: int) -> list[int]:
+    """The training seeds of k retrained references: audited_seed+1 .. audited_seed+k, disjoint from the audited
+    run's (U-LiRA's shadows start at audited_seed+100)."""
+    return [audited_seed + 1 + i for i in range(k)]
+
+
 def reference_dir(out_dir: str | os.PathLike, seed: int) -> Path:
     return Path(out_dir) / f"seed-{seed}"
 
@@ -83,7 +92,7 @@ def reference_dir(out_dir: str | os.PathLike, seed: int) -> Path:
 def train_pfm_references(config, train_inputs: dict[str, torch.Tensor], train_labels, forgotten: Sequence[str],
                          out_dir: str | os.PathLike | None = None, reference_seeds: int = DEFAULT_REFERENCE_SEEDS,
                          progress: bool = True, config_overrides: dict | None = None, log=print) -> list:
-    """``reference_seeds`` references retrained with seeds config.seed, config.seed+1, ...; those already saved
+    """``reference_seeds`` references retrained with :func:`reference_seed_list` (config.seed+1, ...); those saved
     under ``out_dir/seed-K/`` are loaded instead of retrained. Returns the models, in seed order."""
     from promptforget.backbones.encoder import load_encoder
     from promptforget.pfm.model import PFMModel
@@ -93,8 +102,7 @@ def train_pfm_references(config, train_inputs: dict[str, torch.Tensor], train_la
         raise ValueError(f"reference_seeds must be >= 1, got {reference_seeds}")
     pristine = None
     models = []
-    for k in range(reference_seeds):
-        seed = config.seed + k
+    for seed in reference_seed_list(config.seed, reference_seeds):
         d = reference_dir(out_dir, seed) if out_dir is not None else None
         if d is not None and (d / WEIGHTS_NAME).is_file():
             log(f"[audit] reusing the reference in {d}")

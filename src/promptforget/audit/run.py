@@ -62,6 +62,10 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
     log.info("[audit] %s: forgetting %s; %d train / %d test samples", run_dir, forgotten, len(train), len(test))
     xtr, ytr = model.encode_dataset(train.inputs), torch.as_tensor(train.labels)
     xte, yte = model.encode_dataset(test.inputs), torch.as_tensor(test.labels)
+    ulira_shadows = config.ulira_shadows
+    if ulira_shadows and not bool(torch.isin(yte, torch.tensor([model.class_index(c) for c in forgotten])).any()):
+        log.warning("[audit] U-LiRA skipped: the held-out split has no samples of %s (its non-members)", forgotten)
+        ulira_shadows = 0
 
     references = None
     if reference:
@@ -81,7 +85,7 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
                       max_eval_retain=c.max_eval_retain, eval_every=c.eval_every,
                       retained_probes=PROBES if c.retained_probes is None else c.retained_probes,
                       threshold=c.threshold, seed=c.seed, batch_size=c.batch_size)
-    if c.ulira_shadows:
+    if ulira_shadows:
         import copy
 
         audited = model
@@ -89,10 +93,9 @@ def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None,
             audited = copy.deepcopy(model)
             audited.forget(forgotten)
         targets = {"audited": audited} | ({"reference": references} if references else {})
-        log.info("[audit] U-LiRA: training %d shadow models ...", c.ulira_shadows)
-        overrides = {"epochs": c.ulira_epochs} if c.ulira_epochs is not None else None
-        shadows = pfm_ulira(model.config, xtr, ytr, targets, forgotten, n_shadow=c.ulira_shadows,
-                            config_overrides=overrides, max_pool=c.ulira_pool, seed=c.seed)
+        log.info("[audit] U-LiRA: training %d shadow models with the run's recipe ...", ulira_shadows)
+        shadows = pfm_ulira(model.config, xtr, ytr, xte, yte, targets, forgotten, n_shadow=ulira_shadows,
+                            seed=c.seed, log=log.info)
         for name, res in shadows.items():
             audit["models"][name]["ulira"] = res
     audit["run_dir"] = str(run_dir)
@@ -144,6 +147,7 @@ def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None
                    train_reference=False, settings=None) -> dict:
     """The SPUL prompt, the stage-1 model it sits on, and stage 1 retrained on the retain set only (the
     reference), audited side by side. ``forget`` does not apply: the run's forget split is audited."""
+    from promptforget.audit.reference import reference_seed_list
     from promptforget.audit.spul_audit import audit_spul, write_spul_report
     from promptforget.backbones.causal_lm import load_causal_lm
     from promptforget.spul.config import FinetuneConfig
@@ -171,8 +175,9 @@ def audit_spul_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None
         if config.reference_epochs is not None:
             ft = {**ft, "epochs": config.reference_epochs}
         references = []
-        # Stage 1 retrained on the retain set only, once per seed: the spread between them joins every interval.
-        for seed in range(ft["seed"], ft["seed"] + config.reference_seeds):
+        # Stage 1 retrained on the retain set only, once per seed (never stage 1's own seed): their spread
+        # makes the prediction interval.
+        for seed in reference_seed_list(ft["seed"], config.reference_seeds):
             ref_dir = out / "reference" / f"seed-{seed}" / "model"
             if (ref_dir / "config.json").is_file():
                 log.info("[audit] reusing the reference in %s", ref_dir)

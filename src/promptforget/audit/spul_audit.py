@@ -45,7 +45,7 @@ SPUL_METRICS: dict[str, Metric] = {
                           "position equals the true label)",
                           "higher = answered" + (" (utility)" if "retain" in s else " (not forgotten)"),
                           "the original's value" if "retain" in s else "reference value", 0.03,
-                          kind="utility" if "retain" in s else "leak")
+                          kind="utility" if "retain" in s else "leak", primary=s == "train_forget")
        for s in SPLITS},
     **{f"mia_auc_{f}": Metric(f"ROC-AUC of the label-position {f.replace('m_', 'modified ')} score, forget-train "
                               "(members) vs forget-test", "0.5 = no signal; > 0.5 = training examples recognisable",
@@ -54,7 +54,7 @@ SPUL_METRICS: dict[str, Metric] = {
     "mia_efficacy": Metric("SalUn MIA-efficacy: share of forget-train that an RBF-SVC on the label confidence, fitted "
                            "on retain-train (members) vs test-retain (non-members), calls non-member",
                            "higher = forget set looks unseen", "reference value", 0.05, direction=-1,
-                           saturation=1.0),
+                           saturation=1.0, primary=True),
     **{f"llm_auc_{s}": Metric(f"ROC-AUC of the {s} score (higher = member) over the trained span (the true label's "
                               "tokens after the prompt, training's truncation), forget-train vs forget-test",
                               "0.5 = no signal", "reference value (about 0.5)", 0.05)
@@ -66,7 +66,7 @@ SPUL_METRICS: dict[str, Metric] = {
     "blackbox_injection": Metric("as blackbox_plain, mean over prompt-injection templates asking for the original "
                                  "label", "higher = leakage", "reference value", 0.05),
     "blackbox_best": Metric("the adversary's best query family (max of the above)", "higher = leakage",
-                            "reference value", 0.05),
+                            "reference value", 0.05, primary=True),
 }
 
 
@@ -308,6 +308,6 @@ def audit_spul(spul, split: dict, reference=None, *, max_length: int = 128, batc
         else:
             models[name] = res
     if reference_runs:
-        models["reference"] = combine_reference_runs(reference_runs, flatten)
+        models["reference"] = combine_reference_runs(reference_runs, flatten, SPUL_METRICS)
     return {"kind": "spul", "models": models, "split_sizes": {s: len(split[s]) for s in SPLITS},
             "reference_seeds": len(references), "task": task.to_dict(), "spul_config": spul.config.to_dict()}
