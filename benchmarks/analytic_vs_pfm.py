@@ -32,10 +32,11 @@ def main(argv=None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="bbc_news")
-    ap.add_argument("--max-train", type=int, default=300)
+    ap.add_argument("--max-train", type=int, default=300, help="0: every training example (the demo)")
     ap.add_argument("--forget", default="sports")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
+    args.max_train = args.max_train or None
     work = Path(tempfile.mkdtemp(prefix="analytic-vs-pfm-"))
     load_before = os.getloadavg()
     rows = []

@@ -250,3 +250,14 @@ def test_audit_tells_a_broken_subtraction_apart(tmp_path, tiny_bert_dir, monkeyp
     record = audit_run(run, progress=False)
     assert not record["reference"]["ok"] and "NOT the retrain" in record["headline"][0]
     assert any(r["verdict"] != "indistinguishable" for r in record["table"] if r["kind"] == "leak")
+
+
+def test_audit_cli_on_an_analytic_run(tmp_path, tiny_bert_dir, capsys):
+    from promptforget.cli import main
+
+    run = _audited_run(tmp_path, tiny_bert_dir, make_rows(per_class=14))
+    assert main(["audit", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "byte for byte the retrain" in out and "indistinguishable" in out
+    assert main(["audit", str(run), "--forget", "fruit"]) == 2
+    assert "what its ledger forgot" in capsys.readouterr().err

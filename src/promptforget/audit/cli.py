@@ -37,9 +37,12 @@ def cmd_audit(args) -> int:
     accuracy, label-position and sequence-level (LOSS, ZLib, Min-K%, Min-K%++) membership inference,
     black-box paraphrase and prompt-injection queries. Only --reference, --train-reference, --no-reference,
     --reference-epochs, --batch-size, --seed, --no-plots and --out apply to SPUL runs.
+
+    Given an analytic run (train --family analytic), audits what its ledger forgot beside the retrain
+    recomputed from the recorded data (no reference option applies: the retrain is deterministic).
     """
     paths = audit_run(args.run_dir, config_from_args(AuditConfig, args), out=args.out, forget=args.forget,
                       reference=args.reference, train_reference=args.train_reference, no_reference=args.no_reference)
-    print((Path(paths["out"]) / "audit.md").read_text().split("## Definitions")[0])
+    print((Path(paths["out"]) / "audit.md").read_text().split("## Definitions")[0])  # analytic: the whole report
     print(f"[audit] done in {paths['audit_seconds']:.0f}s -> {paths['json']}")
     return 0

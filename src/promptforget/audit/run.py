@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from promptforget.audit.config import AuditConfig
-from promptforget.store.layout import AUDIT_DIR
+from promptforget.store.layout import AUDIT_DIR, run_family
 
 log = logging.getLogger("promptforget.audit")
 
@@ -30,11 +30,28 @@ def audit_run(run_dir, config: AuditConfig, *, out=None, forget: Sequence[str] |
     out = Path(out) if out else run_dir / AUDIT_DIR
     settings = {"run_dir": str(run_dir), "forget": forget, "reference": reference, "train_reference": train_reference,
                 "no_reference": no_reference, "out": str(out), **config.to_dict()}
+    if run_family(run_dir) == "analytic":  # its reference is recomputed bit for bit: no option to choose
+        return audit_analytic_run(run_dir, out, forget)
     if not (reference or train_reference or no_reference):
         raise ValueError("give --reference DIR, --train-reference, or --no-reference")
     audit = audit_spul_run if is_spul_run(run_dir) else audit_pfm_run
     return audit(run_dir, out, config, forget=forget, reference=reference, train_reference=train_reference,
                  settings=settings)
+
+
+def audit_analytic_run(run_dir: Path, out: Path, forget=None) -> dict:
+    """An analytic run beside its recomputed retrain (:mod:`promptforget.audit.analytic_audit`)."""
+    from promptforget.audit.analytic_audit import audit_run as audit_analytic
+    from promptforget.store.ledger import load_key
+
+    if forget:
+        raise ValueError("an analytic run is audited on what its ledger forgot: forget with `promptforget forget` "
+                         "first (--forget is for PFM runs)")
+    if out != run_dir / AUDIT_DIR:
+        raise ValueError("an analytic run's audit is written into RUN_DIR/audit (--out is for PFM and SPUL runs)")
+    t0 = time.perf_counter()
+    audit_analytic(run_dir, load_key())
+    return {"out": str(out), "json": str(out / "audit.json"), "audit_seconds": time.perf_counter() - t0}
 
 
 def audit_pfm_run(run_dir: Path, out: Path, config: AuditConfig, *, forget=None, reference=None,
