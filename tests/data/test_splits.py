@@ -44,7 +44,12 @@ def test_text_and_image_datasets_split_through_the_same_function():
     assert text.train_test_split()[1].texts == [text.texts[i] for i in stratified_split(labels, 0.2, 42)[1]]
 
 
-@pytest.mark.parametrize("test_size", [0.0, 1.0, 1.5])
+def test_test_size_zero_keeps_every_example_for_training():
+    train, test = stratified_split([0, 1] * 5, 0)
+    assert train.tolist() == list(range(10)) and len(test) == 0
+
+
+@pytest.mark.parametrize("test_size", [-0.1, 1.0, 1.5])
 def test_stratified_split_rejects_bad_sizes_in_one_line(test_size):
     with pytest.raises(ValueError, match="test_size"):
         stratified_split([0, 1] * 5, test_size)
