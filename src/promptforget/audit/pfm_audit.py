@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -36,6 +37,9 @@ DEFAULT_KEY_RESTARTS = AuditConfig.key_restarts
 DEFAULT_ATTACK_SEEDS = AuditConfig.attack_seeds
 DEFAULT_ULIRA_SHADOWS = AuditConfig.ulira_shadows
 ULIRA_FPRS = (0.01, 0.001)
+
+
+log = logging.getLogger("promptforget.audit")
 
 
 def _probs(logits: torch.Tensor) -> np.ndarray:
@@ -205,6 +209,8 @@ def audit_model(model, data: dict, forgotten_names: Sequence[str], ns: Sequence[
         if n > per_class_max:
             continue
         key_runs = {}
+        log.info("[audit] n=%d: key recovery (%d restarts x %d steps), relearning and a linear probe (%d seeds) ...",
+                 n, key_restarts, key_steps, attack_seeds)
         for c, name in zip(fidx, forgotten_names):  # each forgotten class attacked on its own
             ad = kr.build_attack_data(xtr, ytr, xte, yte, [c], n, n_retain=n_retain, max_eval_retain=max_eval_retain,
                                       seed=seed + n, exclude=[f for f in fidx if f != c])
