@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +54,11 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     t0 = time.perf_counter()
     model, raw = AnalyticModel.fit(cfg, train.inputs, config_labels(train, cfg), train.ids, progress=progress)
     seconds = time.perf_counter() - t0
+    if cfg.head == "ridge" and cfg.ridge_lambda is None and model.extractor.dim >= len(train):
+        # measured: generalised cross-validation picks too small a lambda there (docs/results.md)
+        logging.getLogger("promptforget.analytic").warning(
+            "[train] %d features for %d examples: ridge's GCV is unreliable when features outnumber examples; "
+            "consider --head lda (or --ridge-lambda)", model.extractor.dim, len(train))
     if not is_main_process():  # every rank computed its share of the features; rank 0 writes
         return out
     prepare_run_dir(out, overwrite)
