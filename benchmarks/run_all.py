@@ -20,6 +20,7 @@ BENCHES = [
     ("prompt_overhead.py", ["--classes", "10", "100", "1000", "--repeats", "2"]),
     ("spul_memory.py", []),
     ("service_load.py", ["--make-run", "tiny", "--rounds", "1", "--phase-seconds", "8"]),
+    ("analytic_forget_speed.py", ["--quick", "--repeats", "5"]),
 ]
 
 
