@@ -169,6 +169,9 @@ def test_cli_train_forget_examples_and_verify_recompute(tmp_path, tiny_bert_dir,
     assert first not in (run / LEDGER_NAME).read_text()
     r = cli("evaluate", str(run))
     assert r.returncode == 0 and "held-out accuracy" in r.stdout
+    card = (run / "README.md").read_text()
+    assert "exact and instant" in card and "examples.features" in card and "1 single example(s)" in card
+    assert "datasets:\n- d\n" in card and str(tmp_path) not in card  # a name, no machine path
 
 
 def test_two_processes_write_the_bytes_of_one(tiny_bert_dir, one_and_two_processes, tmp_path):

@@ -30,6 +30,7 @@ when one is set), never their ids."""
 def write_model_card(run_dir: str | os.PathLike, evaluation: dict | None = None) -> Path:
     from huggingface_hub import ModelCard, ModelCardData
 
+    from promptforget.data.sources import dataset_label
     from promptforget.pfm.card import HUB_IDS, PIPELINE
 
     run_dir = layout.require_pfm_run(run_dir)
@@ -51,19 +52,19 @@ def write_model_card(run_dir: str | os.PathLike, evaluation: dict | None = None)
         library_name="promptforget", tags=["promptforget", "machine-unlearning", "exact-unlearning", "analytic"],
         pipeline_tag=PIPELINE.get(backbone.get("modality"), None),
         base_model=HUB_IDS.get(backbone["name_or_path"], None),
-        datasets=[dataset.split(":", 1)[0] if ":" in dataset else dataset],
+        datasets=[dataset_label(dataset)],
     )
     forgotten = [c for c in cfg["class_names"] if c not in active]
     size = names.stat().st_size
     lines = [
-        f"# Analytic classifier (promptforget) on {dataset}", "",
+        f"# Analytic classifier (promptforget) on {dataset_label(dataset)}", "",
         f"Backbone `{backbone['name_or_path']}` ({backbone.get('family')}, frozen, sha256 `{backbone['sha256'][:16]}...`); "
         f"features `{cfg['feature_map']}`" + (f", random projection to {cfg['projection_dim']}" if cfg.get("projection_dim") else "")
         + f"; head `{cfg['head']}` ({_head_text(log.get('head', {}))}).", "",
         f"- classes active: {', '.join(active)}",
         f"- classes forgotten: {', '.join(forgotten) or '-'}",
         f"- forget requests in the ledger: {len(commits)} "
-        f"({sum(len(e.get('examples', [])) for e in commits)} single examples)",
+        f"({sum(len(e.get('examples', [])) for e in commits)} single example(s) among them)",
         f"- training examples kept in the artefact: {log.get('n_train', '?')} at training; artefact {size / 1e6:.2f} MB",
     ]
     if evaluation:
