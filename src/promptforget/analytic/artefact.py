@@ -105,15 +105,24 @@ class Parsed:
     metadata: dict
 
 
-def parse(raw: bytes, class_names: list[str]) -> Parsed:
-    from safetensors.numpy import load
+_NUMPY = {v: k for k, v in _DTYPES.items()}
 
+
+def parse(raw: bytes, class_names: list[str]) -> Parsed:
+    """The artefact's tensors as read-only views of ``raw`` (no copy: a forget reads them once)."""
     from promptforget.store.artefact import Safetensors
 
-    meta = Safetensors.parse(raw).metadata or {}
+    st = Safetensors.parse(raw)
+    meta = st.metadata or {}
     if meta.get("format") != FORMAT:
         raise ValueError(f"not an analytic artefact (format {meta.get('format')!r})")
-    t = load(raw)
+    t = {}
+    for name, info in st.header.items():
+        b, e = info["data_offsets"]
+        if info["dtype"] not in _NUMPY:
+            raise ValueError(f"not an analytic artefact: tensor {name!r} has dtype {info['dtype']}")
+        dtype = np.dtype(_NUMPY[info["dtype"]]).newbyteorder("<")
+        t[name] = np.frombuffer(st.data[b:e], dtype=dtype).reshape(info["shape"])
     rows = Rows(t["examples.id_sha256"], t["examples.label"], t["examples.features"])
     c, d = len(class_names), rows.features.shape[1]
     counts, sums = np.zeros(c, np.int64), np.zeros((c, d), np.int64)
