@@ -264,3 +264,59 @@ def test_audit_cli_on_an_analytic_run(tmp_path, tiny_bert_dir, capsys):
     assert "byte for byte the retrain" in out and "indistinguishable" in out
     assert main(["audit", str(run), "--forget", "fruit"]) == 2
     assert "what its ledger forgot" in capsys.readouterr().err
+
+
+def test_one_class_left_and_bad_ids_are_clean_errors(tmp_path, tiny_bert_dir):
+    from promptforget.store.durable import ForgetError
+
+    rows = [r for r in make_rows() if r[2] in ("fruit", "vehicle")]
+    run = train(tmp_path / "run", write_rows(tmp_path / "d.csv", rows), tiny_bert_dir)
+    before = artefact(run)
+    with pytest.raises(ForgetError, match="at least two classes"):
+        forget(run, ["fruit"], rewrite=rewrite_for(run, None))
+    with pytest.raises(ForgetError, match="UTF-8"):
+        forget(run, [], examples=["ab\ud800"], rewrite=rewrite_for(run, None))
+    assert artefact(run) == before
+
+
+def test_non_finite_features_are_refused():
+    from promptforget.analytic.stats import quantize
+
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        quantize(np.array([[np.nan, 1.0]]), 12)
+
+
+def test_a_broken_ledger_stops_an_analytic_model_from_loading(base):
+    from promptforget.analytic.model import AnalyticModel
+
+    rows, run, _ = base
+    forget(run, [], examples=[rows[0][0]], rewrite=rewrite_for(run, None))
+    (run / LEDGER_NAME).write_text("not json\n")
+    with pytest.raises(ValueError, match="ledger cannot be read"):
+        AnalyticModel.from_pretrained(run)
+
+
+def test_audit_with_a_duplicate_text_stays_indistinguishable(tmp_path, tiny_bert_dir):
+    from promptforget.audit.analytic_audit import audit_run
+
+    rows = make_rows(per_class=14)
+    rows += [["dup-a", "apple apple apple", "fruit"], ["dup-b", "apple apple apple", "fruit"]]
+    data = write_rows(tmp_path / "d.csv", rows)
+    run = train_run(tmp_path / "run", f"csv:{data}", test_size=0.3, backbone=tiny_bert_dir, max_length=12,
+                    batch_size=8, progress=False, id_salt="d" * 32)
+    from promptforget.pfm.exact import exact_training_data
+
+    ids = exact_training_data(run).ids
+    gone = "dup-a" if "dup-a" in ids and "dup-b" in ids else next(i for i in ids)
+    forget(run, [], examples=[gone], rewrite=rewrite_for(run, None))
+    record = audit_run(run, progress=False)
+    assert all(r["verdict"] == "indistinguishable" for r in record["table"] if r["kind"] == "leak"), record["table"]
+
+
+def test_pfm_forget_exact_refuses_examples(tmp_path, capsys):
+    from promptforget.cli import main
+
+    (tmp_path / "pfm_config.json").write_text(json.dumps({"config": {"class_names": ["a", "b"]}}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert main(["forget", str(tmp_path), "--examples", "3", "--exact"]) == 2
+    assert "whole classes only" in capsys.readouterr().err

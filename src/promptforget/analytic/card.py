@@ -43,6 +43,7 @@ def write_model_card(run_dir: str | os.PathLike, evaluation: dict | None = None)
     from promptforget.store.artefact import Safetensors
 
     active = layout.active_classes(cfg["class_names"], Safetensors.read_names(names))
+    head = Safetensors.parse(names.read_bytes()).metadata or {}  # re-solved by every forget
     try:
         commits = committed(Ledger(run_dir).read())
     except LedgerError:
@@ -60,7 +61,7 @@ def write_model_card(run_dir: str | os.PathLike, evaluation: dict | None = None)
         f"# Analytic classifier (promptforget) on {dataset_label(dataset)}", "",
         f"Backbone `{backbone['name_or_path']}` ({backbone.get('family')}, frozen, sha256 `{backbone['sha256'][:16]}...`); "
         f"features `{cfg['feature_map']}`" + (f", random projection to {cfg['projection_dim']}" if cfg.get("projection_dim") else "")
-        + f"; head `{cfg['head']}` ({_head_text(log.get('head', {}))}).", "",
+        + f"; head `{cfg['head']}` ({_head_text({k: head[k] for k in ('shrinkage', 'ridge_lambda') if k in head})}).", "",
         f"- classes active: {', '.join(active)}",
         f"- classes forgotten: {', '.join(forgotten) or '-'}",
         f"- forget requests in the ledger: {len(commits)} "

@@ -28,7 +28,7 @@ def solve(stats: ExactStats, head: str, scale_bits: int, shrinkage: float | None
     """``(weight [K, D], bias [K], info)`` for the K classes with examples, in the statistics' order."""
     active = np.flatnonzero(stats.counts > 0)
     if len(active) < 2:
-        raise ValueError("a head needs examples of at least two classes")
+        raise ValueError("a classifier needs examples of at least two classes")
     s = 2.0**-scale_bits
     n_c = stats.counts[active].astype(np.float64)
     n = float(n_c.sum())

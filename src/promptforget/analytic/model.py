@@ -177,8 +177,9 @@ class AnalyticModel(nn.Module):
         raw = (run_dir / WEIGHTS_NAME).read_bytes()
         try:
             gone = {h for e in committed(Ledger(run_dir).read()) for h in e.get("examples", [])}
-        except LedgerError:
-            gone = set()
+        except LedgerError as e:  # which examples were forgotten cannot be told: serve nothing
+            raise ValueError(f"{run_dir}: the deletion ledger cannot be read ({e}); refusing to serve a model whose "
+                             "forgotten examples cannot be checked") from None
         if gone:
             rows = artefact.parse(raw, config.class_names).rows.id_sha256
             if any(ledger_example_hash(bytes(r), ledger_key) in gone for r in rows):

@@ -130,8 +130,17 @@ class AnalyticRewrite:
         return [ledger_example_hash(self.row_key(x), self.key) for x in examples]
 
     def __call__(self, raw: bytes, classes: list[str], examples: list[str]) -> bytes:
-        return artefact.without(raw, self.config.class_names, classes, [self.row_key(x) for x in examples],
-                                self.config.head_settings(self.backbone_sha256), examples)
+        from numpy.linalg import LinAlgError
+
+        from promptforget.store.durable import ForgetError
+
+        try:
+            return artefact.without(raw, self.config.class_names, classes, [self.row_key(x) for x in examples],
+                                    self.config.head_settings(self.backbone_sha256), examples)
+        except ForgetError:
+            raise
+        except (ValueError, LinAlgError) as e:  # e.g. one class left: no head can be solved
+            raise ForgetError(f"forget: the model cannot be solved without this data ({e}); nothing was changed") from None
 
 
 def rewrite_for(run_dir, key: LedgerKey | None) -> AnalyticRewrite:

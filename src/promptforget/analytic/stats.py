@@ -25,7 +25,10 @@ EXACT_ROWS = 2 ** (53 - 2 * Q_BITS)  # rows per float64 GEMM whose sums stay exa
 
 def quantize(x, scale_bits: int) -> np.ndarray:
     """Features (float) -> fixed-point int32, ``round(x * 2**scale_bits)`` clipped to ``+-2**19``."""
-    q = np.rint(np.asarray(x, dtype=np.float64) * float(2**scale_bits))
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("features hold NaN or infinite values (a broken backbone or input?): cannot quantise them")
+    q = np.rint(x * float(2**scale_bits))
     return np.clip(q, -MAX_ABS_Q, MAX_ABS_Q).astype(np.int32)
 
 
@@ -36,7 +39,7 @@ def dequantize(q: np.ndarray, scale_bits: int) -> np.ndarray:
 def exact_gram(q: np.ndarray) -> np.ndarray:
     """``q.T @ q`` as exact int64 (see the module docstring)."""
     q = np.asarray(q)
-    if q.size and int(np.abs(q).max()) > MAX_ABS_Q:
+    if q.size and int(np.abs(q.astype(np.int64)).max()) > MAX_ABS_Q:
         raise ValueError(f"fixed-point features exceed 2**{Q_BITS}: the Gram matrix would not be exact")
     out = np.zeros((q.shape[1], q.shape[1]), dtype=np.int64)
     for i in range(0, q.shape[0], EXACT_ROWS):

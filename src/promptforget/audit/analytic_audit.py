@@ -109,9 +109,11 @@ def audit_run(run_dir, key=None, data_root=None, progress: bool = True) -> dict:
         idx = np.flatnonzero(is_gone)
         q_gone = model.extractor.fixed_point(take(train, idx), progress=False)
         kept_rows = {bytes(r) for r in parse((run_dir / "model.safetensors").read_bytes(), names).rows.features}
-        found = float(np.mean([bytes(r) in kept_rows for r in q_gone]))
-        row("forgotten_examples_row_found", "leak", found, 0.0, len(idx),
-            "white-box: the example's features found among the artefact's rows (retrain: never)")
+        ref_rows = {bytes(r) for r in parse(reference_bytes, names).rows.features}
+        found = [float(np.mean([bytes(r) in rows_ for r in q_gone])) for rows_ in (kept_rows, ref_rows)]
+        row("forgotten_examples_row_found", "leak", *found, len(idx),
+            "white-box: the example's features found among the model's rows (a retrain finds them only where "
+            "another example has the same features, e.g. a duplicate text)")
         member = np.flatnonzero(~is_gone & ~np.isin(y_train, [names.index(c) for c in gone_classes]))[:len(idx) or 1]
         q_member = model.extractor.fixed_point(take(train, member), progress=False)
         rows.append({"metric": "member_rows_found", "kind": "power", "audited": {"value": float(np.mean(

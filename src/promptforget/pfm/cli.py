@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from promptforget.data.registry import CLASSIFICATION, dataset_help
 from promptforget.pfm.config import PFMConfig
 from promptforget.utils.cli_args import add_command, add_data_root_flag, add_ledger_key_flag, add_report_to
 from promptforget.utils.config import add_config_args, config_kwargs
+
+log = logging.getLogger("promptforget.cli")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     defaults={"backbone": None},
                     help_texts={"backbone": "hub name, local dir, or alias minilm | dinov2-s14 "
                                 "(None: minilm for text, dinov2-s14 for images)"})
-    add_config_args(p.add_argument_group("analytic family (--family analytic; --backbone, --max-length, --image-size "
-                                         "and --seed above apply too)"), AnalyticConfig, exclude=ANALYTIC_SHARED)
+    add_config_args(p.add_argument_group("analytic family (--family analytic; --backbone, --max-length, --image-size, "
+                                         "--seed and --batch-size above apply too)"), AnalyticConfig, exclude=ANALYTIC_SHARED)
     p.add_argument("--test-size", type=float, default=0.2, help="held-out share, stratified (default 0.2)")
     p.add_argument("--max-train", "--n-train", type=int, default=None,
                    help="subsample the training split to N examples (stratified)")
@@ -94,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # Each family's config; the analytic flags that PFMConfig already defines are shared.
 TRAIN_CONFIGS = {"pfm": PFMConfig, "analytic": AnalyticConfig}
-ANALYTIC_SHARED = ("backbone", "max_length", "image_size", "seed", "batch_size", "class_names", "id_salt")
+ANALYTIC_SHARED = ("backbone", "max_length", "image_size", "seed", "batch_size")
 
 
 def cmd_train(args) -> int:
@@ -104,7 +107,7 @@ def cmd_train(args) -> int:
     from promptforget.families import FAMILIES
 
     config = TRAIN_CONFIGS[args.family]
-    knobs = config_kwargs(config, args, exclude=("batch_size", "backbone") if config is AnalyticConfig else ())
+    knobs = config_kwargs(config, args, exclude=("backbone",) if config is AnalyticConfig else ())
     if config is AnalyticConfig:
         knobs["backbone"] = args.backbone or "minilm"
     FAMILIES[args.family].train(args.out, args.dataset, test_size=args.test_size, max_train=args.max_train,
@@ -125,6 +128,12 @@ def cmd_forget(args) -> int:
         raise ValueError("give --classes and/or --examples")
     key = load_key(args.ledger_key_file)
     family = family_of(args.run_dir)
+    if args.examples and not family.forgets_examples:
+        raise ValueError("this run forgets whole classes only (a PFM binds classes to prompts, not examples); "
+                         "single examples need an analytic run (train --family analytic)")
+    if args.examples and key is None:
+        log.warning("forget: no ledger key is set, so the ledger's hashes of these ids are salted with a salt kept in "
+                    "the run: whoever can read the run can test candidate ids (`promptforget ledger keygen`)")
     retrain = args.exact and not family.exact_forget  # an exact family's forget is exact already
     if retrain:
         from promptforget.pfm.exact import exact_forget

@@ -298,6 +298,14 @@ class ForgetResult:
         return asdict(self)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can carry
+        return False
+
+
 MAX_EXAMPLES_PER_REQUEST = 50_000  # their hashes fit one ledger line (store.ledger.MAX_LINE_BYTES)
 
 
@@ -306,8 +314,8 @@ def validate_request(classes, reason: str, request_id: str | None, examples=()) 
         classes = [classes]
     classes = list(classes) if isinstance(classes, Iterable) else classes
     examples = list(examples) if isinstance(examples, Iterable) and not isinstance(examples, str) else examples
-    if not isinstance(examples, list) or not all(isinstance(x, str) and x for x in examples):
-        raise ForgetError("forget: examples must be a list of example ids (non-empty strings)")
+    if not isinstance(examples, list) or not all(isinstance(x, str) and x and _utf8(x) for x in examples):
+        raise ForgetError("forget: examples must be a list of example ids (non-empty UTF-8 strings)")
     if len(examples) > MAX_EXAMPLES_PER_REQUEST or len(set(examples)) != len(examples):
         raise ForgetError(f"forget: at most {MAX_EXAMPLES_PER_REQUEST:,} distinct example ids per request")
     if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes) or not (classes or examples):
