@@ -337,3 +337,25 @@ def test_the_audit_cannot_tell_an_exact_forget_from_retraining(run, tmp_path):
     assert main(["audit", str(run), "--train-reference", "--reference-seeds", "2", "--no-plots", *common]) == 0
     record = json.loads((out / "audit.json").read_text())
     assert {r["verdict"] for r in record["table"] if r["kind"] == "leak"} <= {UNINFORMATIVE}
+
+
+def test_a_served_moved_run_forgets_exactly_with_the_data_root_setting(tiny_bert_dir, tmp_path, monkeypatch):
+    """`serve --data-root` (ServiceSettings.data_root): the service finds a moved run's data for exact forgets;
+    without it the exact forget is refused before anything is written."""
+    from promptforget.pfm.exact import ExactUnavailableError
+    from promptforget.service.host import ModelHost
+    from promptforget.service.settings import ServiceSettings
+
+    run = trained_from(tmp_path / "p", tiny_bert_dir, monkeypatch)
+    (tmp_path / "data").mkdir()
+    shutil.move(tmp_path / "p" / "toy.csv", tmp_path / "data" / "toy.csv")
+    monkeypatch.delenv("PROMPTFORGET_DATA_ROOT", raising=False)
+    blind = ModelHost(run, ServiceSettings(admin_token="a" * 24, poll_interval_s=0))
+    before = files(run)
+    with pytest.raises(ExactUnavailableError, match="--data-root"):
+        blind.forget(["sport"], "x", "r-1", exact=True)
+    assert files(run) == before
+    host = ModelHost(run, ServiceSettings(admin_token="a" * 24, poll_interval_s=0, data_root=str(tmp_path / "data")))
+    r = host.forget(["sport"], "x", "r-2", exact=True)
+    assert r.exact_requested and host.wait_exact(120)
+    assert host.request_state("r-2")["state"] == "exact" and host.exact_problem is None

@@ -209,7 +209,7 @@ class ModelHost:
         if exact:
             from promptforget.pfm.exact import exact_training_data
 
-            exact_training_data(self.run_dir)  # no data, changed data: refused before anything is written
+            exact_training_data(self.run_dir, self.settings.data_root)  # no or changed data: refused, nothing written
         try:
             r = durable.forget(self.run_dir, classes, reason=reason, request_id=request_id, source="service",
                                on_artefact=self.swap, key=self.key, exact=exact, examples=examples,
@@ -273,7 +273,8 @@ class ModelHost:
         while True:
             self._exact_wake.clear()
             try:
-                done = run_exact(self.run_dir, self.key, on_model=self.install_model, log=log.info)
+                done = run_exact(self.run_dir, self.key, on_model=self.install_model, log=log.info,
+                                 data_root=self.settings.data_root)
                 self.exact_problem = None
                 if done is not None:
                     self._stat = self._weights_stat()

@@ -34,6 +34,8 @@ class ServiceSettings:
                                   flag="--grace-timeout")
     poll_interval_s: float = knob(1.0, "seconds between checks for forgets made by another process (0 = off)",
                                   flag="--poll-interval")
+    data_root: str | None = knob(None, "where a moved run's training data now is, for exact forgets (else "
+                                 "$PROMPTFORGET_DATA_ROOT; its sha256 is checked)")
     ledger_key_file: str | None = knob(None, "file holding the ledger's HMAC key (else $PROMPTFORGET_LEDGER_KEY_FILE "
                                        "or $PROMPTFORGET_LEDGER_KEY)")
     sync_every_request: bool = knob(True, "stat the artefact before each prediction, so no prediction started after "
