@@ -121,13 +121,14 @@ class FeatureExtractor:
 
     def fixed_point(self, raw, progress: bool = False) -> np.ndarray:
         """Every example's fixed-point features, int32 ``[N, dim]`` (projected when the config says so)."""
-        from accelerate import PartialState
         from tqdm.auto import tqdm
+
+        from promptforget.utils.dist import launch_state
 
         n, b = len(raw), self.config.batch_size
         if n == 0:
             raise ValueError("no examples to compute features of")
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = launch_state()
         device = state.device
         self.encoder.model.to(device)
         mine = list(range(state.process_index, math.ceil(n / b), state.num_processes))

@@ -61,7 +61,6 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     ``text_column`` / ``label_column``: csv:, jsonl: and hf: columns (default: found by name). At the end the
     held-out accuracy is logged, tracked (``eval/accuracy``) and kept in ``train_log.json``."""
     import torch
-    from accelerate import PartialState
     from accelerate.logging import get_logger
 
     from promptforget.data import load_splits
@@ -72,7 +71,7 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     from promptforget.pfm.card import write_model_card
     from promptforget.pfm.exact import dataset_sha256
     from promptforget.store.layout import MANIFEST_KEY
-    from promptforget.utils.dist import is_main_process
+    from promptforget.utils.dist import is_main_process, launch_state
     from promptforget.utils.io import atomic_write_json
     from promptforget.utils.tracking import Tracker, resolve_report_to
 
@@ -90,7 +89,7 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     main = is_main_process()
     if main:
         prepare_run_dir(out, overwrite)  # after every input check: a bad argument deletes nothing
-    PartialState(cpu=not torch.cuda.is_available())  # the launch's state, which accelerate's logger reads
+    launch_state()  # the launch's state, which accelerate's logger reads
     log = get_logger("promptforget.pfm")  # under accelerate launch / torchrun: rank 0 speaks
     log.info("[train] %s: %d examples, %d classes; backbone %s (%s); trainable parameters %s", dataset, len(train),
              len(cfg.class_names), cfg.backbone, model.encoder.family, f"{model.num_parameters():,}")

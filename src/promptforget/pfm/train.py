@@ -49,6 +49,8 @@ def fit(
     """Train ``model`` (a PFMModel with all its prompts) with the PFM objective. Returns per-epoch logs."""
     from accelerate import Accelerator, DataLoaderConfiguration
 
+    from promptforget.utils.dist import launch_state
+
     cfg = model.config
     if model.forgotten_classes:
         raise ValueError("fit: the model has forgotten classes; train a fresh model instead")
@@ -61,6 +63,8 @@ def fit(
     torch.manual_seed(cfg.seed)
     # split_batches: cfg.batch_size is the global batch, cut across processes, so a run on N devices
     # takes the same steps as a run on one.
+    if accelerator is None:
+        launch_state()
     acc = accelerator or Accelerator(
         cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(split_batches=True)
     )

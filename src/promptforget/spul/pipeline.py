@@ -86,11 +86,11 @@ def split_ids(split: dict) -> dict:
 
 def _log():
     """The package's logger as accelerate gives it: under a multi-process launch rank 0 speaks."""
-    import torch
-    from accelerate import PartialState
     from accelerate.logging import get_logger
 
-    PartialState(cpu=not torch.cuda.is_available())  # the launch's state, which accelerate's logger reads
+    from promptforget.utils.dist import launch_state
+
+    launch_state()  # the launch's state, which accelerate's logger reads
     return get_logger("promptforget.spul")
 
 

@@ -17,6 +17,9 @@ def make_accelerator(accelerator=None):
         return accelerator
     from accelerate import Accelerator
 
+    from promptforget.utils.dist import launch_state
+
+    launch_state()
     return Accelerator(cpu=not torch.cuda.is_available())
 
 

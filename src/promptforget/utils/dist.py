@@ -1,7 +1,8 @@
-"""Which process of a multi-process launch this is, without starting a process group."""
+"""Which process of a multi-process launch this is, and the launch's state with a clean shutdown."""
 
 from __future__ import annotations
 
+import atexit
 import os
 
 
@@ -12,3 +13,30 @@ def is_main_process() -> bool:
     on the same files.
     """
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+_shutdown_registered = False
+
+
+def launch_state():
+    """Accelerate's ``PartialState`` for this launch (it starts the process group under torchrun).
+
+    The process group is destroyed at exit, while the interpreter is still whole: a gloo group left to
+    interpreter finalisation can abort the process ("terminate called without an active exception").
+    """
+    global _shutdown_registered
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if not _shutdown_registered:
+        atexit.register(_destroy_process_group)
+        _shutdown_registered = True
+    return state
