@@ -58,25 +58,28 @@ def data(seed=0, n=400, d=12, c=3):
     return q, y, dequantize(q, 12)
 
 
-def test_ridge_equals_sklearn_at_the_gcv_lambda():
+@pytest.mark.parametrize("d", [1, 2, 12])
+def test_ridge_equals_sklearn_at_the_gcv_lambda(d):
     from sklearn.linear_model import Ridge
 
-    q, y, x = data()
+    q, y, x = data(d=d)
     w, b, info = solve(ExactStats.of_rows(q, y, 3), "ridge", 12)
     z = (x - x.mean(0)) / (x.std(0) * np.sqrt(len(x)))  # the head's standardisation: unit column norms
     ref = Ridge(alpha=info["ridge_lambda"]).fit(z, np.eye(3)[y])
     np.testing.assert_allclose(x @ w.T + b, ref.predict(z), atol=1e-9)
 
 
-def test_ridge_gcv_picks_the_minimum_of_a_direct_computation():
-    q, y, x = data(1, n=120, d=30)
+@pytest.mark.parametrize("n, d", [(120, 30), (40, 60)])  # and more features than examples
+def test_ridge_gcv_picks_the_minimum_of_a_direct_computation(n, d):
+    q, y, x = data(1, n=n, d=d)
     _, _, info = solve(ExactStats.of_rows(q, y, 3), "ridge", 12)
     z = (x - x.mean(0)) / (x.std(0) * np.sqrt(len(x)))
     yc = np.eye(3)[y] - np.eye(3)[y].mean(0)
 
-    def gcv(lam):
+    def gcv(lam):  # modified GCV: the degrees of freedom (with the intercept) weigh 1.4 times
         h = z @ np.linalg.solve(z.T @ z + lam * np.eye(z.shape[1]), z.T)
-        return np.sum((yc - h @ yc) ** 2) / len(y) / (1 - (np.trace(h) + 1) / len(y)) ** 2
+        df = 1.4 * (np.trace(h) + 1)
+        return np.sum((yc - h @ yc) ** 2) / len(y) / (1 - df / len(y)) ** 2 if df < len(y) else np.inf
 
     from promptforget.analytic.head import RIDGE_GRID
 
