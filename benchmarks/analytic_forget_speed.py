@@ -41,7 +41,9 @@ def synthetic_run(run_dir: Path, n: int, d: int, c: int, head: str, seed: int = 
     record = {"format_version": 1, "family": "analytic", "config": cfg.to_dict(),
               "backbone": {"name_or_path": "synthetic", "family": "none", "modality": "text", "sha256": "0" * 64}}
     (run_dir / ANALYTIC_CONFIG_NAME).write_text(json.dumps(record))
-    (run_dir / WEIGHTS_NAME).write_bytes(build(rows, names, cfg.head_settings("0" * 64)))
+    built = build(rows, names, cfg.head_settings("0" * 64))
+    built.write(run_dir)
+    (run_dir / WEIGHTS_NAME).write_bytes(built.model)
     return ids
 
 
@@ -57,6 +59,7 @@ def measure(n: int, d: int, c: int, head: str, class_forgets: int, example_forge
     ids = synthetic_run(run, n, d, c, head)
     build_s = time.perf_counter() - t0
     size = (run / WEIGHTS_NAME).stat().st_size
+    features_size = sum(f.stat().st_size for f in (run / "examples").iterdir())
     names = [f"class{i}" for i in range(c)]
     p = parse((run / WEIGHTS_NAME).read_bytes(), names)
     solves = []
@@ -91,7 +94,8 @@ def measure(n: int, d: int, c: int, head: str, class_forgets: int, example_forge
         keys = ("prepare", "artefact_write", "ledger_pending", "ledger_commit", "total")
         return {k: statistics.median(r.get(k, 0.0) for r in rows) for k in keys} | {"n": len(rows)}
 
-    return {"n": n, "d": d, "c": c, "head": head, "artefact_mb": size / 1e6, "build_seconds": build_s,
+    return {"n": n, "d": d, "c": c, "head": head, "artefact_mb": size / 1e6, "features_files_mb": features_size / 1e6,
+            "build_seconds": build_s,
             "solve_ms": statistics.median(solves), "example_forget_ms": parts(example_ms),
             "class_forget_ms": parts(class_ms), "coalesced": coalesced}
 
@@ -119,7 +123,8 @@ def main() -> int:
                 rows.append(r)
                 e, k = r["example_forget_ms"], r["class_forget_ms"]
                 co = r["coalesced"]
-                print(f"N={n:>7} D={d:>6} C={c:>5} {head:5s}: artefact {r['artefact_mb']:8.1f} MB, solve "
+                print(f"N={n:>7} D={d:>6} C={c:>5} {head:5s}: model.safetensors {r['artefact_mb']:6.1f} MB + features "
+                      f"{r['features_files_mb']:6.1f} MB; solve "
                       f"{r['solve_ms']:8.1f} ms; example forget p50 {e['total']:8.1f} ms (rewrite {e['prepare']:.1f}, "
                       f"write+fsync {e['artefact_write']:.1f}); class forget p50 "
                       f"{k['total'] if k else float('nan'):8.1f} ms"

@@ -21,11 +21,12 @@ MUTATIONS = {  # name: (file, original, mutant)
                                   "self.sums - gone.sums, self.gram - gone.gram)",
                                   "self.sums - gone.sums, self.gram - (gone.gram // 2) * 2)"),
     "sums not subtracted": ("analytic/stats.py", "self.sums - gone.sums,", "self.sums,"),
-    "forgotten rows kept in the artefact": ("analytic/artefact.py",
-                                            "return build(p.rows.keep(~drop), class_names, head, stats)",
-                                            "return build(p.rows.keep(~drop | drop), class_names, head, stats)"),
-    "one row fewer subtracted": ("analytic/artefact.py", "gone = p.rows.keep(drop)",
-                                 "gone = p.rows.keep(drop & (np.cumsum(drop) > 1))"),
+    "forgotten rows kept in their class's features file": ("analytic/artefact.py",
+                                                           "data = shard_bytes(q[~in_class], class_names[c])",
+                                                           "data = shard_bytes(q, class_names[c])"),
+    "one row fewer subtracted": ("analytic/artefact.py", "gone_q.append(q[in_class])",
+                                 "gone_q.append(q[in_class][1:])"),
+    "old features file not deleted": ("store/artefact.py", "            f.unlink()\n", "            pass\n"),
 }
 
 

@@ -44,6 +44,26 @@ def artefact(run):
     return (run / WEIGHTS_NAME).read_bytes()
 
 
+def run_files(run) -> dict[str, bytes]:
+    """Every file of the run directory (relative path -> bytes), the features files under examples/ included."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def artefact_files(run) -> dict[str, bytes]:
+    """model.safetensors and the features files it references: what a forget must leave as a retrain writes it."""
+    return {k: v for k, v in run_files(run).items() if k == WEIGHTS_NAME or k.startswith("examples/")}
+
+
+def example_features(run, example_id: str) -> bytes:
+    """The fixed-point features the run keeps for one example (its row in its class's features file)."""
+    from promptforget.analytic.artefact import all_features, parse, run_reader
+
+    cfg = json.loads((run / ANALYTIC_CONFIG_NAME).read_text())["config"]
+    p = parse(artefact(run), cfg["class_names"])
+    row = [bytes(r) for r in p.id_sha256].index(rewrite_for(run, None).row_key(example_id))
+    return bytes(all_features(run_reader(run), p)[row])
+
+
 @pytest.fixture
 def base(tmp_path, tiny_bert_dir):
     rows = make_rows()
@@ -72,6 +92,7 @@ def test_any_sequence_of_forgets_equals_training_on_the_rest(base, tmp_path, tin
     knobs = {k: cfg[k] for k in ("id_salt", "class_names", "seed", "head", "feature_map", "scale_bits")}
     fresh = train(tmp_path / "fresh", remaining, tiny_bert_dir, **knobs)
     assert artefact(run) == artefact(fresh)
+    assert artefact_files(run) == artefact_files(fresh)  # the features files too, and no other one left over
     # and the proof by recomputation agrees, from the recorded data and the ledger alone
     proof = recompute(run, progress=False)
     assert proof["ok"], proof["problems"]
@@ -87,30 +108,34 @@ def test_forget_order_does_not_matter(tmp_path, tiny_bert_dir):
     forget(a, [], examples=ids, rewrite=rewrite_for(a, None))
     for i in reversed(ids):
         forget(b, [], examples=[i], rewrite=rewrite_for(b, None))
-    assert artefact(a) == artefact(b)
+    assert artefact_files(a) == artefact_files(b)
 
 
 def test_unknown_or_already_forgotten_examples_are_refused_unchanged(base):
     rows, run, _ = base
     forget(run, [], examples=[rows[0][0]], rewrite=rewrite_for(run, None))
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    before = run_files(run)
     for bad in (["nobody"], [rows[0][0]], [rows[1][0], "nobody"]):
         with pytest.raises(UnknownExampleError, match="not in the training set"):
             forget(run, [], examples=bad, rewrite=rewrite_for(run, None))
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert run_files(run) == before
 
 
 def test_ledger_records_keyed_hashes_not_ids(base):
     rows, run, _ = base
     key = LedgerKey(b"k" * 32)
+    features = example_features(run, rows[5][0])
+    assert any(features in data for data in run_files(run).values())
     r = forget(run, [], examples=[rows[5][0]], rewrite=rewrite_for(run, key), key=key)
     text = (run / LEDGER_NAME).read_text()
     assert rows[5][0] not in text and r.examples[0] in text and r.exact_at_commit
     # keyed: another key gives another hash for the same id
     assert rewrite_for(run, LedgerKey(b"z" * 32)).ledger_hashes([rows[5][0]]) != r.examples
-    # the artefact keeps no trace of the forgotten row: its id hash and features are gone
+    # the run keeps no trace of the forgotten row: its id hash and its features are in no file of it
     row_key = rewrite_for(run, key).row_key(rows[5][0])
     assert row_key not in artefact(run)
+    assert not any(features in data for data in run_files(run).values())
+    assert len(list((run / "examples").iterdir())) == 4  # one features file per class, the old one deleted
     assert recompute(run, key, progress=False)["ok"]
     assert not recompute(run, LedgerKey(b"z" * 32), progress=False)["ok"]  # a wrong key matches no example
 
@@ -123,6 +148,46 @@ def test_recompute_catches_a_tampered_artefact(base):
     (run / WEIGHTS_NAME).write_bytes(bytes(raw))
     proof = recompute(run, progress=False)
     assert not proof["ok"] and "differs from the run's" in proof["problems"][0]
+
+
+def test_a_changed_features_file_is_caught(base):
+    rows, run, _ = base
+    victim = next(r for r in rows if r[2] == "animal")[0]
+    path = run / "examples" / next(f.name for f in (run / "examples").iterdir()
+                                   if example_features(run, victim) in f.read_bytes())
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
+    before = run_files(run)
+    with pytest.raises(ValueError, match="does not match the hash"):  # a forget touching it refuses, unchanged
+        forget(run, [], examples=[victim], rewrite=rewrite_for(run, None))
+    assert run_files(run) == before
+    proof = recompute(run, progress=False)
+    assert not proof["ok"] and "differs from the recomputed features file" in proof["problems"][0]
+
+
+@pytest.mark.parametrize("point", ["after_pending", "after_artefact", "after_commit"])
+def test_a_crash_leaves_no_forgotten_features_behind_once_recovered(base, point):
+    import os
+    import subprocess
+    import sys
+
+    from promptforget.store import durable
+
+    rows, run, _ = base
+    victim = rows[2][0]
+    features = example_features(run, victim)
+    script = ("import sys; from promptforget.analytic.run import rewrite_for; from promptforget.store.durable import forget; "
+              "forget(sys.argv[1], [], examples=[sys.argv[2]], rewrite=rewrite_for(sys.argv[1], None))")
+    env = {**os.environ, durable.CRASH_ENV: point}
+    r = subprocess.run([sys.executable, "-c", script, str(run), victim], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == durable.CRASH_EXIT_CODE, r.stderr
+    # the next forget recovers first (commit or abort), then deletes what the committed artefact does not name
+    forget(run, [], examples=[rows[3][0]], rewrite=rewrite_for(run, None))
+    committed_victim = point != "after_pending"
+    assert any(features in data for data in run_files(run).values()) != committed_victim
+    assert recompute(run, progress=False)["ok"]
 
 
 def test_example_forget_cannot_empty_a_class_silently(tmp_path, tiny_bert_dir):
@@ -171,7 +236,7 @@ def test_cli_train_forget_examples_and_verify_recompute(tmp_path, tiny_bert_dir,
     r = cli("evaluate", str(run))
     assert r.returncode == 0 and "held-out accuracy" in r.stdout
     card = (run / "README.md").read_text()
-    assert "exact and instant" in card and "examples.features" in card and "1 single example(s)" in card
+    assert "exact and instant" in card and "under `examples/`" in card and "1 single example(s)" in card
     assert "datasets:\n- d\n" in card and str(tmp_path) not in card  # a name, no machine path
 
 

@@ -1,19 +1,26 @@
-"""An analytic run's ``model.safetensors``: everything a forget needs, and nothing of a forgotten example.
+"""An analytic run's artefact: ``model.safetensors`` (the head and the exact statistics) and one file of
+fixed-point features per class under ``examples/``: everything a forget needs, and nothing of a
+forgotten example.
 
-    examples.id_sha256   uint8 [N, 32]  SHA-256 of (the run's id salt, the example's id), training order
-    examples.label       int64 [N]      index into the config's class names
-    examples.features    int32 [N, D]   the example's fixed-point features (analytic.stats)
-    stats.gram           int64 [D, D]   sum of q q^T over every example
-    classes.<key>.count  int64 [1]      per class with examples: count,
-    classes.<key>.sum    int64 [D]      sum of q,
-    classes.<key>.weight float64 [D]    and its row of the solved head
-    classes.<key>.bias   float64 [1]
+    model.safetensors
+      examples.id_sha256   uint8 [N, 32]  SHA-256 of (the run's id salt, the example's id), training order
+      examples.label       int64 [N]      index into the config's class names
+      stats.gram           int64 [D, D]   sum of q q^T over every example
+      classes.<key>.count  int64 [1]      per class with examples: count,
+      classes.<key>.sum    int64 [D]      sum of q,
+      classes.<key>.examples_sha256 uint8 [32]  the SHA-256 of its features file,
+      classes.<key>.weight float64 [D]    and its row of the solved head
+      classes.<key>.bias   float64 [1]
+    examples/<sha256>.safetensors
+      features             int32 [n_c, D] the class's fixed-point features (analytic.stats), training order
 
-Built only by :func:`build` from the rows, so an artefact is a pure function of (config, rows): the train
-and the forget paths write the same bytes for the same remaining examples. A forget (:func:`without`)
-drops rows and subtracts them from the integer statistics exactly, then solves the head again; a
-class with no example left has no tensors at all. Keeping each example's features (4 D bytes each) is
-what lets a forget run without the raw data or the backbone.
+Built only from the rows (:func:`build`, :func:`head_file`), so an artefact is a pure function of (config,
+rows): the train and the forget paths write the same bytes for the same remaining examples. A features
+file is named by its own hash and referenced by it, so ``model.safetensors``'s hash commits to every
+file, and a forget rewrites only the classes it touches: forgetting one example rewrites its class's
+file (N / C rows), not every example's features. A forget (:func:`without`) writes the new class files,
+the durable path then replaces ``model.safetensors`` (the commit), and files no longer referenced are
+deleted (``store.artefact.remove_unreferenced_files``; after a crash, by the recovery).
 """
 
 from __future__ import annotations
@@ -21,17 +28,21 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from promptforget.analytic.head import solve
 from promptforget.analytic.stats import ExactStats
+from promptforget.store.artefact import REFERENCE_SUFFIX, REFERENCED_DIR, write_referenced_files
 from promptforget.store.durable import UnknownExampleError
 from promptforget.store.layout import CLASS_STATS_PREFIX, class_key
 
 FORMAT = "promptforget-analytic"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+EXAMPLES_FORMAT = "promptforget-analytic-examples"
+EXAMPLES_DIR = REFERENCED_DIR
 
 
 def example_id_sha256(salt: str, example_id: str) -> bytes:
@@ -51,25 +62,58 @@ class Rows:
         return Rows(self.id_sha256[mask], self.labels[mask], self.features[mask])
 
 
-def build(rows: Rows, class_names: list[str], head: dict, stats: ExactStats | None = None) -> bytes:
-    """The artefact's bytes. ``head``: ``{"head", "scale_bits", "shrinkage", "ridge_lambda"}`` and the
-    metadata to record. ``stats`` may be passed when already known (a forget subtracts instead of summing)."""
-    stats = stats if stats is not None else ExactStats.of_rows(rows.features, rows.labels, len(class_names))
+@dataclass
+class Built:
+    """An artefact's files: ``model`` (the bytes of ``model.safetensors``) and ``shards`` (path relative to
+    the run directory -> bytes) for the features files it references that a write may need to create."""
+
+    model: bytes
+    shards: dict[str, bytes] = field(default_factory=dict)
+
+    def write(self, run_dir) -> None:
+        """The features files, durably, before ``model.safetensors`` refers to them (the caller writes it)."""
+        write_referenced_files(run_dir, self.shards)
+
+
+def shard_bytes(features: np.ndarray, class_name: str) -> bytes:
+    """A class's features file (its class in the metadata, so no two classes share a file)."""
+    return serialize({"features": np.ascontiguousarray(features, dtype=np.int32)},
+                     {"format": EXAMPLES_FORMAT, "class": class_key(class_name)})
+
+
+def shard_path(digest: bytes | np.ndarray) -> str:
+    return f"{EXAMPLES_DIR}/{bytes(digest).hex()}.safetensors"
+
+
+def build(rows: Rows, class_names: list[str], head: dict) -> Built:
+    """The artefact of ``rows``. ``head``: ``{"head", "scale_bits", "shrinkage", "ridge_lambda"}`` and the
+    metadata to record."""
+    stats = ExactStats.of_rows(rows.features, rows.labels, len(class_names))
+    shards = {int(c): shard_bytes(rows.features[rows.labels == c], class_names[c]) for c in np.flatnonzero(stats.counts > 0)}
+    digests = {c: hashlib.sha256(b).digest() for c, b in shards.items()}
+    model = head_file(rows.id_sha256, rows.labels, stats, digests, class_names, head)
+    return Built(model, {shard_path(digests[c]): b for c, b in shards.items()})
+
+
+def head_file(id_sha256: np.ndarray, labels: np.ndarray, stats: ExactStats, digests: dict[int, bytes],
+              class_names: list[str], head: dict) -> bytes:
+    """``model.safetensors``'s bytes: the statistics, the head solved from them, and each class's features
+    file by hash (``digests``: class index -> SHA-256)."""
     weight, bias, info = solve(stats, head["head"], head["scale_bits"], head.get("shrinkage"), head.get("ridge_lambda"))
     tensors = {
-        "examples.id_sha256": np.ascontiguousarray(rows.id_sha256, dtype=np.uint8),
-        "examples.label": np.ascontiguousarray(rows.labels, dtype=np.int64),
-        "examples.features": np.ascontiguousarray(rows.features, dtype=np.int32),
+        "examples.id_sha256": np.ascontiguousarray(id_sha256, dtype=np.uint8),
+        "examples.label": np.ascontiguousarray(labels, dtype=np.int64),
         "stats.gram": stats.gram,
     }
     for row, c in enumerate(np.flatnonzero(stats.counts > 0)):
         p = CLASS_STATS_PREFIX + class_key(class_names[c]) + "."
         tensors[p + "count"] = stats.counts[c : c + 1].copy()
         tensors[p + "sum"] = stats.sums[c].copy()
+        tensors[p + REFERENCE_SUFFIX[1:]] = np.frombuffer(digests[int(c)], dtype=np.uint8)
         tensors[p + "weight"] = weight[row].astype(np.float64)
         tensors[p + "bias"] = bias[row : row + 1].astype(np.float64)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "head": info["head"],
-            "backbone_sha256": head["backbone_sha256"], "n_examples": str(len(rows.labels)),
+            "backbone_sha256": head["backbone_sha256"], "n_examples": str(len(labels)),
             **{k: repr(float(v)) for k, v in info.items() if k != "head"}}
     return serialize(tensors, meta)
 
@@ -97,36 +141,45 @@ def serialize(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes
 
 @dataclass
 class Parsed:
-    rows: Rows
+    id_sha256: np.ndarray  # uint8 [N, 32]
+    labels: np.ndarray  # int64 [N]
     stats: ExactStats
     weight: np.ndarray  # [K, D] for the active classes
     bias: np.ndarray  # [K]
     active: list[int]  # class indices with a head row, in config order
+    shards: dict[int, bytes]  # class index -> SHA-256 of its features file
     metadata: dict
 
 
 _NUMPY = {v: k for k, v in _DTYPES.items()}
 
 
-def parse(raw: bytes, class_names: list[str]) -> Parsed:
-    """The artefact's tensors as read-only views of ``raw`` (no copy: a forget reads them once)."""
+def _tensors(raw: bytes, fmt: str, what: str) -> tuple[dict[str, np.ndarray], dict]:
     from promptforget.store.artefact import Safetensors
 
     st = Safetensors.parse(raw)
     meta = st.metadata or {}
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"not an analytic artefact (format {meta.get('format')!r})")
+    if meta.get("format") != fmt:
+        raise ValueError(f"not {what} (format {meta.get('format')!r})")
     t = {}
     for name, info in st.header.items():
         b, e = info["data_offsets"]
         if info["dtype"] not in _NUMPY:
-            raise ValueError(f"not an analytic artefact: tensor {name!r} has dtype {info['dtype']}")
+            raise ValueError(f"not {what}: tensor {name!r} has dtype {info['dtype']}")
         dtype = np.dtype(_NUMPY[info["dtype"]]).newbyteorder("<")
         t[name] = np.frombuffer(st.data[b:e], dtype=dtype).reshape(info["shape"])
-    rows = Rows(t["examples.id_sha256"], t["examples.label"], t["examples.features"])
-    c, d = len(class_names), rows.features.shape[1]
+    return t, meta
+
+
+def parse(raw: bytes, class_names: list[str]) -> Parsed:
+    """``model.safetensors``'s tensors as read-only views of ``raw`` (no copy: a forget reads them once)."""
+    t, meta = _tensors(raw, FORMAT, "an analytic artefact")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"analytic artefact format_version {meta.get('format_version')!r} is not {FORMAT_VERSION!r}: "
+                         "train the run again with this version")
+    c, d = len(class_names), t["stats.gram"].shape[0]
     counts, sums = np.zeros(c, np.int64), np.zeros((c, d), np.int64)
-    weight, bias, active = [], [], []
+    weight, bias, active, shards = [], [], [], {}
     for i, name in enumerate(class_names):
         p = CLASS_STATS_PREFIX + class_key(name) + "."
         if p + "count" in t:
@@ -134,25 +187,77 @@ def parse(raw: bytes, class_names: list[str]) -> Parsed:
             weight.append(t[p + "weight"])
             bias.append(t[p + "bias"][0])
             active.append(i)
-    return Parsed(rows, ExactStats(counts, sums, t["stats.gram"]), np.array(weight), np.array(bias), active, meta)
+            shards[i] = bytes(t[p + REFERENCE_SUFFIX[1:]])
+    return Parsed(t["examples.id_sha256"], t["examples.label"], ExactStats(counts, sums, t["stats.gram"]),
+                  np.array(weight), np.array(bias), active, shards, meta)
 
 
-def without(raw: bytes, class_names: list[str], classes: list[str], id_hashes: list[bytes], head: dict,
-            example_ids: list[str] | None = None) -> bytes:
+def class_features(read, parsed: Parsed, c: int, check_count: bool = True) -> np.ndarray:
+    """The fixed-point features of class ``c``'s examples, training order, from its file as ``read(path)``
+    returns it (a run directory's or a :class:`Built`'s); checked against the hash the model holds and
+    (``check_count``) against the class's count in the statistics."""
+    name = shard_path(parsed.shards[c])
+    try:
+        raw = read(name)
+    except (OSError, KeyError):
+        raise ValueError(f"the features file of class index {c} ({name}) is missing: the run is incomplete") from None
+    if hashlib.sha256(raw).digest() != parsed.shards[c]:
+        raise ValueError(f"{name} does not match the hash model.safetensors holds for it (changed on disk?)")
+    q = _tensors(raw, EXAMPLES_FORMAT, "an analytic features file")[0]["features"]
+    if q.shape[1:] != parsed.stats.gram.shape[:1] or (check_count and q.shape[0] != int(parsed.stats.counts[c])):
+        raise ValueError(f"{name} holds {q.shape[0]} rows; the statistics count {int(parsed.stats.counts[c])}")
+    return q
+
+
+def run_reader(run_dir):
+    """``read(path)`` for :func:`class_features` over a run directory (never through a symlink)."""
+    from promptforget.utils.io import read_regular_file
+
+    return lambda name: read_regular_file(Path(run_dir) / name)
+
+
+def all_features(read, parsed: Parsed) -> np.ndarray:
+    """Every example's features, in the model's row order."""
+    out = np.zeros((len(parsed.labels), parsed.stats.gram.shape[0]), dtype=np.int32)
+    for c in parsed.active:
+        out[parsed.labels == c] = class_features(read, parsed, c)
+    return out
+
+
+def stored_rows(read, parsed: Parsed) -> np.ndarray:
+    """Every row the features files hold, class by class, whether or not the statistics agree with them
+    (what an auditor looks through for a forgotten example, in a run that may be broken)."""
+    return np.concatenate([class_features(read, parsed, c, check_count=False) for c in parsed.active])
+
+
+def without(run_dir, raw: bytes, class_names: list[str], classes: list[str], id_hashes: list[bytes], head: dict,
+            example_ids: list[str] | None = None) -> Built:
     """The artefact minus every example of ``classes`` and the examples whose row keys are ``id_hashes``
     (``example_ids``: their ids, for the error message): exact subtraction of their rows from the
-    statistics, then the head solved again."""
+    statistics, then the head solved again. Reads the features files of the touched classes only."""
     p = parse(raw, class_names)
-    where = {bytes(r): i for i, r in enumerate(p.rows.id_sha256)}
-    drop = np.zeros(len(where), dtype=bool)
+    where = {bytes(r): i for i, r in enumerate(p.id_sha256)} if id_hashes else {}
+    drop = np.zeros(len(p.labels), dtype=bool)
     for j, h in enumerate(id_hashes):
         if h not in where:
             what = repr(example_ids[j]) if example_ids else "an example id"
             raise UnknownExampleError(f"example {what} is not in the training set (never was, or already forgotten); "
                                       "nothing was changed")
         drop[where[h]] = True
-    for c in classes:
-        drop |= p.rows.labels == class_names.index(c)
-    gone = p.rows.keep(drop)
-    stats = p.stats.minus(gone.features, gone.labels)
-    return build(p.rows.keep(~drop), class_names, head, stats)
+    gone_classes = {class_names.index(c) for c in classes}
+    for c in gone_classes:
+        drop |= p.labels == c
+    read = run_reader(run_dir)
+    gone_q, gone_y, digests, shards = [], [], dict(p.shards), {}
+    for c in sorted(set(p.labels[drop].tolist())):
+        q = class_features(read, p, c)
+        in_class = drop[p.labels == c]
+        gone_q.append(q[in_class])
+        gone_y.append(np.full(int(in_class.sum()), c, dtype=np.int64))
+        del digests[c]
+        if not in_class.all():
+            data = shard_bytes(q[~in_class], class_names[c])
+            digests[c] = hashlib.sha256(data).digest()
+            shards[shard_path(digests[c])] = data
+    stats = p.stats.minus(np.concatenate(gone_q), np.concatenate(gone_y)) if gone_q else p.stats
+    return Built(head_file(p.id_sha256[~drop], p.labels[~drop], stats, digests, class_names, head), shards)

@@ -21,9 +21,10 @@ the recorded data minus everything the ledger forgot and compares the hashes: an
 data can check each deletion bit for bit.
 
 **What the run keeps so that a forget needs no raw data:** each training example's fixed-point features
-(`examples.features`, 4 bytes per feature), a salted hash of its id and its label, in `model.safetensors`.
-These are derived from personal data; a forget deletes the forgotten rows, and the rewritten file holds
-none of their bytes. The ledger records forgotten examples only as keyed hashes (HMAC under the ledger key
+(4 bytes per feature), one file per class under `examples/` (named by its SHA-256, which `model.safetensors`
+holds), and a salted hash of each example's id and its label in `model.safetensors`. These are derived from
+personal data; a forget rewrites the files of the classes it touches without the forgotten rows and deletes
+the old ones, so no file of the run holds their bytes. The ledger records forgotten examples only as keyed hashes (HMAC under the ledger key
 when one is set), never their ids."""
 
 
@@ -56,7 +57,10 @@ def write_model_card(run_dir: str | os.PathLike, evaluation: dict | None = None)
         datasets=[dataset_label(dataset)],
     )
     forgotten = [c for c in cfg["class_names"] if c not in active]
-    size = names.stat().st_size
+    from promptforget.store.artefact import referenced_files_of
+
+    shards = [Path(run_dir) / f for f in referenced_files_of(names)]
+    size, features_size = names.stat().st_size, sum(f.stat().st_size for f in shards if f.is_file())
     lines = [
         f"# Analytic classifier (promptforget) on {dataset_label(dataset)}", "",
         f"Backbone `{backbone['name_or_path']}` ({backbone.get('family')}, frozen, sha256 `{backbone['sha256'][:16]}...`); "
@@ -66,7 +70,8 @@ def write_model_card(run_dir: str | os.PathLike, evaluation: dict | None = None)
         f"- classes forgotten: {', '.join(forgotten) or '-'}",
         f"- forget requests in the ledger: {len(commits)} "
         f"({sum(len(e.get('examples', [])) for e in commits)} single example(s) among them)",
-        f"- training examples kept in the artefact: {log.get('n_train', '?')} at training; artefact {size / 1e6:.2f} MB",
+        f"- training examples kept in the artefact: {log.get('n_train', '?')} at training; `model.safetensors` "
+        f"{size / 1e6:.2f} MB, their features `examples/` {features_size / 1e6:.2f} MB in {len(shards)} file(s)",
     ]
     if evaluation:
         s = evaluation["state"]

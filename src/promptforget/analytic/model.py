@@ -52,7 +52,7 @@ class AnalyticModel(nn.Module):
         self.artefact_sha256 = hashlib.sha256(raw).hexdigest()
         self._head = (torch.from_numpy(parsed.weight), torch.from_numpy(parsed.bias), list(parsed.active))
         self.head_info = {k: v for k, v in parsed.metadata.items() if k in ("head", "shrinkage", "ridge_lambda")}
-        self.n_examples = len(parsed.rows.labels)
+        self.n_examples = len(parsed.labels)
 
     @property
     def encoder(self):
@@ -133,9 +133,11 @@ class AnalyticModel(nn.Module):
 
     # ----------------------------------------------------------------- fit, save, load
     @classmethod
-    def fit(cls, config: AnalyticConfig, raw, labels, ids, encoder=None, progress: bool = False) -> tuple["AnalyticModel", bytes]:
+    def fit(cls, config: AnalyticConfig, raw, labels, ids, encoder=None,
+            progress: bool = False) -> tuple["AnalyticModel", "artefact.Built"]:
         """One pass of the backbone over ``raw`` (labels: indices into ``config.class_names``; ids: one unique
-        string per example). Returns the model and its artefact's bytes."""
+        string per example). Returns the model and its artefact (``.model``: the bytes of model.safetensors,
+        ``.shards``: its features files)."""
         from promptforget.data.text import unique_ids
 
         if not config.id_salt:
@@ -145,18 +147,23 @@ class AnalyticModel(nn.Module):
         q = extractor.fixed_point(raw, progress=progress)
         rows = artefact.Rows(np.array([list(artefact.example_id_sha256(config.id_salt, str(i))) for i in ids], np.uint8
                                       ).reshape(len(ids), 32), np.asarray(labels, dtype=np.int64), q)
-        raw_artefact = artefact.build(rows, config.class_names, config.head_settings(backbone_sha256(extractor)))
-        return cls(config, raw_artefact, extractor.encoder), raw_artefact
+        built = artefact.build(rows, config.class_names, config.head_settings(backbone_sha256(extractor)))
+        return cls(config, built.model, extractor.encoder), built
 
     @staticmethod
     def new_salt() -> str:
         return secrets.token_hex(16)
 
-    def save_pretrained(self, run_dir: str | os.PathLike, raw_artefact: bytes) -> Path:
+    def save_pretrained(self, run_dir: str | os.PathLike, built: "artefact.Built") -> Path:
+        """Write the run's config, the features files, then ``model.safetensors`` (which names them)."""
+        from promptforget.store.artefact import remove_unreferenced_files
+
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / ANALYTIC_CONFIG_NAME, config_record(self.config, self.extractor))
-        atomic_write_bytes(run_dir / WEIGHTS_NAME, raw_artefact)
+        built.write(run_dir)
+        atomic_write_bytes(run_dir / WEIGHTS_NAME, built.model)
+        remove_unreferenced_files(run_dir, built.model)
         return run_dir / WEIGHTS_NAME
 
     @classmethod
@@ -181,7 +188,7 @@ class AnalyticModel(nn.Module):
             raise ValueError(f"{run_dir}: the deletion ledger cannot be read ({e}); refusing to serve a model whose "
                              "forgotten examples cannot be checked") from None
         if gone:
-            rows = artefact.parse(raw, config.class_names).rows.id_sha256
+            rows = artefact.parse(raw, config.class_names).id_sha256
             if any(ledger_example_hash(bytes(r), ledger_key) in gone for r in rows):
                 raise ValueError(f"{run_dir}: the artefact holds examples the ledger says are forgotten (an older "
                                  "artefact?); refusing to serve it: restore the artefact of the ledger's head")

@@ -52,21 +52,16 @@ def train_run(out, dataset: str = "bbc_news", *, test_size: float = 0.2, max_tra
     cfg = replace(cfg, backbone=backbone or cfg.backbone if is_text else backbone or "dinov2-s14",
                   class_names=cfg.class_names or list(train.class_names), id_salt=cfg.id_salt or AnalyticModel.new_salt())
     t0 = time.perf_counter()
-    model, raw = AnalyticModel.fit(cfg, train.inputs, config_labels(train, cfg), train.ids, progress=progress)
+    model, built = AnalyticModel.fit(cfg, train.inputs, config_labels(train, cfg), train.ids, progress=progress)
     seconds = time.perf_counter() - t0
-    if cfg.head == "ridge" and cfg.ridge_lambda is None and model.extractor.dim >= len(train):
-        # measured: generalised cross-validation picks too small a lambda there (docs/results.md)
-        logging.getLogger("promptforget.analytic").warning(
-            "[train] %d features for %d examples: ridge's GCV is unreliable when features outnumber examples; "
-            "consider --head lda (or --ridge-lambda)", model.extractor.dim, len(train))
     if not is_main_process():  # every rank computed its share of the features; rank 0 writes
         return out
     prepare_run_dir(out, overwrite)
-    model.save_pretrained(out, raw)
+    model.save_pretrained(out, built)
     atomic_write_json(out / DATA_NAME, {**split_record(dataset, test_size, cfg.seed, max_train, **columns),
                                         "source": source_record(dataset, out), MANIFEST_KEY: dataset_sha256(train)})
     log = {"train_seconds": seconds, "n_train": len(train), "head": model.head_info, "feature_dim": model.extractor.dim,
-           "artefact_bytes": len(raw)}
+           "artefact_bytes": len(built.model) + sum(len(b) for b in built.shards.values())}
     if heldout and len(test):
         t1 = time.perf_counter()
         pred = model.predict(test.inputs)
@@ -118,6 +113,7 @@ def ledger_example_hash(row_key: bytes, key: LedgerKey | None) -> str:
 class AnalyticRewrite:
     """The analytic family's :class:`~promptforget.store.durable.ArtefactRewrite`: exact subtraction."""
 
+    run_dir: Path
     config: AnalyticConfig
     backbone_sha256: str
     key: LedgerKey | None
@@ -129,13 +125,13 @@ class AnalyticRewrite:
     def ledger_hashes(self, examples: list[str]) -> list[str]:
         return [ledger_example_hash(self.row_key(x), self.key) for x in examples]
 
-    def __call__(self, raw: bytes, classes: list[str], examples: list[str]) -> bytes:
+    def __call__(self, raw: bytes, classes: list[str], examples: list[str]) -> artefact.Built:
         from numpy.linalg import LinAlgError
 
         from promptforget.store.durable import ForgetError
 
         try:
-            return artefact.without(raw, self.config.class_names, classes, [self.row_key(x) for x in examples],
+            return artefact.without(self.run_dir, raw, self.config.class_names, classes, [self.row_key(x) for x in examples],
                                     self.config.head_settings(self.backbone_sha256), examples)
         except ForgetError:
             raise
@@ -147,7 +143,7 @@ def rewrite_for(run_dir, key: LedgerKey | None) -> AnalyticRewrite:
     from promptforget.analytic.model import read_record
 
     record = read_record(Path(run_dir))
-    return AnalyticRewrite(AnalyticConfig.from_dict(record["config"]), record["backbone"]["sha256"], key)
+    return AnalyticRewrite(Path(run_dir), AnalyticConfig.from_dict(record["config"]), record["backbone"]["sha256"], key)
 
 
 # ---------------------------------------------------------------------- proof by recomputation
@@ -176,8 +172,8 @@ def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True, data
         matched = int(hit.sum())
     idx = np.flatnonzero(keep)
     inputs = train.inputs[idx] if isinstance(train.inputs, np.ndarray) else [train.inputs[i] for i in idx]
-    _, raw = AnalyticModel.fit(cfg, inputs, labels[idx], [train.ids[i] for i in idx], progress=progress)
-    sha = hashlib.sha256(raw).hexdigest()
+    _, built = AnalyticModel.fit(cfg, inputs, labels[idx], [train.ids[i] for i in idx], progress=progress)
+    sha = hashlib.sha256(built.model).hexdigest()  # names every features file by its hash
     current = hashlib.sha256((run_dir / WEIGHTS_NAME).read_bytes()).hexdigest()
     changes = [e for e in entries if e.get("event") in ("commit", "exact")]
     ledger_sha = changes[-1]["artefact_after_sha256"] if changes else None
@@ -186,13 +182,17 @@ def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True, data
         problems.append(f"the recomputed artefact (sha256 {sha[:12]}...) differs from the run's ({current[:12]}...)")
     if ledger_sha is not None and ledger_sha != sha:
         problems.append(f"the recomputed artefact differs from the ledger's last after-hash ({ledger_sha[:12]}...)")
+    for name, data in built.shards.items():  # the files the run keeps must be the recomputed ones, whole
+        path = run_dir / name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(data).digest():
+            problems.append(f"{name} is missing or differs from the recomputed features file")
     if matched != len(gone_examples):
         problems.append(f"{len(gone_examples) - matched} of the ledger's {len(gone_examples)} forgotten examples match "
                         "no training example (another ledger key, or changed data)")
     return {"ok": not problems, "problems": problems, "recomputed_sha256": sha, "artefact_sha256": current,
             "ledger_after_sha256": ledger_sha, "forgotten_classes": sorted(gone_classes),
             "forgotten_examples": len(gone_examples), "n_train": int(keep.sum()),
-            "seconds": round(time.perf_counter() - t0, 3), **({"artefact": raw} if keep_bytes else {})}
+            "seconds": round(time.perf_counter() - t0, 3), **({"artefact": built} if keep_bytes else {})}
 
 
 # ---------------------------------------------------------------------- evaluation

@@ -40,7 +40,7 @@ def audit_run(run_dir, key=None, data_root=None, progress: bool = True) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from promptforget.analytic.artefact import parse
+    from promptforget.analytic.artefact import parse, run_reader, stored_rows
     from promptforget.analytic.model import AnalyticModel
     from promptforget.analytic.run import config_labels, ledger_example_hash, recompute, rewrite_for
     from promptforget.analytic.stats import dequantize
@@ -51,7 +51,8 @@ def audit_run(run_dir, key=None, data_root=None, progress: bool = True) -> dict:
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     proof = recompute(run_dir, key, progress=progress, data_root=data_root, keep_bytes=True)
-    reference_bytes = proof.pop("artefact")
+    reference_built = proof.pop("artefact")
+    reference_bytes = reference_built.model
     model = AnalyticModel.from_pretrained(run_dir, ledger_key=key)
     cfg, names = model.config, model.class_names
     entries = Ledger(run_dir).read()
@@ -108,8 +109,9 @@ def audit_run(run_dir, key=None, data_root=None, progress: bool = True) -> dict:
     if gone_hashes:
         idx = np.flatnonzero(is_gone)
         q_gone = model.extractor.fixed_point(take(train, idx), progress=False)
-        kept_rows = {bytes(r) for r in parse((run_dir / "model.safetensors").read_bytes(), names).rows.features}
-        ref_rows = {bytes(r) for r in parse(reference_bytes, names).rows.features}
+        # every row the run keeps, from its features files, and the retrain's, from the files it would write
+        kept_rows = {bytes(r) for r in stored_rows(run_reader(run_dir), parse((run_dir / "model.safetensors").read_bytes(), names))}
+        ref_rows = {bytes(r) for r in stored_rows(reference_built.shards.__getitem__, parse(reference_bytes, names))}
         found = [float(np.mean([bytes(r) in rows_ for r in q_gone])) for rows_ in (kept_rows, ref_rows)]
         row("forgotten_examples_row_found", "leak", *found, len(idx),
             "white-box: the example's features found among the model's rows (a retrain finds them only where "

@@ -124,3 +124,65 @@ class Safetensors:
         h = json.dumps(header, separators=(",", ":")).encode("utf-8")
         h += b" " * (-len(h) % 8)  # the reference writer pads the header to 8 bytes; keep data aligned
         return struct.pack("<Q", len(h)) + h + b"".join(chunks)
+
+
+# ---------------------------------------------------------------------- files an artefact references
+REFERENCED_DIR = "examples"  # files a model.safetensors names by content: <REFERENCED_DIR>/<sha256>.safetensors
+REFERENCE_SUFFIX = ".examples_sha256"  # a uint8 [32] tensor holding such a file's SHA-256
+
+
+def referenced_files(raw: bytes) -> set[str]:
+    """The paths (relative to the run directory) of the files ``raw`` references by hash."""
+    st = Safetensors.parse(raw)
+    return {f"{REFERENCED_DIR}/{st.tensor_bytes(n).hex()}.safetensors" for n in st.names() if n.endswith(REFERENCE_SUFFIX)}
+
+
+def referenced_files_of(path) -> set[str]:
+    """:func:`referenced_files` of the file at ``path``, reading its header and those tensors only."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        header, _, n = parse_header(f.read(8), f.read, os.fstat(fd).st_size, str(path))
+        out = set()
+        for name, info in header.items():
+            if name.endswith(REFERENCE_SUFFIX) and info["dtype"] == "U8" and info["shape"] == [32]:
+                f.seek(8 + n + info["data_offsets"][0])
+                out.add(f"{REFERENCED_DIR}/{f.read(32).hex()}.safetensors")
+    return out
+
+
+def write_referenced_files(run_dir, files: dict[str, bytes]) -> None:
+    """Write ``files`` (relative path -> bytes) durably before a model.safetensors that references them.
+    Content-addressed: a file already there whole is left as it is."""
+    from pathlib import Path
+
+    from promptforget.utils.io import atomic_write_bytes
+
+    for name, data in files.items():
+        path = Path(run_dir) / name
+        if path.is_file() and not path.is_symlink() and hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest():
+            continue
+        atomic_write_bytes(path, data)
+
+
+def remove_unreferenced_files(run_dir, raw: bytes | None = None) -> list[str]:
+    """Delete what ``<run_dir>/examples/`` holds that the committed model.safetensors (``raw``, else read
+    from disk) does not reference, leftovers of interrupted writes included: a forgotten example's file
+    must not outlive its forget. Returns the names removed."""
+    from pathlib import Path
+
+    from promptforget.store.layout import WEIGHTS_NAME
+    from promptforget.utils.io import fsync_dir, remove_stale_temps
+
+    d = Path(run_dir) / REFERENCED_DIR
+    if not d.is_dir() or d.is_symlink():
+        return []
+    refs = referenced_files(raw) if raw is not None else referenced_files_of(Path(run_dir) / WEIGHTS_NAME)
+    keep = {p.split("/", 1)[1] for p in refs}
+    removed = remove_stale_temps(d)
+    for f in sorted(d.iterdir()):
+        if f.name not in keep and not f.name.startswith("."):
+            f.unlink()
+            removed.append(f.name)
+    if removed:
+        fsync_dir(d)
+    return removed

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 from promptforget.store import anchor, layout
-from promptforget.store.artefact import Safetensors
+from promptforget.store.artefact import Safetensors, remove_unreferenced_files, write_referenced_files
 from promptforget.store.layout import WEIGHTS_NAME
 from promptforget.store.ledger import (EXACT_FIELDS, Ledger, LedgerError, LedgerKey, check_chain, check_run,
                                        check_signatures, committed, dangling_pending, forgotten_by_ledger,
@@ -110,8 +110,11 @@ class ArtefactRewrite(Protocol):
     def ledger_hashes(self, examples: list[str]) -> list[str]:
         """The keyed hashes the ledger records for example ids (never the ids themselves)."""
 
-    def __call__(self, raw: bytes, classes: list[str], examples: list[str]) -> bytes:
-        """The new artefact's bytes; an :class:`UnknownExampleError` for an id not in the training set."""
+    def __call__(self, raw: bytes, classes: list[str], examples: list[str]):
+        """The new artefact: ``.model``, the bytes of model.safetensors, and ``.shards``, the files it
+        references by hash (relative path -> bytes) that may need writing first
+        (:mod:`promptforget.store.artefact`); an :class:`UnknownExampleError` for an id not in the
+        training set. Writes nothing."""
 
 
 class StorageError(ForgetError):
@@ -245,6 +248,7 @@ def _recover_locked(run_dir: Path, key: LedgerKey | None) -> dict:
             f"{run_dir}: pending forget seq {p['seq']} ({p['classes']}) is unresolved and the artefact "
             f"(sha256 {sha[:12]}...) is neither its before nor its after state; refusing to continue"
         )
+    report["unreferenced_removed"] = _remove_unreferenced(run_dir)  # the new or the old files, whichever lost
     return report
 
 
@@ -384,6 +388,7 @@ def forget(
         if problems:
             more = f" (and {len(problems) - 1} more: `promptforget ledger verify`)" if len(problems) > 1 else ""
             raise LedgerError(f"the ledger does not verify, nothing was written: {problems[0]}{more}")
+        _remove_unreferenced(run_dir, raw)  # left by a crash after the last commit, if any
         hashes = rewrite.ledger_hashes(examples) if examples else []
         for e in committed(entries):
             if e["request_id"] == request_id:
@@ -410,9 +415,10 @@ def forget(
         if len(active) - len(classes) < 1:
             raise ForgetError("forget: at least one class must remain (forgetting every class leaves no model)")
         if rewrite is None:
-            new = st.without({n for c in classes for n in layout.class_tensor_names(c, st.names())})
+            new, side_files = st.without({n for c in classes for n in layout.class_tensor_names(c, st.names())}), {}
         else:
-            new = rewrite(raw, classes, examples)
+            rewritten = rewrite(raw, classes, examples)
+            new, side_files = rewritten.model, rewritten.shards
             left = layout.active_classes(names, Safetensors.parse(new, "the rewritten artefact").names())
             if left != [c for c in active if c not in classes]:
                 lost = [c for c in active if c not in classes and c not in left]
@@ -443,6 +449,7 @@ def forget(
 
         _crash_mid_artefact(run_dir, new)
         try:
+            write_referenced_files(run_dir, side_files)  # before the artefact that names them
             atomic_write_bytes(weights, new)
         except OSError as e:
             raise _artefact_write_failed(e, ledger, p, entries, weights) from None
@@ -461,10 +468,25 @@ def forget(
             raise StorageError.from_os(e, "writing the ledger's commit", after="the artefact no longer holds the "
                                        "prompts; the next forget or start commits it (recovery)") from None
         _crash("after_commit")
-        lap("ledger_commit", t)
+        t = lap("ledger_commit", t)
+        _remove_unreferenced(run_dir, new)
+        lap("cleanup", t)
     timings["total"] = round(1000 * (time.perf_counter() - t0), 3)
     state = {"active_classes": remaining, "forgotten_classes": [n for n in names if n not in remaining]}
     return _result(c, replayed=False, state=state, recovery=recovery, timings=timings)
+
+
+def _remove_unreferenced(run_dir: Path, raw: bytes | None = None) -> list[str]:
+    """Files the committed artefact no longer references (a forgotten class's or example's features):
+    deleted now; a failure is logged and left to the next forget or start, which try again."""
+    try:
+        return remove_unreferenced_files(run_dir, raw)
+    except (OSError, ValueError) as e:
+        import logging
+
+        logging.getLogger("promptforget.store").warning("%s: could not delete unreferenced files yet (%s); the next "
+                                                        "forget or start tries again", run_dir, e)
+        return []
 
 
 def _artefact_write_failed(e: OSError, ledger: Ledger, p: dict, entries: list[dict], weights: Path) -> StorageError:
