@@ -31,7 +31,28 @@ GCV_DF_WEIGHT = 1.4
 
 def solve(stats: ExactStats, head: str, scale_bits: int, shrinkage: float | None = None,
           ridge_lambda: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(weight [K, D], bias [K], info)`` for the K classes with examples, in the statistics' order."""
+    """``(weight [K, D], bias [K], info)`` for the K classes with examples, in the statistics' order.
+
+    BLAS runs on one thread here: its results then do not depend on how many threads a process has
+    (a train and a later forget must write the same bytes), and at D ~ 1,000 a second thread made the
+    solve slower on 2 cores, not faster (docs/performance.md)."""
+    with _one_blas_thread():
+        return _solve(stats, head, scale_bits, shrinkage, ridge_lambda)
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()  # numpy's and scipy's OpenBLAS, both loaded by now
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def _solve(stats, head, scale_bits, shrinkage, ridge_lambda):
     active = np.flatnonzero(stats.counts > 0)
     if len(active) < 2:
         raise ValueError("a classifier needs examples of at least two classes")
@@ -118,10 +139,14 @@ def _ridge(second, means, n_c, n, ridge_lambda):
     reflectors = np.asfortranarray(a[1:, :-1])  # one copy for both products with Q
     c = _reflect(reflectors, tau, xy, "T")
 
+    cf = np.asfortranarray(c)
+
     def solve_t(lam: float) -> np.ndarray | None:
         if len(diag) == 1:
             return c / (diag[0] + lam) if diag[0] + lam > 0 else None
-        *_, b, info = lapack.dgtsv(off, diag + lam, off, c)
+        *_, b, info = lapack.dptsv(diag + lam, off, cf)  # T + lam is positive definite: LDL^T, no pivoting
+        if info != 0:
+            *_, b, info = lapack.dgtsv(off, diag + lam, off, cf)
         return b if info == 0 else None  # None: (T + lam) numerically singular
 
     scale = float(np.mean(diag)) or 1.0  # the mean eigenvalue: trace / D
