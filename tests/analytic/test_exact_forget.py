@@ -164,6 +164,11 @@ def test_a_changed_features_file_is_caught(base):
     assert run_files(run) == before
     proof = recompute(run, progress=False)
     assert not proof["ok"] and "differs from the recomputed features file" in proof["problems"][0]
+    path.write_bytes(bytes(raw[:-1]) + bytes([raw[-1] ^ 1]))  # restored: the proof holds again
+    assert recompute(run, progress=False)["ok"]
+    (run / "examples" / "stray.safetensors").write_bytes(b"left behind")
+    proof = recompute(run, progress=False)
+    assert not proof["ok"] and "a retrain does not write (stray.safetensors" in proof["problems"][0]
 
 
 @pytest.mark.parametrize("point", ["after_pending", "after_artefact", "after_commit"])
@@ -397,3 +402,16 @@ def test_pfm_forget_exact_refuses_examples(tmp_path, capsys):
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert main(["forget", str(tmp_path), "--examples", "3", "--exact"]) == 2
     assert "whole classes only" in capsys.readouterr().err
+
+
+def test_a_symlinked_features_directory_is_not_written_through(base, tmp_path):
+    from promptforget.store.durable import StorageError
+
+    rows, run, _ = base
+    elsewhere = tmp_path / "elsewhere"
+    (run / "examples").rename(elsewhere)
+    (run / "examples").symlink_to(elsewhere)
+    before = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+    with pytest.raises(StorageError, match="symbolic link"):
+        forget(run, [], examples=[rows[0][0]], rewrite=rewrite_for(run, None))
+    assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == before

@@ -186,6 +186,11 @@ def recompute(run_dir, key: LedgerKey | None = None, progress: bool = True, data
         path = run_dir / name
         if not path.is_file() or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(data).digest():
             problems.append(f"{name} is missing or differs from the recomputed features file")
+    stray = sorted(f.name for f in (run_dir / artefact.EXAMPLES_DIR).glob("*")
+                   if f"{artefact.EXAMPLES_DIR}/{f.name}" not in built.shards)
+    if stray:
+        problems.append(f"{artefact.EXAMPLES_DIR}/ holds {len(stray)} file(s) a retrain does not write ({stray[0]}, ...): "
+                        "features of forgotten data? the next forget deletes what the artefact does not name")
     if matched != len(gone_examples):
         problems.append(f"{len(gone_examples) - matched} of the ledger's {len(gone_examples)} forgotten examples match "
                         "no training example (another ledger key, or changed data)")

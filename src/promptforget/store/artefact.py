@@ -10,6 +10,7 @@ the data block), then the data block.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -159,6 +160,8 @@ def write_referenced_files(run_dir, files: dict[str, bytes]) -> None:
 
     for name, data in files.items():
         path = Path(run_dir) / name
+        if path.parent.is_symlink():
+            raise OSError(errno.ELOOP, f"{path.parent} is a symbolic link (not followed)")
         if path.is_file() and not path.is_symlink() and hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest():
             continue
         atomic_write_bytes(path, data)
