@@ -581,18 +581,24 @@ def plots(audit: dict, out_dir: str | os.PathLike) -> dict[str, str]:
     have = [m for m in ("audited", "reference") if "roc" in models.get(m, {}).get("ulira", {})]
     if have:  # the low-FPR regime is what matters (Carlini et al. 2022): log-log axes
         fig, ax = plt.subplots(figsize=(4.5, 4.2))
+        u = models[have[0]]["ulira"]
+        # below one held-out sample's worth of FPR nothing is measured: the curve stops at that floor
+        floor = 1 / max(int(u.get("n_nonmember") or 1), 1)
+        labels = {"audited": "audited", "reference": f"reference, 1st of {audit.get('reference_seeds', 1)} seeds"}
         for m in have:
             roc = models[m]["ulira"]["roc"]
             auc = models[m]["ulira"]["auc"]["value"]
-            label = "audited vs references" if m == "audited" else "a reference vs the others"
-            ax.plot(np.maximum(roc["fpr"], 1e-4), np.maximum(roc["tpr"], 1e-4), color=style[m][0],
-                    linestyle=style[m][1], label=f"{label} (AUC {auc:.2f})")
-        ax.plot([1e-4, 1], [1e-4, 1], color="grey", lw=0.8, ls=":")
+            ax.plot(np.maximum(roc["fpr"], floor / 2), np.maximum(roc["tpr"], 1e-4), color=style[m][0],
+                    linestyle=style[m][1], label=f"{labels[m]} (AUC {auc:.2f})")
+        ax.plot([floor / 2, 1], [floor / 2, 1], color="grey", lw=0.8, ls=":")
+        ax.axvline(floor, color="grey", lw=0.8, ls="--")
+        ax.text(floor, 0.9, " 1 / held-out", fontsize=7, color="grey", transform=ax.get_xaxis_transform())
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("false-positive rate")
         ax.set_ylabel("true-positive rate")
-        ax.set_title("U-LiRA ROC (log-log)", fontsize=9)
+        ax.set_title(f"U-LiRA ROC: {u.get('n_member', '?')} unlearned training vs {u.get('n_nonmember', '?')} held-out "
+                     "samples", fontsize=8)
         ax.legend(fontsize=7)
         fig.tight_layout()
         paths["ulira_roc"] = str(out / "ulira_roc.png")
